@@ -1,0 +1,71 @@
+"""Alembic, driven from Python: upgrade / downgrade / current / drift check / head guard."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from app.db import models
+from app.errors import SchemaOutOfDate, TrainsrvError
+from app.paths import ALEMBIC_INI
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    cfg = Config(str(ALEMBIC_INI))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revisions() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def current_revisions(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads())
+
+
+def upgrade(engine: sa.Engine, revision: str = "heads") -> None:
+    _run(engine, command.upgrade, revision)
+
+
+def downgrade(engine: sa.Engine, revision: str) -> None:
+    _run(engine, command.downgrade, revision)
+
+
+def _run(engine: sa.Engine, fn, revision: str) -> None:
+    from alembic.util import CommandError
+
+    with engine.begin() as conn:
+        try:
+            fn(alembic_config(conn), revision)
+        except CommandError as exc:
+            raise TrainsrvError(f"migration to {revision!r} failed: {exc}") from None
+
+
+def schema_drift(engine: sa.Engine) -> list:
+    """Differences between the models and the migrated schema (empty when they match)."""
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"include_object": include_object})
+        return compare_metadata(ctx, models.Base.metadata)
+
+
+def include_object(obj, name, type_, reflected, compare_to):
+    """Views are versioned SQL files, not models; alembic's own table is not ours either."""
+    return not (type_ == "table" and (name.startswith("v_") or name == "alembic_version"))
+
+
+def require_head(engine: sa.Engine) -> None:
+    """Refuse to work on a database that is not migrated to head."""
+    current, heads = current_revisions(engine), head_revisions()
+    if current != heads:
+        have = ", ".join(sorted(current)) or "empty (never migrated)"
+        raise SchemaOutOfDate(
+            f"database schema is at {have}, code expects {', '.join(sorted(heads))}: "
+            "run `trainsrv db upgrade` (or `alembic upgrade heads`)"
+        )

@@ -1,0 +1,345 @@
+"""SQLAlchemy 2.x typed models of the v1 schema.
+
+The migrations are hand-written and authoritative; these models must match them exactly
+(``trainsrv db check`` / ``alembic check`` compare the two). Views are not modelled here:
+they are SQL files under ``sql/views`` and are read with named queries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+EMBEDDING_DIM = 32
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ACTIONS = ("long", "short", "hold")
+MODEL_KINDS = ("cnn", "rl", "other")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+SESSION_STATES = ("running", "succeeded", "failed", "interrupted")
+CAPTURE_POLICIES = ("full", "every_k", "half", "none")
+EVENT_KINDS = ("velocity", "volatility_spike")
+OUTCOME_STATES = ("validated", "pending")
+
+TSTZ = sa.DateTime(timezone=True)
+NOW = sa.text("now()")
+EMPTY_JSON = sa.text("'{}'::jsonb")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+def _finite(*columns: str) -> str:
+    # In PostgreSQL NaN sorts above +Infinity, so "< Infinity" rejects both NaN and +inf.
+    return " AND ".join(f"({c} < 'Infinity'::float8 AND {c} > '-Infinity'::float8)" for c in columns)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Candle(Base):
+    """One OHLCV bar; the price truth that outcomes are computed from."""
+
+    __tablename__ = "candles"
+    symbol: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    timeframe: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(TSTZ, primary_key=True)
+    open: Mapped[float] = mapped_column(sa.Float)
+    high: Mapped[float] = mapped_column(sa.Float)
+    low: Mapped[float] = mapped_column(sa.Float)
+    close: Mapped[float] = mapped_column(sa.Float)
+    volume: Mapped[float] = mapped_column(sa.Float)
+    __table_args__ = (
+        sa.CheckConstraint(_finite("open", "high", "low", "close", "volume"), name="finite"),
+        sa.CheckConstraint("low > 0", name="positive_prices"),
+        sa.CheckConstraint("high >= greatest(open, close) AND low <= least(open, close)", name="ohlc_consistent"),
+        sa.CheckConstraint("volume >= 0", name="volume_non_negative"),
+        sa.CheckConstraint("timeframe ~ '^[0-9]+[smhdw]$'", name="timeframe_format"),
+    )
+
+
+class InputPackage(Base):
+    """What a model saw at time ``ts`` for ``symbol`` (the seed's ModelInputPackage)."""
+
+    __tablename__ = "input_packages"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    symbol: Mapped[str] = mapped_column(sa.Text)
+    ts: Mapped[dt.datetime] = mapped_column(TSTZ)
+    payload: Mapped[bytes] = mapped_column(BYTEA)
+    payload_format: Mapped[str] = mapped_column(sa.Text)
+    data_hash: Mapped[bytes] = mapped_column(BYTEA, unique=True)
+    completeness_score: Mapped[float] = mapped_column(sa.Float)
+    validation_flags: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    is_valid: Mapped[bool] = mapped_column(sa.Boolean)
+    is_premium: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    embedding: Mapped[Any | None] = mapped_column(Vector(EMBEDDING_DIM), nullable=True)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=EMPTY_JSON)
+    received_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    __table_args__ = (
+        sa.CheckConstraint("completeness_score >= 0 AND completeness_score <= 1", name="completeness_range"),
+        sa.CheckConstraint("octet_length(data_hash) = 32", name="hash_is_sha256"),
+        sa.Index("ix_input_packages_symbol_ts", "symbol", "ts"),
+    )
+
+
+class Prediction(Base):
+    """A model's call made from one package; inserted by the orchestrator."""
+
+    __tablename__ = "predictions"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    prediction_key: Mapped[str] = mapped_column(sa.Text, unique=True)
+    package_id: Mapped[int] = mapped_column(sa.ForeignKey("input_packages.id"))
+    model_kind: Mapped[str] = mapped_column(sa.Text)
+    model_version: Mapped[str] = mapped_column(sa.Text)
+    action: Mapped[str] = mapped_column(sa.Text)
+    confidence: Mapped[float] = mapped_column(sa.Float)
+    predicted_move: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    predicted_pivot: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    horizon_s: Mapped[int] = mapped_column(sa.Integer)
+    predicted_at: Mapped[dt.datetime] = mapped_column(TSTZ)
+    created_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    __table_args__ = (
+        sa.CheckConstraint(_in("model_kind", MODEL_KINDS), name="known_model_kind"),
+        sa.CheckConstraint(_in("action", ACTIONS), name="known_action"),
+        sa.CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
+        sa.CheckConstraint("horizon_s > 0", name="positive_horizon"),
+        sa.Index("ix_predictions_package_id", "package_id"),
+        sa.Index("ix_predictions_predicted_at", "predicted_at"),
+    )
+
+
+class Outcome(Base):
+    """What a prediction actually earned, computed only from candles after it (no look-ahead)."""
+
+    __tablename__ = "outcomes"
+    prediction_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("predictions.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(sa.Text)
+    pending_reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    entry_price: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    exit_price: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    price_return: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    max_favorable_excursion: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    max_adverse_excursion: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    actual_profit: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    profitability_score: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    optimal_action: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    is_profitable: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
+    times_trained: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    last_trained_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
+    revision: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("1"))
+    validated_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", OUTCOME_STATES), name="known_status"),
+        sa.CheckConstraint(f"optimal_action IS NULL OR {_in('optimal_action', ACTIONS)}", name="known_optimal_action"),
+        sa.CheckConstraint("profitability_score IS NULL OR (profitability_score >= 0 AND profitability_score <= 1)",
+                           name="profitability_range"),
+        sa.CheckConstraint("status <> 'validated' OR (actual_profit IS NOT NULL AND profitability_score IS NOT NULL "
+                           "AND optimal_action IS NOT NULL AND is_profitable IS NOT NULL AND validated_at IS NOT NULL)",
+                           name="validated_complete"),
+        sa.CheckConstraint("status <> 'pending' OR pending_reason IS NOT NULL", name="pending_has_reason"),
+        sa.CheckConstraint("times_trained >= 0", name="times_trained_non_negative"),
+    )
+
+
+class MarketEvent(Base):
+    """A rapid price change (velocity) or volatility spike; packages inside one are premium."""
+
+    __tablename__ = "market_events"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    symbol: Mapped[str] = mapped_column(sa.Text)
+    timeframe: Mapped[str] = mapped_column(sa.Text)
+    kind: Mapped[str] = mapped_column(sa.Text)
+    started_at: Mapped[dt.datetime] = mapped_column(TSTZ)
+    ended_at: Mapped[dt.datetime] = mapped_column(TSTZ)
+    magnitude: Mapped[float] = mapped_column(sa.Float)
+    direction: Mapped[int] = mapped_column(sa.SmallInteger)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    detected_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    __table_args__ = (
+        sa.CheckConstraint(_in("kind", EVENT_KINDS), name="known_kind"),
+        sa.CheckConstraint("ended_at >= started_at", name="ordered_bounds"),
+        sa.CheckConstraint("direction IN (-1, 0, 1)", name="known_direction"),
+        sa.UniqueConstraint("symbol", "timeframe", "kind", "started_at"),
+        sa.Index("ix_market_events_symbol_started_at", "symbol", "started_at"),
+    )
+
+
+class Experience(Base):
+    """An RL transition with its realised outcome and replay priority."""
+
+    __tablename__ = "experiences"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    symbol: Mapped[str] = mapped_column(sa.Text)
+    prediction_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("predictions.id", ondelete="CASCADE"), nullable=True, unique=True)
+    state_package_id: Mapped[int] = mapped_column(sa.ForeignKey("input_packages.id"))
+    next_state_package_id: Mapped[int | None] = mapped_column(sa.ForeignKey("input_packages.id"), nullable=True)
+    action: Mapped[str] = mapped_column(sa.Text)
+    reward: Mapped[float] = mapped_column(sa.Float)
+    done: Mapped[bool] = mapped_column(sa.Boolean)
+    optimal_action: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    is_profitable: Mapped[bool] = mapped_column(sa.Boolean)
+    priority: Mapped[float] = mapped_column(sa.Float)
+    times_sampled: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    last_sampled_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    __table_args__ = (
+        sa.CheckConstraint(_in("action", ACTIONS), name="known_action"),
+        sa.CheckConstraint(f"optimal_action IS NULL OR {_in('optimal_action', ACTIONS)}", name="known_optimal_action"),
+        sa.CheckConstraint("priority > 0 AND " + _finite("priority"), name="positive_priority"),
+        sa.CheckConstraint(_finite("reward"), name="finite_reward"),
+        sa.CheckConstraint("times_sampled >= 0", name="times_sampled_non_negative"),
+        sa.Index("ix_experiences_symbol_created_at", "symbol", "created_at"),
+    )
+
+
+class Job(Base):
+    """A unit of work for the trainer, claimed with FOR UPDATE SKIP LOCKED."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    state: Mapped[str] = mapped_column(sa.Text, server_default=sa.text("'queued'"))
+    priority: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    attempts: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    max_attempts: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("3"))
+    run_after: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    locked_by: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    dedupe_key: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    started_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
+    __table_args__ = (
+        sa.CheckConstraint(_in("state", JOB_STATES), name="known_state"),
+        sa.CheckConstraint("attempts >= 0 AND max_attempts > 0", name="attempts_range"),
+        sa.CheckConstraint("state <> 'running' OR locked_by IS NOT NULL", name="running_is_locked"),
+        sa.Index("ix_jobs_claim", sa.text("priority DESC"), "run_after", "id",
+                 postgresql_where=sa.text("state = 'queued'")),
+        sa.Index("ix_jobs_running_heartbeat", "heartbeat_at", postgresql_where=sa.text("state = 'running'")),
+        sa.Index("uq_jobs_dedupe_key_active", "dedupe_key", unique=True,
+                 postgresql_where=sa.text("state IN ('queued', 'running') AND dedupe_key IS NOT NULL")),
+    )
+
+
+class TrainingSession(Base):
+    """One training (or replay) run of a CNN or RL model."""
+
+    __tablename__ = "training_sessions"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    model_kind: Mapped[str] = mapped_column(sa.Text)
+    model_name: Mapped[str] = mapped_column(sa.Text)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    seed: Mapped[int] = mapped_column(sa.BigInteger)
+    torch_version: Mapped[str] = mapped_column(sa.Text)
+    trainsrv_version: Mapped[str] = mapped_column(sa.Text)
+    device: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.Text, server_default=sa.text("'running'"))
+    capture_policy: Mapped[str] = mapped_column(sa.Text)
+    replay_exact: Mapped[bool] = mapped_column(sa.Boolean)
+    parent_session_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("training_sessions.id", ondelete="SET NULL"), nullable=True)
+    job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    best_loss: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    plateau_steps: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    converged: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    training_value: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
+    __table_args__ = (
+        sa.CheckConstraint(_in("model_kind", MODEL_KINDS), name="known_model_kind"),
+        sa.CheckConstraint(_in("status", SESSION_STATES), name="known_status"),
+        sa.CheckConstraint(_in("capture_policy", CAPTURE_POLICIES), name="known_capture_policy"),
+        sa.CheckConstraint("NOT replay_exact OR capture_policy = 'full'", name="exact_needs_full_capture"),
+        sa.CheckConstraint("ended_at IS NULL OR ended_at >= started_at", name="ordered_times"),
+    )
+
+
+class TrainingStep(Base):
+    """One optimizer step: loss breakdown, gradient norm, batch and timings."""
+
+    __tablename__ = "training_steps"
+    session_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("training_sessions.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    loss_total: Mapped[float] = mapped_column(sa.Float)
+    loss_components: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    grad_norm: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    learning_rate: Mapped[float] = mapped_column(sa.Float)
+    batch_ids: Mapped[list[int]] = mapped_column(ARRAY(sa.BigInteger))
+    batch_profitability: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    timings_ms: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    gradients_stored: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    created_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    __table_args__ = (
+        sa.CheckConstraint("step >= 0", name="step_non_negative"),
+        sa.CheckConstraint("gradients_stored >= 0", name="gradients_stored_non_negative"),
+    )
+
+
+class GradientBlob(Base):
+    """One chunk of one parameter's gradient at one step (lossless unless the session says not)."""
+
+    __tablename__ = "gradient_blobs"
+    session_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("training_sessions.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    param_name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    chunk_index: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    chunk_count: Mapped[int] = mapped_column(sa.Integer)
+    dtype: Mapped[str] = mapped_column(sa.Text)
+    shape: Mapped[list[int]] = mapped_column(ARRAY(sa.Integer))
+    codec: Mapped[str] = mapped_column(sa.Text)
+    byte_length: Mapped[int] = mapped_column(sa.Integer)
+    checksum: Mapped[bytes] = mapped_column(BYTEA)
+    data: Mapped[bytes] = mapped_column(BYTEA)
+    __table_args__ = (
+        sa.CheckConstraint("chunk_index >= 0 AND chunk_index < chunk_count", name="chunk_in_range"),
+        sa.CheckConstraint("byte_length = octet_length(data)", name="length_matches"),
+        sa.CheckConstraint("octet_length(checksum) = 32", name="checksum_is_sha256"),
+    )
+
+
+class Checkpoint(Base):
+    """Model, optimizer and RNG state at a step, with a content hash: the anchor of exact replay."""
+
+    __tablename__ = "checkpoints"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    session_id: Mapped[int] = mapped_column(sa.ForeignKey("training_sessions.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(sa.Integer)
+    kind: Mapped[str] = mapped_column(sa.Text)
+    params_hash: Mapped[bytes] = mapped_column(BYTEA)
+    optimizer_hash: Mapped[bytes] = mapped_column(BYTEA)
+    content_hash: Mapped[bytes] = mapped_column(BYTEA)
+    byte_length: Mapped[int] = mapped_column(sa.BigInteger)
+    state: Mapped[bytes] = mapped_column(BYTEA)
+    created_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    __table_args__ = (
+        sa.CheckConstraint(_in("kind", ("start", "periodic", "final")), name="known_kind"),
+        sa.CheckConstraint("step >= 0", name="step_non_negative"),
+        sa.CheckConstraint("octet_length(content_hash) = 32 AND octet_length(params_hash) = 32 "
+                           "AND octet_length(optimizer_hash) = 32", name="hashes_are_sha256"),
+        sa.UniqueConstraint("session_id", "step"),
+    )

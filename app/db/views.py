@@ -1,0 +1,36 @@
+"""Versioned views: each version is an immutable file ``sql/views/<name>/vNNNN.sql``.
+
+A migration that changes a view calls ``replace(name, new)`` in upgrade and
+``replace(name, old)`` in downgrade; dependants are dropped and recreated explicitly by the
+migration, never with CASCADE, so nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from app.paths import SQL_DIR
+
+
+def path(name: str, version: int):
+    return SQL_DIR / "views" / name / f"v{version:04d}.sql"
+
+
+def read(name: str, version: int) -> str:
+    return path(name, version).read_text()
+
+
+def create(name: str, version: int) -> None:
+    op.execute(read(name, version))
+
+
+def drop(name: str) -> None:
+    # Identifiers come from migration code, never from users.
+    op.execute(f"DROP VIEW IF EXISTS {name}")
+
+
+def replace(name: str, version: int | None) -> None:
+    """Drop ``name`` and create it at ``version`` (None: leave it dropped)."""
+    drop(name)
+    if version is not None:
+        create(name, version)

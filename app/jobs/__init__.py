@@ -1,0 +1,1 @@
+"""The durable job queue in PostgreSQL and the trainer's worker loop."""

@@ -1,0 +1,130 @@
+"""Job kinds: each area registers a handler with the parameters it accepts.
+
+    from app.jobs import registry
+
+    @registry.handler("detect_events", symbol=registry.Param(str, default=None))
+    def detect(ctx: registry.JobContext, params: dict) -> dict:
+        ...   # return a JSON-able result stored on the job row
+
+Parameters are validated before the handler runs (type, default, choices, bounds); unknown or
+bad parameters fail the job with a message naming the parameter. Handler modules are listed in
+``HANDLER_MODULES`` and imported once by ``load_handlers()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+import sqlalchemy as sa
+
+from app.config import Settings
+from app.errors import ValidationError
+
+HANDLER_MODULES: list[str] = []
+
+REQUIRED = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    type: type
+    default: Any = REQUIRED
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def parse(self, name: str, value: Any) -> Any:
+        if value is None:
+            if self.default is REQUIRED:
+                raise ValidationError(name, "is required")
+            return self.default
+        value = _coerce(name, self.type, value)
+        if self.choices is not None and value not in self.choices:
+            raise ValidationError(name, f"must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+        if self.min is not None and value < self.min:
+            raise ValidationError(name, f"must be >= {self.min}, got {value!r}")
+        if self.max is not None and value > self.max:
+            raise ValidationError(name, f"must be <= {self.max}, got {value!r}")
+        return value
+
+
+def _coerce(name: str, kind: type, value: Any) -> Any:
+    # Values arrive as JSON (typed) or from the CLI (strings); accept both, reject the rest.
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValidationError(name, f"must be a boolean, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise ValidationError(name, f"must be a number, got {value!r}")
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ValidationError(name, f"must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValidationError(name, f"must be an integer, got {value!r}")
+        if kind is float and (number != number or number in (float("inf"), float("-inf"))):
+            raise ValidationError(name, f"must be finite, got {value!r}")
+        return number
+    if kind is str:
+        if not isinstance(value, str) or not value:
+            raise ValidationError(name, f"must be a non-empty string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported parameter type {kind!r}")
+
+
+@dataclasses.dataclass
+class JobContext:
+    """What a handler gets besides its parameters."""
+
+    engine: sa.Engine
+    settings: Settings
+    job_id: int | None = None
+    attempt: int = 1
+    heartbeat: Callable[[], None] = lambda: None
+    should_stop: Callable[[], bool] = lambda: False
+
+
+@dataclasses.dataclass(frozen=True)
+class Handler:
+    kind: str
+    fn: Callable[[JobContext, dict], dict | None]
+    params: dict[str, Param]
+
+    def validate(self, raw: dict | None) -> dict:
+        raw = dict(raw or {})
+        unknown = sorted(set(raw) - set(self.params))
+        if unknown:
+            raise ValidationError(unknown[0], f"is not a parameter of job kind {self.kind!r} "
+                                              f"(accepted: {', '.join(sorted(self.params)) or 'none'})")
+        return {name: p.parse(name, raw.get(name)) for name, p in self.params.items()}
+
+
+_handlers: dict[str, Handler] = {}
+
+
+def handler(kind: str, **params: Param):
+    """Register ``fn`` as the handler of ``kind`` with its accepted parameters."""
+    def register(fn):
+        if kind in _handlers and _handlers[kind].fn is not fn:
+            raise ValueError(f"job kind {kind!r} registered twice")
+        _handlers[kind] = Handler(kind, fn, params)
+        return fn
+    return register
+
+
+def load_handlers() -> dict[str, Handler]:
+    for module in HANDLER_MODULES:
+        importlib.import_module(module)
+    return _handlers
+
+
+def get(kind: str) -> Handler:
+    handlers = load_handlers()
+    if kind not in handlers:
+        raise ValidationError("kind", f"unknown job kind {kind!r} (known: {', '.join(sorted(handlers)) or 'none'})")
+    return handlers[kind]

@@ -1,0 +1,34 @@
+"""``trainsrv stats``: system statistics read from the ``v_system_stats`` view."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+
+from app import cli
+from app.db import queries
+
+
+def system_stats(conn: sa.Connection) -> list[dict]:
+    """One dict per table: row_count, total_bytes, dead_rows, vacuum / analyze times, health."""
+    rows = conn.execute(queries.get("stats.system_stats")).mappings()
+    return [dict(r) for r in rows]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("stats", help="row counts and health per table")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_stats)
+
+
+def _stats(args) -> int:
+    with cli.open_db().connect() as conn:
+        tables = system_stats(conn)
+    if args.json:
+        print(json.dumps({"tables": tables}, default=str, indent=2))
+        return 0
+    print(f"{'table':<20} {'rows':>12} {'bytes':>14}  health")
+    for t in tables:
+        print(f"{t['table_name']:<20} {t['row_count']:>12} {t['total_bytes']:>14}  {t['health']}")
+    return 0
