@@ -1,0 +1,16 @@
+"""Run the ``trainsrv`` command as a user would: a subprocess with its own environment."""
+
+import os
+import subprocess
+import sys
+
+
+def run(*args: str, env: dict | None = None, timeout: float = 600, check: bool = False):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSRV_")}
+    full_env.update(env or {})
+    full_env.setdefault("LC_ALL", "C.UTF-8")
+    result = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
+                            env=full_env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"trainsrv {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
