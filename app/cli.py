@@ -23,6 +23,7 @@ from app.errors import DatabaseUnavailable, TrainsrvError
 COMMAND_MODULES = [
     "app.db.commands",
     "app.stats",
+    "app.analysts.commands",
 ]
 
 

@@ -1,4 +1,4 @@
-"""``trainsrv stats``: system statistics read from the ``v_system_stats`` view."""
+"""``trainsrv stats``: integration statistics and per-table health (``v_system_stats``)."""
 
 from __future__ import annotations
 
@@ -16,18 +16,28 @@ def system_stats(conn: sa.Connection) -> list[dict]:
     return [dict(r) for r in rows]
 
 
+def integration_stats(conn: sa.Connection) -> dict:
+    """Packages, validity and completeness, outcome validation rate, profitable share,
+    experiences, sessions, queue depth and storage used by gradients / checkpoints."""
+    return dict(conn.execute(queries.get("stats.integration")).mappings().one())
+
+
 def register(sub) -> None:
-    p = sub.add_parser("stats", help="row counts and health per table")
+    p = sub.add_parser("stats", help="integration statistics and per-table health")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_stats)
 
 
 def _stats(args) -> int:
     with cli.open_db().connect() as conn:
-        tables = system_stats(conn)
+        summary, tables = integration_stats(conn), system_stats(conn)
     if args.json:
-        print(json.dumps({"tables": tables}, default=str, indent=2))
+        print(json.dumps({"summary": summary, "tables": tables}, default=str, indent=2))
         return 0
+    for key, value in summary.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else value)
+        print(f"{key:<26} {shown}")
+    print()
     print(f"{'table':<20} {'rows':>12} {'bytes':>14}  health")
     for t in tables:
         print(f"{t['table_name']:<20} {t['row_count']:>12} {t['total_bytes']:>14}  {t['health']}")

@@ -12,12 +12,17 @@ from alembic import op
 from app.paths import SQL_DIR
 
 
-def path(name: str, version: int):
-    return SQL_DIR / "views" / name / f"v{version:04d}.sql"
+def path(name: str, version: int, kind: str = "views"):
+    return SQL_DIR / kind / name / f"v{version:04d}.sql"
 
 
-def read(name: str, version: int) -> str:
-    return path(name, version).read_text()
+def read(name: str, version: int, kind: str = "views") -> str:
+    return path(name, version, kind).read_text()
+
+
+def create_function(name: str, version: int) -> None:
+    """Run ``sql/functions/<name>/vNNNN.sql`` (a ``CREATE OR REPLACE FUNCTION`` statement)."""
+    op.execute(read(name, version, "functions"))
 
 
 def create(name: str, version: int) -> None:

@@ -1,0 +1,1 @@
+"""The analysts' side: similar setups, session reports."""
