@@ -1,4 +1,4 @@
-"""Analysts' side: v_profitable_setups, similar-setup search (HNSW index + SQL functions).
+"""Analysts' side: v_profitable_setups, v_session_value, similar-setup search (HNSW index + SQL functions).
 
 Why: analysts read profitable setups and similar past setups in SQL (psql, Grafana); the ranking
 and the neighbour search live in the database so every client sees the same answer.
@@ -21,6 +21,7 @@ def upgrade():
                     postgresql_using="hnsw", postgresql_with={"m": 16, "ef_construction": 64},
                     postgresql_ops={"embedding": "vector_cosine_ops"})
     views.create("v_profitable_setups", 1)
+    views.create("v_session_value", 1)
     views.create_function("similar_setups", 1)
     views.create_function("similar_setups_summary", 1)
 
@@ -28,5 +29,6 @@ def upgrade():
 def downgrade():
     op.execute("DROP FUNCTION IF EXISTS similar_setups_summary(bigint, integer)")
     op.execute("DROP FUNCTION IF EXISTS similar_setups(bigint, integer)")
+    views.drop("v_session_value")
     views.drop("v_profitable_setups")
     op.drop_index("ix_input_packages_embedding_hnsw", table_name="input_packages")
