@@ -1,0 +1,1 @@
+"""Reference models and the plug-in interface for user models (see ``app.nets.interface``)."""

@@ -1,0 +1,82 @@
+"""The plug-in interface for CNN models: ``package.module:factory``.
+
+A factory is any callable ``factory(input_spec: InputSpec, **config) -> torch.nn.Module``. The
+module's ``forward(x)`` takes ``x`` of shape ``(batch, len(timeframes), CHANNELS, window)``
+(float32; see ``app.trainer.inputs`` for the normalisation) and returns a dict of tensors:
+
+* ``"logits"``     ``(batch, 3)`` — unnormalised scores of the actions, in ``ACTIONS`` order
+  (long, short, hold): the direction / pivot classification head;
+* ``"move"``       ``(batch,)``   — the predicted price move over the horizon, in percent;
+* ``"confidence"`` ``(batch,)``   — a logit; ``sigmoid`` of it is the model's probability that its
+  own call (argmax of ``logits``) is right.
+
+``config`` comes from ``--model-config`` / the session config and is stored with the session,
+so the same model can be rebuilt for resume and replay. The reference model is
+``app.nets.cnn:build``. Models should avoid batch-norm style buffers updated in ``forward``:
+an exact gradient replay runs no forward pass and cannot reproduce them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Callable
+
+import torch
+
+from app.errors import ValidationError
+
+ACTIONS = ("long", "short", "hold")
+CHANNELS = 5  # open, high, low, close, volume per bar
+REFERENCE = "app.nets.cnn:build"
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """The shape of one model input: which timeframes, how many bars each."""
+
+    timeframes: tuple[str, ...]
+    window: int
+    channels: int = CHANNELS
+
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.timeframes), self.channels, self.window)
+
+
+def load_factory(path: str) -> Callable[..., torch.nn.Module]:
+    """Import ``package.module:factory``; errors name the ``model`` field and what is wrong."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValidationError("model", f"must look like package.module:factory, got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValidationError("model", f"cannot import {module_name!r}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValidationError("model", f"{module_name!r} has no callable {attr!r}")
+    return factory
+
+
+def build_model(path: str, input_spec: InputSpec, config: dict | None = None) -> torch.nn.Module:
+    """Build the model at ``path`` and check its outputs on a dummy batch of two."""
+    model = load_factory(path)(input_spec, **(config or {}))
+    if not isinstance(model, torch.nn.Module):
+        raise ValidationError("model", f"{path} returned {type(model).__name__}, not a torch.nn.Module")
+    check_outputs(path, model, input_spec)
+    return model
+
+
+def check_outputs(path: str, model: torch.nn.Module, input_spec: InputSpec) -> None:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros((2, *input_spec.shape())))
+    model.train(was_training)
+    expected = {"logits": (2, len(ACTIONS)), "move": (2,), "confidence": (2,)}
+    if not isinstance(out, dict):
+        raise ValidationError("model", f"{path}: forward must return a dict, got {type(out).__name__}")
+    for key, shape in expected.items():
+        got = tuple(out[key].shape) if key in out else None
+        if got != shape:
+            raise ValidationError("model", f"{path}: output {key!r} must have shape {shape}, got {got}")

@@ -1,0 +1,105 @@
+"""``trainsrv train cnn`` and the ``train_cnn`` job kind (same parameters, same code path)."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+from app import cli
+from app.db import models
+from app.jobs import registry
+from app.nets.interface import REFERENCE
+from app.nets.losses import LossWeights
+from app.trainer import cnn_train
+from app.trainer.capture import HALF_CODECS, POLICIES, CapturePolicy
+from app.trainer.commands import json_object, print_result
+from app.trainer.optim import OPTIMIZERS, OptimizerSpec
+
+log = logging.getLogger(__name__)
+
+JOB_KIND = "train_cnn"
+
+# One table of parameters: the CLI options and the job parameters are generated from it.
+PARAMS = {
+    "symbol": registry.Param(str),
+    "min_profitability": registry.Param(float, default=0.7, min=0.0, max=1.0),
+    "max_episodes": registry.Param(int, default=500, min=1),
+    "epochs": registry.Param(int, default=10, min=1),
+    "batch_size": registry.Param(int, default=32, min=1),
+    "eval_fraction": registry.Param(float, default=0.2, min=0.01, max=0.99),
+    "model": registry.Param(str, default=REFERENCE),
+    "optimizer": registry.Param(str, default="adamw", choices=OPTIMIZERS),
+    "lr": registry.Param(float, default=1e-3, min=1e-12),
+    "capture": registry.Param(str, default="full", choices=POLICIES),
+    "capture_k": registry.Param(int, default=10, min=1),
+    "half_codec": registry.Param(str, default="bf16", choices=HALF_CODECS),
+    "checkpoint_every": registry.Param(int, default=50, min=1),
+    "seed": registry.Param(int, default=0, min=0),
+    "device": registry.Param(str, default="auto"),
+    "model_config": registry.Param(str, default=None),
+}
+
+
+def options_from(params: dict) -> cnn_train.CnnTrainOptions:
+    """Training options from validated parameters (CLI or job)."""
+    model_config = json_object("model_config")(params["model_config"]) if params.get("model_config") else {}
+    return cnn_train.CnnTrainOptions(
+        symbol=params["symbol"], min_profitability=params["min_profitability"],
+        max_episodes=params["max_episodes"], epochs=params["epochs"], batch_size=params["batch_size"],
+        eval_fraction=params["eval_fraction"], model=params["model"], model_config=model_config,
+        optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"]), loss_weights=LossWeights(),
+        capture=CapturePolicy(params["capture"], params["capture_k"], params["half_codec"]),
+        checkpoint_every=params["checkpoint_every"], seed=params["seed"], device=params["device"])
+
+
+def register_train(train_sub) -> None:
+    p = train_sub.add_parser("cnn", help="train the CNN on a symbol's most profitable episodes")
+    for name, param in PARAMS.items():
+        flag = "--" + name.replace("_", "-")
+        kwargs = {"type": param.type, "help": f"default {param.default}" if param.default is not registry.REQUIRED
+                  else "required"}
+        if param.choices:
+            kwargs["choices"] = param.choices
+        p.add_argument(flag, required=param.default is registry.REQUIRED, default=None, **kwargs)
+    p.add_argument("--enqueue", action="store_true", help="queue a train_cnn job instead of training now")
+    p.set_defaults(func=_train)
+
+
+def _train(args) -> int:
+    raw = {name: getattr(args, name) for name in PARAMS if getattr(args, name) is not None}
+    engine = cli.open_db()
+    if args.enqueue:
+        from app.jobs import queue
+
+        with engine.begin() as conn:
+            job = queue.enqueue(conn, JOB_KIND, raw)
+        print_result({"job_id": job.id, "created": job.created})
+        return 0
+    params = registry.get(JOB_KIND).validate(raw)
+    print_result(cnn_train.train_cnn(engine, options_from(params)))
+    return 0
+
+
+@registry.handler(JOB_KIND, **PARAMS)
+def run_job(ctx: registry.JobContext, params: dict) -> dict:
+    """The ``train_cnn`` job: a retried job resumes the session its earlier attempt started."""
+    hooks = cnn_train.Hooks(should_stop=ctx.should_stop, heartbeat=ctx.heartbeat)
+    earlier = _session_of_job(ctx.engine, ctx.job_id) if ctx.job_id is not None else None
+    if earlier is not None:
+        log.info("job %s: resuming its session %s", ctx.job_id, earlier)
+        result = cnn_train.resume_cnn(ctx.engine, earlier, hooks=hooks)
+    else:
+        opts = options_from(params)
+        result = cnn_train.train_cnn(ctx.engine, opts, job_id=ctx.job_id, hooks=hooks, settings=ctx.settings)
+    if result["status"] == "interrupted":
+        raise registry.Interrupted(f"session {result['session_id']} interrupted; it resumes when the job runs again")
+    return result
+
+
+def _session_of_job(engine: sa.Engine, job_id: int) -> int | None:
+    table = models.TrainingSession.__table__
+    query = (sa.select(table.c.id).where(table.c.job_id == job_id, table.c.status.in_(("running", "failed",
+             "interrupted"))).order_by(table.c.id.desc()).limit(1))
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()

@@ -1,0 +1,60 @@
+"""``trainsrv train ...``: train models inline or enqueue them as jobs, resume sessions.
+
+Trainers add their subcommand through a ``register_train(train_subparsers)`` function in a
+module listed in ``TRAIN_MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+from app import cli
+from app.errors import ValidationError
+
+TRAIN_MODULES = ["app.trainer.cnn_commands"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train models (inline or as a job) and resume sessions")
+    train_sub = p.add_subparsers(dest="train_command", required=True, metavar="MODEL")
+    for name in TRAIN_MODULES:
+        importlib.import_module(name).register_train(train_sub)
+    r = train_sub.add_parser("resume", help="continue a failed / interrupted / killed session")
+    r.add_argument("session_id", type=int)
+    r.set_defaults(func=_resume)
+
+
+def json_object(field: str):
+    """A parser of JSON object text; errors are ValidationErrors naming ``field``."""
+    def parse(text: str) -> dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(field, f"not valid JSON ({exc.msg})") from None
+        if not isinstance(value, dict):
+            raise ValidationError(field, "must be a JSON object")
+        return value
+    return parse
+
+
+def print_result(result: dict) -> None:
+    print(json.dumps(result, default=str, indent=2))
+
+
+def _resume(args) -> int:
+    from app.db import models
+    from app.trainer import cnn_train
+
+    engine = cli.open_db()
+    with engine.connect() as conn:
+        kind = conn.execute(models.TrainingSession.__table__.select()
+                            .with_only_columns(models.TrainingSession.model_kind)
+                            .where(models.TrainingSession.id == args.session_id)).scalar()
+    if kind is None:
+        raise ValidationError("session_id", f"no training session with id {args.session_id}")
+    if kind != cnn_train.MODEL_KIND:
+        raise ValidationError("session_id", f"session {args.session_id} is a {kind} session; "
+                                            "resume it with its own trainer")
+    print_result(cnn_train.resume_cnn(engine, args.session_id))
+    return 0
