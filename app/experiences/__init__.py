@@ -1,0 +1,1 @@
+"""RL experiences: transitions built from consecutive predictions of a model on a symbol."""
