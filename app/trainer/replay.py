@@ -18,6 +18,7 @@ checkpoint is compared by distance instead of hash.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -26,6 +27,7 @@ from typing import Callable
 import sqlalchemy as sa
 import torch
 
+from app.config import get_settings
 from app.db import models
 from app.errors import TrainsrvError, ValidationError
 from app.trainer import checkpoints, rebuild, stored_steps
@@ -50,6 +52,7 @@ class ReplayOptions:
     verify: bool = False
     approximate: bool = False
     device: str = "cpu"
+    threads: int | None = None
 
 
 @dataclasses.dataclass
@@ -123,6 +126,7 @@ def replay_session(engine: sa.Engine, session_id: int, options: ReplayOptions | 
     Raises NotReplayExact, ReplayError, CorruptedBlob (naming the blob) or CheckpointError.
     """
     opts = options or ReplayOptions()
+    check_device(opts.device)
     started = time.perf_counter()
     with engine.connect() as conn:
         row = session_row(conn, session_id)
@@ -131,9 +135,37 @@ def replay_session(engine: sa.Engine, session_id: int, options: ReplayOptions | 
         ckpt = checkpoints.load(conn, session_id, start)
     state = restore_state(row, ckpt, opts.device)
     notes = _notes(row, opts)
-    run = _Replay(engine, row, state, opts, targets, notes)
-    run.apply(start + 1, to_step, on_step or (lambda step: True))
+    run = _Replay(engine, row, state, targets, notes)
+    with torch_threads(opts.threads):
+        run.apply(start + 1, to_step, on_step or (lambda step: True))
     return run.report(start, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None = None):
+    """Run the block with ``count`` torch intra-op threads (None: settings.replay_threads; 0: unchanged).
+
+    Optimizer updates are elementwise, so the thread count changes their speed, not their bits
+    (see docs/replay.md); small parameter tensors update fastest on one thread.
+    """
+    count = get_settings().replay_threads if count is None else count
+    previous = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def check_device(device: str) -> None:
+    """A ValidationError naming ``device`` when it does not exist on this machine."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValidationError("device", f"unknown device {device!r}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValidationError("device", f"{device!r} requested but CUDA is not available")
 
 
 def session_row(conn: sa.Connection, session_id: int):
@@ -222,9 +254,8 @@ def _notes(row, opts: ReplayOptions) -> list[str]:
 class _Replay:
     """The step loop and the checkpoint comparisons of one replay."""
 
-    def __init__(self, engine: sa.Engine, row, state: _State, opts: ReplayOptions, targets: list[int],
-                 notes: list[str]):
-        self.engine, self.row, self.state, self.opts, self.notes = engine, row, state, opts, notes
+    def __init__(self, engine: sa.Engine, row, state: _State, targets: list[int], notes: list[str]):
+        self.engine, self.row, self.state, self.notes = engine, row, state, notes
         self.targets = targets
         self.exact = bool(row.replay_exact)
         self.checks: list[CheckpointCheck] = []
@@ -259,21 +290,21 @@ class _Replay:
                           f"see `trainsrv verify --session {self.row.id}`")
 
     def _step(self, stored: stored_steps.StoredStep) -> None:
-        if not stored.gradients:
-            if self.exact and stored.gradients_stored:
-                self._fewer(stored)
-            self.skipped += 1  # lossy capture: no update is known for this step
-            return
-        self._check_names(stored)
         lr = self.state.lr_at(stored.step)
         if self.exact and lr != stored.learning_rate and self.divergence is None:
             self.divergence = Divergence(stored.step, self.last_good, f"learning rate {lr!r} from the schedule "
                                          f"differs from the recorded {stored.learning_rate!r}")
+        for group in self.state.optimizer.param_groups:
+            group["lr"] = lr  # set on skipped steps too: training did, and the optimizer hash includes it
+        if not stored.gradients:
+            if self.exact and stored.gradients_stored:
+                self._fewer(stored)
+            self.skipped += 1  # no gradient stored (lossy capture, or none was computed): no update
+            return
+        self._check_names(stored)
         for name, param in self.state.params.items():
             grad = stored.gradients.get(name)
             param.grad = None if grad is None else grad.to(param.device)
-        for group in self.state.optimizer.param_groups:
-            group["lr"] = lr
         self.state.optimizer.step()
         self.applied += 1
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from app import cli
 from app.db import models
+from app.errors import ValidationError
 from app.jobs import registry
 from app.trainer import replay, replay_onto, verify
 from app.trainer.session import RESUMABLE
@@ -85,6 +86,7 @@ def _replay(args) -> int:
     if args.enqueue:
         return _enqueue(engine, REPLAY_JOB, raw)
     params = registry.get(REPLAY_JOB).validate(raw)
+    check_combination(params, set(raw))
     if params["onto"] is not None:
         _print(replay_onto.replay_onto(engine, params["session_id"], params["onto"], onto_options(params)))
         return 0
@@ -163,6 +165,19 @@ def verify_summary(report: verify.IntegrityReport) -> str:
 
 # -- options from parameters ----------------------------------------------------------------------
 
+ONTO_ONLY = ("capture", "optimizer_state", "checkpoint_every")
+
+
+def check_combination(params: dict, given: set[str]) -> None:
+    """Options that only mean something with (or without) ``onto`` are refused, naming the option."""
+    if params["onto"] is not None and params["verify"]:
+        raise ValidationError("verify", "does not apply with onto: the new session is recorded; verify it with "
+                                        "`trainsrv replay session NEW_ID --verify`")
+    stray = [name for name in ONTO_ONLY if name in given] if params["onto"] is None else []
+    if stray:
+        raise ValidationError(stray[0], "only applies with onto (replay onto another checkpoint)")
+
+
 def replay_options(params: dict) -> replay.ReplayOptions:
     return replay.ReplayOptions(from_step=params["from_step"], to_step=params["to_step"], verify=params["verify"],
                                 approximate=params["approximate"], device=params["device"])
@@ -180,6 +195,7 @@ def onto_options(params: dict) -> replay_onto.OntoOptions:
 @registry.handler(REPLAY_JOB, **REPLAY_PARAMS)
 def run_replay_job(ctx: registry.JobContext, params: dict) -> dict:
     """Replay (and verify) a session, or record its replay onto a checkpoint (resumed when retried)."""
+    check_combination(params, {k for k in ONTO_ONLY if params[k] != REPLAY_PARAMS[k].default})
     if params["onto"] is not None:
         return _onto_job(ctx, params)
 

@@ -31,7 +31,8 @@ from app.errors import ValidationError
 from app.trainer import checkpoints, rebuild, stored_steps
 from app.trainer.capture import CapturePolicy
 from app.trainer.convergence import ConvergenceTracker
-from app.trainer.replay import (ReplayError, ReplayOptions, check_replayable, session_row)
+from app.trainer.replay import (ReplayError, ReplayOptions, check_device, check_replayable, session_row,
+                                torch_threads)
 from app.trainer.session import SessionRecorder, SessionSpec
 from app.trainer.writer import StepRecord
 
@@ -62,6 +63,7 @@ class OntoOptions:
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValidationError("checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
         CapturePolicy(self.capture)
+        check_device(self.device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +230,11 @@ def _guarded(run: _Run, body: Callable[[], dict]) -> dict:
 
 
 def _apply_from(engine: sa.Engine, run: _Run, first: int, hooks: Hooks, *, start: bool) -> dict:
+    with torch_threads():
+        return _apply_steps(engine, run, first, hooks, start=start)
+
+
+def _apply_steps(engine: sa.Engine, run: _Run, first: int, hooks: Hooks, *, start: bool) -> dict:
     rec = run.recorder
     rec.attach(run.model)
     if start:
@@ -262,10 +269,10 @@ def _apply(run: _Run, n: int, stored: stored_steps.StoredStep) -> int:
         grad = stored.gradients.get(name)
         param.grad = None if grad is None else grad.to(param.device)
     lr = run.lr_at(stored.step)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
     captured = run.recorder.capture(n) if stored.gradients else None
     if stored.gradients:
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr
         run.optimizer.step()
     optimizer_ms = round((time.perf_counter() - t0) * 1000.0, 3)
     timings = {"optimizer": optimizer_ms, "total": optimizer_ms}

@@ -20,7 +20,7 @@ from typing import Iterator
 import sqlalchemy as sa
 import torch
 
-from app.db import models
+from app.db import models, queries
 from app.errors import TrainsrvError
 from app.trainer import blobs
 
@@ -142,17 +142,21 @@ def _read_window(conn: sa.Connection, session_id: int, lo: int, hi: int) -> list
 
 
 def _chunks_by_step(conn: sa.Connection, session_id: int, lo: int, hi: int) -> dict[int, dict[str, list]]:
-    blob = models.GradientBlob.__table__
-    query = (sa.select(blob.c.step, blob.c.param_name, blob.c.chunk_index, blob.c.chunk_count, blob.c.dtype,
-                       blob.c.shape, blob.c.codec, blob.c.checksum, blob.c.data)
-             .where(blob.c.session_id == session_id, blob.c.step.between(lo, hi))
-             .order_by(blob.c.step, blob.c.param_name, blob.c.chunk_index))
     found: dict[int, dict[str, list]] = {}
-    for r in conn.execute(query):
-        chunk = blobs.Chunk(r.param_name, r.chunk_index, r.chunk_count, r.dtype, tuple(r.shape), r.codec,
-                            bytes(r.checksum), bytes(r.data))
-        found.setdefault(r.step, {}).setdefault(r.param_name, []).append(chunk)
+    params = {"session_id": session_id, "first": lo, "last": hi}
+    for step, name, index, count, dtype, shape, codec, checksum, data in _binary_rows(conn, "replay_session.step_blobs",
+                                                                                    params):
+        chunk = blobs.Chunk(name, index, count, dtype, tuple(shape), codec, bytes(checksum), bytes(data))
+        found.setdefault(step, {}).setdefault(name, []).append(chunk)
     return found
+
+
+def _binary_rows(conn: sa.Connection, name: str, params: dict) -> list[tuple]:
+    """Rows of a named query fetched in PostgreSQL's binary format: bytea arrives as raw bytes,
+    not hex text to be parsed (several times faster for gradient blobs)."""
+    statement = str(queries.get(name).compile(dialect=conn.dialect))
+    with conn.connection.driver_connection.cursor(binary=True) as cursor:
+        return cursor.execute(statement, params).fetchall()
 
 
 def _decode_step(session_id: int, step: int, params: dict[str, list]) -> dict[str, torch.Tensor]:

@@ -203,10 +203,11 @@ class _ModelNames:
         return self._rows[session_id]
 
     def model(self, session_id: int):
-        """The rebuilt model, or None (noted) when its code cannot be loaded any more."""
+        """The rebuilt model, or None (noted) when its code or optimizer spec cannot be loaded any more."""
         if session_id not in self._models:
             row = self.row(session_id)
             try:
+                rebuild.optimizer_spec(row.config)
                 self._models[session_id] = rebuild.build_model(row.model_kind, row.model_name, row.config)
             except Exception as exc:  # noqa: BLE001 - a plug-in model may fail in any way; reported, not fatal
                 self.notes.append(f"session {session_id}: model {row.model_name} cannot be rebuilt ({exc}); "
