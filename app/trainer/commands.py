@@ -12,7 +12,7 @@ import json
 from app import cli
 from app.errors import ValidationError
 
-TRAIN_MODULES = ["app.trainer.cnn_commands"]
+TRAIN_MODULES = ["app.trainer.cnn_commands", "app.trainer.rl_commands"]
 
 
 def register(sub) -> None:

@@ -1,0 +1,89 @@
+"""``trainsrv train rl`` and the ``train_rl`` job kind (same parameters, same code path)."""
+
+from __future__ import annotations
+
+from app import cli
+from app.jobs import registry
+from app.nets import dqn
+from app.trainer import rl_train
+from app.trainer.capture import HALF_CODECS, POLICIES, CapturePolicy
+from app.trainer.commands import json_object, print_result
+from app.trainer.optim import OPTIMIZERS, OptimizerSpec
+
+JOB_KIND = "train_rl"
+
+# One table of parameters: the CLI options and the job parameters are generated from it.
+PARAMS = {
+    "symbol": registry.Param(str),
+    "steps": registry.Param(int, default=200, min=1),
+    "batch_size": registry.Param(int, default=64, min=1),
+    "profitable_share": registry.Param(float, default=None, min=0.0, max=1.0),
+    "beta_start": registry.Param(float, default=None, min=0.0, max=1.0),
+    "gamma": registry.Param(float, default=0.9, min=0.0, max=0.999),
+    "target_update_every": registry.Param(int, default=50, min=1),
+    "policy_weight": registry.Param(float, default=0.1, min=0.0),
+    "reward_scale": registry.Param(float, default=1000.0, min=1e-9),
+    "model": registry.Param(str, default=dqn.REFERENCE),
+    "model_config": registry.Param(str, default=None),
+    "optimizer": registry.Param(str, default="adam", choices=OPTIMIZERS),
+    "lr": registry.Param(float, default=1e-3, min=1e-12),
+    "capture": registry.Param(str, default="full", choices=POLICIES),
+    "capture_k": registry.Param(int, default=10, min=1),
+    "half_codec": registry.Param(str, default="bf16", choices=HALF_CODECS),
+    "checkpoint_every": registry.Param(int, default=50, min=1),
+    "seed": registry.Param(int, default=0, min=0),
+    "device": registry.Param(str, default="auto"),
+}
+
+
+def options_from(params: dict) -> rl_train.RlTrainOptions:
+    """Training options from validated parameters (CLI or job)."""
+    model_config = json_object("model_config")(params["model_config"]) if params.get("model_config") else {}
+    return rl_train.RlTrainOptions(
+        symbol=params["symbol"], steps=params["steps"], batch_size=params["batch_size"],
+        profitable_share=params["profitable_share"], beta_start=params["beta_start"],
+        agent=dqn.DqnSettings(gamma=params["gamma"], target_update_every=params["target_update_every"],
+                            policy_weight=params["policy_weight"]),
+        reward_scale=params["reward_scale"], model=params["model"], model_config=model_config,
+        optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"], weight_decay=0.0, schedule="constant"),
+        capture=CapturePolicy(params["capture"], params["capture_k"], params["half_codec"]),
+        checkpoint_every=params["checkpoint_every"], seed=params["seed"], device=params["device"])
+
+
+def register_train(train_sub) -> None:
+    p = train_sub.add_parser("rl", help="train the RL agent (double DQN) with profit-weighted prioritized replay")
+    for name, param in PARAMS.items():
+        kwargs = {"type": param.type, "help": "required" if param.default is registry.REQUIRED
+                  else f"default {param.default}"}
+        if param.choices:
+            kwargs["choices"] = param.choices
+        p.add_argument("--" + name.replace("_", "-"), required=param.default is registry.REQUIRED, default=None,
+                       **kwargs)
+    p.add_argument("--enqueue", action="store_true", help="queue a train_rl job instead of training now")
+    p.set_defaults(func=_train)
+
+
+def _train(args) -> int:
+    raw = {name: getattr(args, name) for name in PARAMS if getattr(args, name) is not None}
+    engine = cli.open_db()
+    if args.enqueue:
+        from app.jobs import queue
+
+        with engine.begin() as conn:
+            job = queue.enqueue(conn, JOB_KIND, raw)
+        print_result({"job_id": job.id, "created": job.created})
+        return 0
+    params = registry.get(JOB_KIND).validate(raw)
+    print_result(rl_train.train_rl(engine, options_from(params)))
+    return 0
+
+
+@registry.handler(JOB_KIND, **PARAMS)
+def run_job(ctx: registry.JobContext, params: dict) -> dict:
+    """The ``train_rl`` job: a fresh session per attempt (batches follow the live priorities)."""
+    hooks = rl_train.Hooks(should_stop=ctx.should_stop, heartbeat=ctx.heartbeat)
+    result = rl_train.train_rl(ctx.engine, options_from(params), job_id=ctx.job_id, hooks=hooks,
+                               settings=ctx.settings)
+    if result["status"] == "interrupted":
+        raise registry.Interrupted(f"session {result['session_id']} interrupted after {result['steps']} steps")
+    return result

@@ -1,0 +1,231 @@
+"""Train the RL agent (double DQN) with profit-weighted prioritized replay served from SQL.
+
+Each step: sample a batch of one symbol's experiences from ``ProfitWeightedExperienceBuffer``
+(part of it from profitable experiences only), turn it into tensors (``app.replay.states``), run
+the recorded optimizer step of ``app.trainer.loop.train_step`` — the same session / step /
+gradient / checkpoint machinery as the CNN — then write the batch's |TD errors| back as
+priorities and refresh the target network when due. A step row stores the TD and policy loss
+components, Q-value statistics, the batch ids and the batch profitability (mean realised
+profit, share of profitable experiences).
+
+The batches depend on the live priorities in the database, so an RL session is not re-sampled
+on replay: an exact replay reuses its stored gradients, which the full capture policy records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from typing import Callable
+
+import sqlalchemy as sa
+import torch
+
+from app.config import Settings, get_settings
+from app.errors import ValidationError
+from app.nets import dqn
+from app.replay.batch import BetaSchedule
+from app.replay.buffer import ProfitWeightedExperienceBuffer
+from app.replay.states import PackageStates
+from app.trainer.capture import CapturePolicy
+from app.trainer.convergence import ConvergenceTracker
+from app.trainer.loop import Batch, train_step
+from app.trainer.optim import OptimizerSpec
+from app.trainer.session import SessionRecorder, SessionSpec, WriterOptions
+
+log = logging.getLogger(__name__)
+
+MODEL_KIND = "rl"
+
+
+@dataclasses.dataclass
+class RlTrainOptions:
+    """What ``trainsrv train rl`` accepts (see docs/rl.md)."""
+
+    symbol: str
+    steps: int = 200
+    batch_size: int = 64
+    profitable_share: float | None = None      # None: TRAINSRV_RL_PROFITABLE_SHARE
+    beta_start: float | None = None            # None: TRAINSRV_RL_BETA_START
+    agent: dqn.DqnSettings = dataclasses.field(default_factory=dqn.DqnSettings)
+    reward_scale: float = 1000.0               # realised profit (a fraction) -> per mille
+    model: str = dqn.REFERENCE
+    model_config: dict = dataclasses.field(default_factory=dict)
+    optimizer: OptimizerSpec = dataclasses.field(
+        default_factory=lambda: OptimizerSpec(name="adam", weight_decay=0.0, schedule="constant"))
+    capture: CapturePolicy = dataclasses.field(default_factory=CapturePolicy)
+    checkpoint_every: int = 50
+    patience: int = 100
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> None:
+        _check("symbol", bool(self.symbol and self.symbol.strip()), "must be a non-empty string")
+        _check("steps", self.steps >= 1, "must be >= 1")
+        _check("batch_size", self.batch_size >= 1, "must be >= 1")
+        _check("reward_scale", self.reward_scale > 0, "must be > 0")
+        _check("checkpoint_every", self.checkpoint_every >= 1, "must be >= 1")
+        _check("patience", self.patience >= 1, "must be >= 1")
+        for name in ("profitable_share", "beta_start"):
+            value = getattr(self, name)
+            _check(name, value is None or 0.0 <= value <= 1.0, "must be in [0, 1]")
+
+
+def _check(field: str, ok: bool, problem: str) -> None:
+    if not ok:
+        raise ValidationError(field, problem)
+
+
+@dataclasses.dataclass
+class Hooks:
+    """How a caller (CLI, job) steers a run: stop requests and liveness heartbeats."""
+
+    should_stop: Callable[[], bool] = lambda: False
+    heartbeat: Callable[[], None] = lambda: None
+
+
+@dataclasses.dataclass
+class _Run:
+    opts: RlTrainOptions
+    config: dict
+    recorder: SessionRecorder
+    agent: dqn.DoubleDQN
+    optimizer: torch.optim.Optimizer
+    spec: OptimizerSpec
+    buffer: ProfitWeightedExperienceBuffer
+    states: PackageStates
+    tracker: ConvergenceTracker
+    device: torch.device
+    td_history: list[float] = dataclasses.field(default_factory=list)
+    last_checkpoint: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValidationError("device", f"{name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def train_rl(engine: sa.Engine, opts: RlTrainOptions, *, job_id: int | None = None, hooks: Hooks | None = None,
+             settings: Settings | None = None, writer_options: WriterOptions | None = None) -> dict:
+    """Train a new RL session on ``opts.symbol``'s experiences; returns its summary."""
+    opts.validate()
+    settings = settings or get_settings()
+    device = resolve_device(opts.device if opts.device != "auto" else settings.device)
+    buffer = _buffer(engine, opts, settings)
+    if buffer.size(opts.symbol)["total"] == 0:
+        raise ValidationError("symbol", f"no replayable experiences for {opts.symbol!r} "
+                                        "(build them with `trainsrv experiences build`)")
+    with engine.connect() as conn:
+        states = PackageStates.for_symbol(conn, opts.symbol)
+    spec = dataclasses.replace(opts.optimizer, total_steps=opts.steps)
+    torch.manual_seed(opts.seed)
+    online = dqn.build_q_network(opts.model, states.spec, opts.model_config).to(device)
+    agent = dqn.DoubleDQN(online, opts.agent)
+    config = _config(opts, spec, states, buffer, device)
+    recorder = SessionRecorder.start(engine, SessionSpec(
+        MODEL_KIND, opts.model, config, opts.seed, str(device), opts.capture, opts.checkpoint_every, job_id),
+        writer_options)
+    run = _Run(opts, config, recorder, agent, spec.build(online.parameters()), spec, buffer, states,
+               ConvergenceTracker(patience=opts.patience), device)
+    try:
+        return _train(run, hooks or Hooks())
+    except BaseException as exc:
+        log.error("session %s failed: %s", recorder.session_id, exc)
+        recorder.fail(exc)
+        raise
+
+
+def _buffer(engine: sa.Engine, opts: RlTrainOptions, settings: Settings) -> ProfitWeightedExperienceBuffer:
+    beta = BetaSchedule(settings.rl_beta_start if opts.beta_start is None else opts.beta_start, max(opts.steps, 1))
+    return ProfitWeightedExperienceBuffer(engine, seed=opts.seed, settings=settings,
+                                          profitable_share=opts.profitable_share, beta=beta)
+
+
+def _train(run: _Run, hooks: Hooks) -> dict:
+    rec = run.recorder
+    rec.attach(run.agent.online)
+    rec.checkpoint(0, "start", run.agent.online, run.optimizer, _extra(run))
+    for step in range(1, run.opts.steps + 1):
+        if hooks.should_stop():
+            return _interrupt(run, step - 1)
+        record = _step(run, step)
+        run.tracker.update(record.loss_components["td"])
+        run.td_history.append(record.loss_components["td"])
+        hooks.heartbeat()
+        if step < run.opts.steps and rec.due(step):
+            _checkpoint(run, step, "periodic")
+    _checkpoint(run, run.opts.steps, "final")
+    return _finish(run)
+
+
+def _step(run: _Run, step: int):
+    """Sample, train one recorded step, write the TD errors back, refresh the target when due."""
+    t0 = time.perf_counter()
+    sampled = run.buffer.sample(run.opts.batch_size, symbol=run.opts.symbol)
+    with run.buffer.engine.connect() as conn:
+        batch = run.states.transitions(conn, sampled, run.opts.reward_scale).to(run.device)
+    load_ms = round((time.perf_counter() - t0) * 1000.0, 3)
+    out: dict = {}
+
+    def compute_loss():
+        loss, components, td = run.agent.loss(batch)
+        out["td"] = td
+        return loss, components
+
+    record = train_step(run.recorder, run.agent.online, run.optimizer, run.spec, step,
+                        Batch(sampled.ids.tolist(), sampled.profitability(), load_ms), compute_loss)
+    run.buffer.update_priorities(sampled.ids, out["td"].cpu().numpy())
+    run.agent.after_step(step)
+    return record
+
+
+def _extra(run: _Run) -> dict:
+    return {"tracker": run.tracker.state(), "target": run.agent.target.state_dict(),
+            "beta_step": run.buffer.samples_drawn}
+
+
+def _checkpoint(run: _Run, step: int, kind: str) -> None:
+    run.recorder.checkpoint(step, kind, run.agent.online, run.optimizer, _extra(run),
+                            run.recorder.progress(run.tracker))
+    run.last_checkpoint = step
+
+
+def _interrupt(run: _Run, step: int) -> dict:
+    if step > run.last_checkpoint:
+        _checkpoint(run, step, "periodic")
+    run.recorder.interrupt({"interrupted_at_step": step}, run.tracker)
+    return {"session_id": run.recorder.session_id, "status": "interrupted", "steps": step}
+
+
+def _finish(run: _Run) -> dict:
+    window = max(1, min(10, len(run.td_history) // 4))
+    first = sum(run.td_history[:window]) / window
+    last = sum(run.td_history[-window:]) / window
+    value = max(0.0, (first - last) / first) if first > 0 else 0.0
+    metrics = {"steps": run.opts.steps, "td_loss_first": first, "td_loss_last": last,
+               "replay": run.buffer.size(run.opts.symbol),
+               "writer": dataclasses.asdict(run.recorder.writer.stats)}
+    run.recorder.finish(metrics=metrics, training_value=value, tracker=run.tracker)
+    log.info("session %s finished: TD loss %.4g -> %.4g", run.recorder.session_id, first, last)
+    return {"session_id": run.recorder.session_id, "status": "succeeded", "steps": run.opts.steps,
+            "td_loss_first": first, "td_loss_last": last, "training_value": value,
+            "best_loss": run.tracker.best_loss, "converged": run.tracker.converged}
+
+
+def _config(opts: RlTrainOptions, spec: OptimizerSpec, states: PackageStates,
+            buffer: ProfitWeightedExperienceBuffer, device: torch.device) -> dict:
+    return {
+        "symbol": opts.symbol, "model": opts.model, "model_config": opts.model_config,
+        "input_spec": {"timeframes": list(states.spec.timeframes), "window": states.spec.window},
+        "optimizer": spec.to_config(), "agent": dataclasses.asdict(opts.agent), "reward_scale": opts.reward_scale,
+        "batch_size": opts.batch_size, "steps": opts.steps, "seed": opts.seed, "patience": opts.patience,
+        "replay": {"profitable_share": buffer.profitable_share, "beta_start": buffer.beta.start,
+                   "beta_steps": buffer.beta.steps, "priority_epsilon": buffer.priority_epsilon,
+                   **buffer.config()},
+        "device": str(device), "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }

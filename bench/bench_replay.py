@@ -1,0 +1,139 @@
+"""RL replay served from SQL (issue 7) against an in-memory sum tree measured in the same run.
+
+1. Sample a batch (default 256) from N experiences (default 1,000,000) with
+   ``ProfitWeightedExperienceBuffer.sample``: draw, fetch the rows the trainer needs through
+   ``v_rl_replay`` (ids, packages, action, reward, done, probabilities, weights) and count the
+   draws in ``experiences``; against ``SumTreeReplay.sample`` (the textbook sum tree, same weights,
+   same profitable share, same importance weights, gathering the same row fields from arrays).
+2. Write back the batch's TD errors as priorities (``update_priorities``: the trigger re-indexes
+   them) against the sum tree's leaf updates.
+3. A plain database floor: fetching the same number of random experience rows by primary key.
+
+DB and in-memory calls alternate so machine noise hits both; p50 / p99 and ratios are printed.
+
+    python bench/bench_replay.py [--rows 1000000] [--rounds 300] [--batch 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import bench_database, machine, percentile, summary  # noqa: E402
+
+from app.db.engine import make_engine  # noqa: E402
+from app.replay.buffer import ProfitWeightedExperienceBuffer  # noqa: E402
+from app.replay.sumtree import SumTreeReplay  # noqa: E402
+
+SYMBOL = "BENCH-PERP"
+CHUNK = 100_000
+PACKAGES = """
+INSERT INTO input_packages (symbol, ts, payload, payload_format, data_hash, completeness_score, is_valid)
+SELECT :symbol, now(), '\\x00', 'bench', sha256(('bench-' || g)::bytea), 1, true FROM generate_series(1, CAST(:n AS bigint)) g
+"""
+EXPERIENCES = """
+INSERT INTO experiences (symbol, state_package_id, next_state_package_id, action, reward, done,
+                         is_profitable, priority)
+SELECT :symbol, CAST(:first AS bigint) + g - 1, CAST(:first AS bigint) + g, (ARRAY['long', 'short', 'hold'])[1 + g % 3],
+       (random() - 0.55) / 100, false, random() < 0.4, exp(random() * 6 - 3)
+FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) g
+"""
+
+
+def load(engine: sa.Engine, rows: int) -> float:
+    """Insert ``rows`` experiences (and their packages) through the normal insert path."""
+    start = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(sa.text(PACKAGES), {"symbol": SYMBOL, "n": rows + 1})
+        first = conn.execute(sa.text("SELECT min(id) FROM input_packages")).scalar()
+    for lo in range(1, rows + 1, CHUNK):
+        with engine.begin() as conn:
+            conn.execute(sa.text(EXPERIENCES), {"symbol": SYMBOL, "first": first, "lo": lo,
+                                                "hi": min(rows, lo + CHUNK - 1)})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM ANALYZE"))
+    return time.perf_counter() - start
+
+
+def in_memory(engine: sa.Engine, seed: int) -> tuple[SumTreeReplay, np.ndarray]:
+    """The same replay in memory: weights from v_rl_replay, the row fields as arrays."""
+    with engine.connect() as conn:
+        config = conn.execute(sa.text("SELECT alpha, profit_boost FROM rl_replay_config")).one()
+        rows = conn.execute(sa.text(
+            "SELECT id, sample_weight, is_profitable, state_package_id, next_state_package_id, action, reward, done "
+            "FROM v_rl_replay ORDER BY id")).all()
+    cols = list(zip(*rows))
+    fields = {"id": np.array(cols[0]), "state": np.array(cols[3]), "next_state": np.array(cols[4]),
+              "action": np.array(cols[5]), "reward": np.array(cols[6]), "done": np.array(cols[7])}
+    replay = SumTreeReplay(np.array(cols[1]), np.array(cols[2]), fields, alpha=config.alpha,
+                           profit_boost=config.profit_boost, seed=seed)
+    return replay, fields["id"]
+
+
+def run(url: str, rows: int, rounds: int, batch: int) -> None:
+    engine = make_engine(url)
+    print(f"machine: {machine()}")
+    print(f"loading {rows:,} experiences ... ", end="", flush=True)
+    print(f"{load(engine, rows):.1f} s (insert trigger indexes them as they arrive)")
+    buffer = ProfitWeightedExperienceBuffer(engine, seed=1, profitable_share=0.5)
+    tree, ids = in_memory(engine, seed=1)
+    rng = np.random.default_rng(2)
+    times = {k: [] for k in ("db_sample", "tree_sample", "db_write", "tree_write", "pk_fetch")}
+    with engine.connect() as conn:
+        for _ in range(10):                                   # warm caches and prepared statements
+            buffer.update_priorities(buffer.sample(batch, symbol=SYMBOL).ids, rng.exponential(1.0, batch))
+        for _ in range(rounds):
+            _round(buffer, tree, conn, ids, rng, batch, times)
+    _report(times, rows, batch)
+    engine.dispose()
+
+
+def _round(buffer, tree, conn, ids, rng, batch, times) -> None:
+    t0 = time.perf_counter()
+    sampled = buffer.sample(batch, symbol=SYMBOL)
+    t1 = time.perf_counter()
+    buffer.update_priorities(sampled.ids, rng.exponential(1.0, batch))
+    t2 = time.perf_counter()
+    drawn = tree.sample(batch, 0.5, sampled.beta)
+    t3 = time.perf_counter()
+    tree.update_priorities(drawn["indices"], rng.exponential(1.0, batch))
+    t4 = time.perf_counter()
+    conn.execute(sa.text("SELECT * FROM experiences WHERE id = ANY(:ids)"),
+                 {"ids": rng.choice(ids, batch).tolist()}).all()
+    t5 = time.perf_counter()
+    for key, (a, b) in zip(times, ((t0, t1), (t2, t3), (t1, t2), (t3, t4), (t4, t5))):
+        times[key].append((b - a) * 1000)
+
+
+def _report(times: dict, rows: int, batch: int) -> None:
+    print(f"\nbatch {batch} from {rows:,} experiences, {len(times['db_sample'])} rounds")
+    labels = {"db_sample": "DB sample (draw + rows + counts)", "tree_sample": "in-memory sum tree sample",
+              "db_write": "DB priority write-back", "tree_write": "in-memory sum tree update",
+              "pk_fetch": "plain PK fetch of as many rows"}
+    for key, label in labels.items():
+        print(f"  {label:<34} {summary(times[key])}")
+    for num, den in (("db_sample", "tree_sample"), ("db_write", "tree_write"), ("db_sample", "pk_fetch")):
+        r50 = percentile(times[num], 50) / percentile(times[den], 50)
+        r99 = percentile(times[num], 99) / percentile(times[den], 99)
+        print(f"  ratio {num} / {den}: p50 {r50:.2f}x, p99 {r99:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=256)
+    args = parser.parse_args()
+    with bench_database() as url:
+        run(url, args.rows, args.rounds, args.batch)
+
+
+if __name__ == "__main__":
+    main()
