@@ -24,6 +24,13 @@ COMMAND_MODULES = [
     "app.db.commands",
     "app.stats",
     "app.analysts.commands",
+    "app.jobs.commands",
+    "app.outcomes.commands",
+    "app.events.commands",
+    "app.experiences.commands",
+    "app.trainer.commands",
+    "app.ingest.commands",
+    "app.trainer.replay_commands",
 ]
 
 

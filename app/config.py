@@ -29,6 +29,9 @@ class Settings:
     min_data_completeness: float = 0.8
     max_payload_bytes: int = 16 * 1024 * 1024
     max_clock_skew_s: float = 5.0
+    # Fields whose presence makes a package complete (comma-separated dotted paths), see docs/ingest.md.
+    package_required_fields: str = ("ohlcv.1m,ohlcv.5m,ohlcv.15m,ohlcv.1h,features.returns_1m,features.rsi_14,"
+                                    "features.ema_ratio_12_26,features.volatility_20,features.volume_z_20,orderbook")
 
     # Outcomes and events.
     fee_rate: float = 0.0004
@@ -38,6 +41,14 @@ class Settings:
     volatility_window_min: int = 15
     volatility_ewma_alpha: float = 0.02
     volatility_spike_multiplier: float = 3.0
+    # Per-symbol velocity thresholds overriding the one above: "BTC-PERP=0.3,ETH-PERP=0.4".
+    velocity_thresholds: str = ""
+    # Candle series that outcomes are labelled from and events detected in.
+    outcome_timeframe: str = "1m"
+    event_timeframe: str = "1m"
+    validation_batch_size: int = 250_000
+    # RL experiences: a next state further away than this ends the episode (done).
+    experience_max_gap_s: float = 900.0
 
     # Trainer and scheduling (the seed's EnhancedTrainingConfig).
     poll_interval_s: float = 1.0
@@ -49,6 +60,31 @@ class Settings:
     min_experiences_for_rl_training: int = 200
     min_profitability_for_replay: float = 0.1
     device: str = "auto"
+
+    # Job queue (app/jobs): retries, scheduler cadence, extra handler modules (comma-separated).
+    job_max_attempts: int = 3
+    retry_backoff_base_s: float = 5.0
+    retry_backoff_max_s: float = 600.0
+    schedule_check_interval_s: float = 5.0
+    handler_modules: str = ""
+    # False: poll only (e.g. behind a transaction-pooling PgBouncer, where LISTEN does not work).
+    job_listen: bool = True
+    # The trainer's queue-state writes (claim, finish, fail, rescue) skip the WAL flush wait. After
+    # a database crash a lost one re-runs a job, never loses one; handlers' own writes keep full
+    # durability. True: wait for the flush on every transition (fewer jobs/s on slow disks).
+    job_synchronous_commit: bool = False
+
+    # RL replay (app/replay). alpha and the profit boost live in the database (rl_replay_config,
+    # read by v_rl_replay); these are the sampler's side.
+    rl_profitable_share: float = 0.5
+    rl_beta_start: float = 0.4
+    rl_beta_anneal_steps: int = 10_000
+    rl_priority_epsilon: float = 1e-6
+
+    # Exact replay (app/trainer/replay.py): torch intra-op threads while replaying. Optimizer
+    # updates of small parameter tensors are slower with more threads (wake-up costs); 0 keeps
+    # torch's default. See docs/replay.md for why the count does not change the replayed bits.
+    replay_threads: int = 1
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":

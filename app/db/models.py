@@ -73,6 +73,24 @@ class Candle(Base):
     )
 
 
+class CandleCorrection(Base):
+    """Migration 0003: a range of candles inserted or re-priced by one statement (trigger-written);
+    the outcome validator re-labels outcomes whose windows overlap it, then deletes the entry."""
+
+    __tablename__ = "candle_corrections"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    symbol: Mapped[str] = mapped_column(sa.Text)
+    timeframe: Mapped[str] = mapped_column(sa.Text)
+    from_ts: Mapped[dt.datetime] = mapped_column(TSTZ)
+    to_ts: Mapped[dt.datetime] = mapped_column(TSTZ)
+    row_count: Mapped[int] = mapped_column(sa.Integer)
+    recorded_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    __table_args__ = (
+        sa.CheckConstraint("to_ts >= from_ts", name="ordered_bounds"),
+        sa.CheckConstraint("row_count > 0", name="positive_row_count"),
+    )
+
+
 class InputPackage(Base):
     """What a model saw at time ``ts`` for ``symbol`` (the seed's ModelInputPackage)."""
 
@@ -94,6 +112,10 @@ class InputPackage(Base):
         sa.CheckConstraint("completeness_score >= 0 AND completeness_score <= 1", name="completeness_range"),
         sa.CheckConstraint("octet_length(data_hash) = 32", name="hash_is_sha256"),
         sa.Index("ix_input_packages_symbol_ts", "symbol", "ts"),
+        # Migration 0007: similar-setup search (cosine distance).
+        sa.Index("ix_input_packages_embedding_hnsw", "embedding", postgresql_using="hnsw",
+                 postgresql_with={"m": 16, "ef_construction": 64},
+                 postgresql_ops={"embedding": "vector_cosine_ops"}),
     )
 
 
@@ -239,6 +261,8 @@ class Job(Base):
         sa.Index("ix_jobs_running_heartbeat", "heartbeat_at", postgresql_where=sa.text("state = 'running'")),
         sa.Index("uq_jobs_dedupe_key_active", "dedupe_key", unique=True,
                  postgresql_where=sa.text("state IN ('queued', 'running') AND dedupe_key IS NOT NULL")),
+        # Migration 0004: "was this dedupe key ever enqueued?" (scheduler, any state).
+        sa.Index("ix_jobs_dedupe_key", "dedupe_key", postgresql_where=sa.text("dedupe_key IS NOT NULL")),
     )
 
 
@@ -342,4 +366,52 @@ class Checkpoint(Base):
         sa.CheckConstraint("octet_length(content_hash) = 32 AND octet_length(params_hash) = 32 "
                            "AND octet_length(optimizer_hash) = 32", name="hashes_are_sha256"),
         sa.UniqueConstraint("session_id", "step"),
+    )
+
+
+class RlReplayConfig(Base):
+    """Migration 0006: the one row of RL replay settings read by v_rl_replay (alpha, profit boost)
+    and the running maximum priority that new experiences enter at."""
+
+    __tablename__ = "rl_replay_config"
+    id: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, server_default=sa.text("1"),
+                                    autoincrement=False)
+    alpha: Mapped[float] = mapped_column(sa.Float, server_default=sa.text("0.6"))
+    profit_boost: Mapped[float] = mapped_column(sa.Float, server_default=sa.text("2.0"))
+    max_priority: Mapped[float] = mapped_column(sa.Float, server_default=sa.text("1.0"))
+    __table_args__ = (
+        sa.CheckConstraint("id = 1", name="single_row"),
+        sa.CheckConstraint("alpha >= 0 AND alpha <= 1", name="alpha_range"),
+        sa.CheckConstraint("profit_boost > 0 AND " + _finite("profit_boost"), name="positive_boost"),
+        sa.CheckConstraint("max_priority > 0 AND " + _finite("max_priority"), name="positive_max_priority"),
+    )
+
+
+class RlReplayBucket(Base):
+    """Migration 0006: row count and weight sum of one (symbol, class, log2-weight bucket) of the RL
+    sampling index; maintained by triggers (sql/functions/rl_replay_index)."""
+
+    __tablename__ = "rl_replay_buckets"
+    symbol: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    is_profitable: Mapped[bool] = mapped_column(sa.Boolean, primary_key=True)
+    bucket: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(sa.BigInteger)
+    weight_sum: Mapped[float] = mapped_column(sa.Float)
+    __table_args__ = (sa.CheckConstraint("n >= 0", name="n_non_negative"),)
+
+
+class RlReplaySlot(Base):
+    """Migration 0006: one replayable experience in the RL sampling index (dense slot per bucket)."""
+
+    __tablename__ = "rl_replay_slots"
+    experience_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    symbol: Mapped[str] = mapped_column(sa.Text)
+    is_profitable: Mapped[bool] = mapped_column(sa.Boolean)
+    bucket: Mapped[int] = mapped_column(sa.Integer)
+    slot: Mapped[int] = mapped_column(sa.Integer)
+    weight: Mapped[float] = mapped_column(sa.Float)
+    __table_args__ = (
+        sa.UniqueConstraint("symbol", "is_profitable", "bucket", "slot", deferrable=True, initially="IMMEDIATE"),
+        sa.CheckConstraint("slot >= 0", name="slot_non_negative"),
+        sa.CheckConstraint("weight > 0", name="positive_weight"),
     )

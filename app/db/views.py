@@ -25,8 +25,19 @@ def create_function(name: str, version: int) -> None:
     op.execute(read(name, version, "functions"))
 
 
+ANALYST_ROLE = "trainsrv_analyst"
+
+
 def create(name: str, version: int) -> None:
+    """Create the view; analysts may read it once their role exists (migration 0009 on)."""
     op.execute(read(name, version))
+    # Re-created views lose their grants, so every creation grants again.
+    op.execute(f"""
+        DO $$ BEGIN
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ANALYST_ROLE}') THEN
+                GRANT SELECT ON {name} TO {ANALYST_ROLE};
+            END IF;
+        END $$""")
 
 
 def drop(name: str) -> None:

@@ -8,7 +8,12 @@
 
 Parameters are validated before the handler runs (type, default, choices, bounds); unknown or
 bad parameters fail the job with a message naming the parameter. Handler modules are listed in
-``HANDLER_MODULES`` and imported once by ``load_handlers()``.
+``HANDLER_MODULES`` and imported once by ``load_handlers()``, together with any modules named in
+``TRAINSRV_HANDLER_MODULES`` (comma-separated: plug-in job kinds without editing this list).
+
+A long handler calls ``ctx.should_stop()`` now and then; when it is true (the trainer is
+shutting down, or the job was cancelled or taken over) it either returns a result or raises
+``Interrupted`` to hand the job back to the queue, uncounted, to be started again later.
 """
 
 from __future__ import annotations
@@ -19,12 +24,16 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from app.config import Settings
-from app.errors import ValidationError
+from app.config import Settings, get_settings
+from app.errors import TrainsrvError, ValidationError
 
-HANDLER_MODULES: list[str] = []
+HANDLER_MODULES: list[str] = ["app.jobs.builtin", "app.outcomes.jobs", "app.events.jobs", "app.experiences.jobs", "app.trainer.cnn_commands", "app.trainer.replay_commands", "app.trainer.rl_commands"]
 
 REQUIRED = object()
+
+
+class Interrupted(Exception):
+    """Raised by a handler that stops early on ``ctx.should_stop()``: the job is released, not failed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +127,13 @@ def handler(kind: str, **params: Param):
 
 
 def load_handlers() -> dict[str, Handler]:
-    for module in HANDLER_MODULES:
-        importlib.import_module(module)
+    """Every registered handler by kind, after importing the handler modules."""
+    extra = [m.strip() for m in get_settings().handler_modules.split(",") if m.strip()]
+    for module in [*HANDLER_MODULES, *extra]:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise TrainsrvError(f"job handler module {module!r} cannot be imported: {exc}") from exc
     return _handlers
 
 

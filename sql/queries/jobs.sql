@@ -1,0 +1,136 @@
+-- Job queue: enqueue, claim, heartbeat, finish / fail / release, rescue, cancel / retry, and the
+-- counts the scheduler's thresholds read. Every state change after a claim checks that the row
+-- is still this worker's attempt (state, locked_by and attempts), so a rescued or cancelled job
+-- cannot be finished by a worker that lost it.
+
+-- name: enqueue
+-- Insert a queued job; with a dedupe key that is already queued / running, insert nothing.
+INSERT INTO jobs (kind, params, priority, max_attempts, run_after, dedupe_key)
+VALUES (:kind, CAST(:params AS jsonb), :priority, :max_attempts,
+        now() + make_interval(secs => CAST(:delay_s AS float8)), :dedupe_key)
+ON CONFLICT (dedupe_key) WHERE state IN ('queued', 'running') AND dedupe_key IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: enqueue_once
+-- Insert a queued job unless a job with this dedupe key was ever enqueued (in any state).
+INSERT INTO jobs (kind, params, priority, max_attempts, dedupe_key)
+SELECT :kind, CAST(:params AS jsonb), :priority, :max_attempts, CAST(:dedupe_key AS text)
+WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE dedupe_key = :dedupe_key)
+ON CONFLICT (dedupe_key) WHERE state IN ('queued', 'running') AND dedupe_key IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: active_by_dedupe_key
+-- The queued or running job holding a dedupe key, if any.
+SELECT id, state FROM jobs
+WHERE dedupe_key = :dedupe_key AND state IN ('queued', 'running');
+
+-- name: claim
+-- Take the best ready job (priority, then age) for this worker, skipping rows others hold.
+WITH next AS (
+    SELECT id FROM jobs
+    WHERE state = 'queued' AND run_after <= now()
+    ORDER BY priority DESC, run_after, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs AS j
+SET state = 'running', locked_by = :worker, attempts = j.attempts + 1,
+    started_at = now(), heartbeat_at = now(), finished_at = NULL
+FROM next
+WHERE j.id = next.id
+RETURNING j.id, j.kind, j.params, j.attempts, j.max_attempts, j.priority, j.dedupe_key;
+
+-- name: heartbeat
+-- Mark this worker's running attempt alive; no row back means the job is no longer ours.
+UPDATE jobs SET heartbeat_at = now()
+WHERE id = :id AND state = 'running' AND locked_by = :worker AND attempts = :attempt
+RETURNING id;
+
+-- name: finish
+-- Record success of this worker's running attempt with its result.
+UPDATE jobs SET state = 'succeeded', result = CAST(:result AS jsonb), finished_at = now()
+WHERE id = :id AND state = 'running' AND locked_by = :worker AND attempts = :attempt
+RETURNING id;
+
+-- name: fail
+-- Record a failed attempt: re-queue with exponential backoff while attempts remain, else failed.
+WITH mine AS (
+    SELECT id,
+           CAST(:retryable AS boolean) AND attempts < max_attempts AS retry,
+           least(CAST(:backoff_max_s AS float8),
+                 CAST(:backoff_base_s AS float8) * power(2, attempts - 1)) AS backoff_s
+    FROM jobs
+    WHERE id = :id AND state = 'running' AND locked_by = :worker AND attempts = :attempt
+    FOR UPDATE
+)
+UPDATE jobs AS j
+SET state = CASE WHEN mine.retry THEN 'queued' ELSE 'failed' END,
+    run_after = CASE WHEN mine.retry THEN now() + make_interval(secs => mine.backoff_s) ELSE j.run_after END,
+    locked_by = CASE WHEN mine.retry THEN NULL ELSE j.locked_by END,
+    finished_at = CASE WHEN mine.retry THEN NULL ELSE now() END,
+    last_error = :error
+FROM mine
+WHERE j.id = mine.id
+RETURNING j.state, j.run_after, j.attempts, j.max_attempts;
+
+-- name: release
+-- Hand this worker's running attempt back to the queue uncounted (clean shutdown).
+UPDATE jobs SET state = 'queued', locked_by = NULL, heartbeat_at = NULL, started_at = NULL,
+                attempts = attempts - 1
+WHERE id = :id AND state = 'running' AND locked_by = :worker AND attempts = :attempt
+RETURNING id;
+
+-- name: rescue
+-- Re-queue (or fail, when out of attempts) running jobs whose worker stopped heartbeating.
+WITH stale AS (
+    SELECT id, locked_by, attempts < max_attempts AS retry
+    FROM jobs
+    WHERE state = 'running' AND heartbeat_at < now() - make_interval(secs => CAST(:timeout_s AS float8))
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs AS j
+SET state = CASE WHEN stale.retry THEN 'queued' ELSE 'failed' END,
+    locked_by = CASE WHEN stale.retry THEN NULL ELSE j.locked_by END,
+    finished_at = CASE WHEN stale.retry THEN NULL ELSE now() END,
+    last_error = 'worker ' || stale.locked_by || ' stopped heartbeating during attempt ' || j.attempts
+                 || ' (no heartbeat for ' || CAST(:timeout_s AS float8) || ' s)'
+FROM stale
+WHERE j.id = stale.id
+RETURNING j.id, j.kind, j.state, j.attempts, stale.locked_by AS lost_by;
+
+-- name: cancel
+-- Cancel a queued or running job (a running one stops at its next heartbeat).
+UPDATE jobs SET state = 'cancelled', finished_at = now()
+WHERE id = :id AND state IN ('queued', 'running')
+RETURNING id;
+
+-- name: retry
+-- Put a failed or cancelled job back in the queue with a fresh attempt budget.
+UPDATE jobs SET state = 'queued', attempts = 0, run_after = now(), locked_by = NULL,
+                heartbeat_at = NULL, started_at = NULL, finished_at = NULL, result = NULL
+WHERE id = :id AND state IN ('failed', 'cancelled')
+RETURNING id;
+
+-- name: depth
+-- Number of jobs per state, and how many queued ones are ready to run now.
+SELECT state, count(*) AS jobs, count(*) FILTER (WHERE run_after <= now()) AS ready
+FROM jobs
+GROUP BY state
+ORDER BY state;
+
+-- name: replay_episodes_by_symbol
+-- Per symbol: valid packages with a validated outcome at least :min_profitability profitable.
+SELECT ip.symbol, count(*) AS n
+FROM outcomes AS o
+JOIN predictions AS p ON p.id = o.prediction_id
+JOIN input_packages AS ip ON ip.id = p.package_id
+WHERE o.status = 'validated' AND ip.is_valid AND o.profitability_score >= :min_profitability
+GROUP BY ip.symbol
+ORDER BY ip.symbol;
+
+-- name: experiences_by_symbol
+-- Per symbol: stored RL transitions.
+SELECT symbol, count(*) AS n
+FROM experiences
+GROUP BY symbol
+ORDER BY symbol;
