@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "app.db.commands",
     "app.stats",
     "app.analysts.commands",
+    "app.demo.commands",
     "app.jobs.commands",
     "app.outcomes.commands",
     "app.events.commands",

@@ -1,0 +1,1 @@
+"""``trainsrv demo``: the main job end to end on a real or simulated market."""

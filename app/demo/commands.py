@@ -1,0 +1,85 @@
+"""``trainsrv demo``: the main job on the configured (by default the embedded) database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app import cli
+from app.db import migrate
+from app.errors import TrainsrvError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole pipeline end to end on a real or simulated market")
+    p.add_argument("--candles", type=Path, help="CSV of 1-minute candles (timestamp,open,high,low,close,volume); "
+                                               "default: a simulated market")
+    p.add_argument("--symbol", help="symbol to store the market under (default BTC-PERP with --candles, else SIM)")
+    p.add_argument("--days", type=_positive(float), default=10.0, help="days of decisions to replay (default 10)")
+    p.add_argument("--every-min", type=_positive(int), default=15, help="minutes between decisions (default 15)")
+    p.add_argument("--horizon-s", type=_positive(int), default=1800, help="prediction horizon (default 1800)")
+    p.add_argument("--cnn-epochs", type=_positive(int), default=3)
+    p.add_argument("--rl-steps", type=_positive(int), default=150)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary only")
+    p.set_defaults(func=_demo)
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise ValueError(text)
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _demo(args) -> int:
+    from app.demo.run import DemoOptions, run_demo
+
+    if args.candles is not None and not args.candles.is_file():
+        raise TrainsrvError(f"--candles: no such file: {args.candles}")
+    engine = cli.open_db(require_head=False)
+    migrate.upgrade(engine)  # a fresh data dir is migrated on the spot; an up-to-date one is untouched
+    opts = DemoOptions(candles=args.candles, symbol=args.symbol, days=args.days, every_min=args.every_min,
+                       horizon_s=args.horizon_s, cnn_epochs=args.cnn_epochs, rl_steps=args.rl_steps,
+                       seed=args.seed, progress=not args.json)
+    summary = run_demo(engine, engine.url.render_as_string(hide_password=False), opts)
+    if args.json:
+        print(json.dumps(summary, default=str, indent=2))
+    else:
+        _print(summary)
+    return 0
+
+
+def _print(s: dict) -> None:
+    m, o, st = s["market"], s["orchestrator"], s["stats"]
+    print(f"\ntrainsrv demo: {s['symbol']} ({m['source']}), {m['bars']} one-minute bars "
+          f"{m['first_ts']:%Y-%m-%d} .. {m['last_ts']:%Y-%m-%d}, {s['elapsed_s']} s")
+    print(f"  orchestrator   {o['packages']} packages ({o['invalid_packages']} invalid, kept for audit), "
+          f"{o['predictions']} predictions")
+    print(f"  outcomes       {st['validated_outcomes']} validated, {st['pending_outcomes']} pending, "
+          f"profitable share {_pct(st['profitable_share'])}")
+    print(f"  events         {st['market_events']} rapid-change events, {st['premium_packages']} premium packages")
+    print(f"  experiences    {st['experiences']} ({st['profitable_experiences']} profitable)")
+    for sess in s["sessions"]:
+        print(f"  session {sess['session_id']:<5}  {sess['model_kind']}: {sess['steps']} steps, final loss "
+              f"{sess['final_loss']:.4f}, training value {_num(sess['training_value'])}, "
+              f"{sess['gradient_bytes'] / 1e6:.1f} MB of gradients, {sess['checkpoints']} checkpoints")
+    replay = s["jobs"]["replay_session"]["result"]
+    verify = s["jobs"]["verify_integrity"]["result"]
+    print(f"  replay         session {replay.get('session_id')}: exact={replay.get('exact')}, "
+          f"{len(replay.get('checks', []))} checkpoints matched bit for bit; integrity problems: "
+          f"{len(verify.get('problems', []))}")
+    print("\nNext, as an analyst (psql into the same database):\n")
+    for sql in s["analyst_sql"]:
+        print(sql + "\n")
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
