@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import json
 
+import sqlalchemy as sa
+
 from app import cli
 from app.errors import ValidationError
 
@@ -44,17 +46,20 @@ def print_result(result: dict) -> None:
 
 def _resume(args) -> int:
     from app.db import models
-    from app.trainer import cnn_train
+    from app.trainer import cnn_train, replay_onto
 
     engine = cli.open_db()
+    table = models.TrainingSession.__table__
     with engine.connect() as conn:
-        kind = conn.execute(models.TrainingSession.__table__.select()
-                            .with_only_columns(models.TrainingSession.model_kind)
-                            .where(models.TrainingSession.id == args.session_id)).scalar()
-    if kind is None:
+        row = conn.execute(sa.select(table.c.model_kind, table.c.config)
+                           .where(table.c.id == args.session_id)).first()
+    if row is None:
         raise ValidationError("session_id", f"no training session with id {args.session_id}")
-    if kind != cnn_train.MODEL_KIND:
-        raise ValidationError("session_id", f"session {args.session_id} is a {kind} session; "
-                                            "resume it with its own trainer")
+    if replay_onto.is_onto_session(row.config):
+        print_result(replay_onto.resume_onto(engine, args.session_id))
+        return 0
+    if row.model_kind != cnn_train.MODEL_KIND:
+        raise ValidationError("session_id", f"session {args.session_id} is a {row.model_kind} session; RL sessions "
+                                            "are not resumed (a retried train_rl job starts a fresh session)")
     print_result(cnn_train.resume_cnn(engine, args.session_id))
     return 0
