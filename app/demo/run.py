@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import tempfile
 import time
 from pathlib import Path
 
 import sqlalchemy as sa
 from tqdm import tqdm
 
+from app.config import get_settings
 from app.db import queries
 from app.demo import market, orchestrator
 from app.demo.trainer_process import TrainerProcess, enqueue, wait_for
@@ -71,7 +71,9 @@ def run_demo(engine: sa.Engine, url: str, opts: DemoOptions) -> dict:
         raise TrainsrvError(f"the market from {first} to {last} is too short for a demo: it needs more than "
                             f"{WARMUP} of history plus one {opts.horizon_s} s horizon")
     summary["orchestrator"] = _record(engine, opts, start, end)
-    log_path = Path(tempfile.gettempdir()) / "trainsrv-demo-trainer.log"
+    log_dir = get_settings().data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"demo-trainer-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}.log"
     with TrainerProcess(url, str(log_path)) as trainer:
         summary["trainer_log"] = str(log_path)
         summary["jobs"] = _train(engine, opts, trainer)
