@@ -6,14 +6,13 @@ import logging
 
 import sqlalchemy as sa
 
-from app import cli
 from app.db import models
 from app.jobs import registry
 from app.nets.interface import REFERENCE
 from app.nets.losses import LossWeights
 from app.trainer import cnn_train
 from app.trainer.capture import HALF_CODECS, POLICIES, CapturePolicy
-from app.trainer.commands import json_object, print_result
+from app.trainer.commands import add_param_arguments, json_object, run_or_enqueue
 from app.trainer.optim import OPTIMIZERS, OptimizerSpec
 
 log = logging.getLogger(__name__)
@@ -55,30 +54,12 @@ def options_from(params: dict) -> cnn_train.CnnTrainOptions:
 
 def register_train(train_sub) -> None:
     p = train_sub.add_parser("cnn", help="train the CNN on a symbol's most profitable episodes")
-    for name, param in PARAMS.items():
-        flag = "--" + name.replace("_", "-")
-        kwargs = {"type": param.type, "help": f"default {param.default}" if param.default is not registry.REQUIRED
-                  else "required"}
-        if param.choices:
-            kwargs["choices"] = param.choices
-        p.add_argument(flag, required=param.default is registry.REQUIRED, default=None, **kwargs)
-    p.add_argument("--enqueue", action="store_true", help="queue a train_cnn job instead of training now")
+    add_param_arguments(p, JOB_KIND, PARAMS)
     p.set_defaults(func=_train)
 
 
 def _train(args) -> int:
-    raw = {name: getattr(args, name) for name in PARAMS if getattr(args, name) is not None}
-    engine = cli.open_db()
-    if args.enqueue:
-        from app.jobs import queue
-
-        with engine.begin() as conn:
-            job = queue.enqueue(conn, JOB_KIND, raw)
-        print_result({"job_id": job.id, "created": job.created})
-        return 0
-    params = registry.get(JOB_KIND).validate(raw)
-    print_result(cnn_train.train_cnn(engine, options_from(params)))
-    return 0
+    return run_or_enqueue(args, JOB_KIND, PARAMS, lambda engine, params: cnn_train.train_cnn(engine, options_from(params)))
 
 
 @registry.handler(JOB_KIND, **PARAMS)

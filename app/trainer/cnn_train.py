@@ -22,6 +22,7 @@ from typing import Callable
 import sqlalchemy as sa
 import torch
 
+from app.trainer.hooks import Hooks, check
 from app.config import Settings, get_settings
 from app.db import models
 from app.errors import ValidationError
@@ -61,27 +62,16 @@ class CnnTrainOptions:
     device: str = "auto"
 
     def validate(self) -> None:
-        _check("symbol", bool(self.symbol and self.symbol.strip()), "must be a non-empty string")
-        _check("min_profitability", 0 <= self.min_profitability <= 1, "must be in [0, 1]")
-        _check("max_episodes", self.max_episodes >= 1, "must be >= 1")
-        _check("epochs", self.epochs >= 1, "must be >= 1")
-        _check("batch_size", self.batch_size >= 1, "must be >= 1")
-        _check("eval_fraction", 0 < self.eval_fraction < 1, "must be in (0, 1)")
-        _check("checkpoint_every", self.checkpoint_every >= 1, "must be >= 1")
-        _check("patience", self.patience >= 1, "must be >= 1")
+        check("symbol", bool(self.symbol and self.symbol.strip()), "must be a non-empty string")
+        check("min_profitability", 0 <= self.min_profitability <= 1, "must be in [0, 1]")
+        check("max_episodes", self.max_episodes >= 1, "must be >= 1")
+        check("epochs", self.epochs >= 1, "must be >= 1")
+        check("batch_size", self.batch_size >= 1, "must be >= 1")
+        check("eval_fraction", 0 < self.eval_fraction < 1, "must be in (0, 1)")
+        check("checkpoint_every", self.checkpoint_every >= 1, "must be >= 1")
+        check("patience", self.patience >= 1, "must be >= 1")
 
 
-def _check(field: str, ok: bool, problem: str) -> None:
-    if not ok:
-        raise ValidationError(field, problem)
-
-
-@dataclasses.dataclass
-class Hooks:
-    """How a caller (CLI, job) steers a run: stop requests and liveness heartbeats."""
-
-    should_stop: Callable[[], bool] = lambda: False
-    heartbeat: Callable[[], None] = lambda: None
 
 
 @dataclasses.dataclass

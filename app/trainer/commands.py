@@ -44,6 +44,39 @@ def print_result(result: dict) -> None:
     print(json.dumps(result, default=str, indent=2))
 
 
+def add_param_arguments(parser, kind: str, params: dict) -> None:
+    """One ``--flag`` per job parameter (the CLI and the job share one table), plus ``--enqueue``."""
+    from app.jobs import registry
+
+    for name, param in params.items():
+        required = param.default is registry.REQUIRED
+        parser.add_argument("--" + name.replace("_", "-"), type=param.type, required=required, default=None,
+                            choices=param.choices, help="required" if required else f"default {param.default}")
+    parser.add_argument("--enqueue", action="store_true", help=f"queue a {kind} job instead of running now")
+
+
+def run_or_enqueue(args, kind: str, params: dict, run_inline) -> int:
+    """Enqueue ``kind`` with the given CLI options, or validate them and ``run_inline(params)`` now."""
+    from app.jobs import registry
+
+    raw = {name: getattr(args, name) for name in params if getattr(args, name) is not None}
+    engine = cli.open_db()
+    if args.enqueue:
+        return enqueue_and_print(engine, kind, raw)
+    print_result(run_inline(engine, registry.get(kind).validate(raw)))
+    return 0
+
+
+def enqueue_and_print(engine, kind: str, raw: dict) -> int:
+    """Queue a ``kind`` job with ``raw`` parameters (validated first) and print its id."""
+    from app.jobs import queue
+
+    with engine.begin() as conn:
+        job = queue.enqueue(conn, kind, raw)
+    print_result({"job_id": job.id, "created": job.created})
+    return 0
+
+
 def _resume(args) -> int:
     from app.db import models
     from app.trainer import cnn_train, replay_onto

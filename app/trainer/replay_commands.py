@@ -7,7 +7,6 @@ and ``app.trainer.verify``.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import sqlalchemy as sa
@@ -17,6 +16,7 @@ from app.db import models
 from app.errors import ValidationError
 from app.jobs import registry
 from app.trainer import replay, replay_onto, verify
+from app.trainer.commands import enqueue_and_print, print_result
 from app.trainer.session import RESUMABLE
 
 log = logging.getLogger(__name__)
@@ -84,22 +84,22 @@ def _replay(args) -> int:
     raw = {name: getattr(args, name) for name in REPLAY_PARAMS if getattr(args, name) is not None}
     engine = cli.open_db()
     if args.enqueue:
-        return _enqueue(engine, REPLAY_JOB, raw)
+        return enqueue_and_print(engine, REPLAY_JOB, raw)
     params = registry.get(REPLAY_JOB).validate(raw)
     check_combination(params, set(raw))
     if params["onto"] is not None:
-        _print(replay_onto.replay_onto(engine, params["session_id"], params["onto"], onto_options(params)))
+        print_result(replay_onto.replay_onto(engine, params["session_id"], params["onto"], onto_options(params)))
         return 0
     report = replay.replay_session(engine, params["session_id"], replay_options(params))
     if args.json:
-        _print(report.to_dict())
+        print_result(report.to_dict())
     else:
         print(summary(report))
     return 1 if params["verify"] and report.divergence is not None else 0
 
 
 def _resume(args) -> int:
-    _print(replay_onto.resume_onto(cli.open_db(), args.session_id))
+    print_result(replay_onto.resume_onto(cli.open_db(), args.session_id))
     return 0
 
 
@@ -107,27 +107,15 @@ def _verify(args) -> int:
     engine = cli.open_db()
     raw = {} if args.session_id is None else {"session_id": args.session_id}
     if args.enqueue:
-        return _enqueue(engine, VERIFY_JOB, raw)
+        return enqueue_and_print(engine, VERIFY_JOB, raw)
     report = verify.verify_integrity(engine, registry.get(VERIFY_JOB).validate(raw)["session_id"])
     if args.json:
-        _print(report.to_dict())
+        print_result(report.to_dict())
     else:
         print(verify_summary(report))
     return 0 if report.ok else 1
 
 
-def _enqueue(engine: sa.Engine, kind: str, raw: dict) -> int:
-    from app.jobs import queue
-
-    registry.get(kind).validate(raw)
-    with engine.begin() as conn:
-        job = queue.enqueue(conn, kind, raw)
-    _print({"job_id": job.id, "created": job.created})
-    return 0
-
-
-def _print(data: dict) -> None:
-    print(json.dumps(data, default=str, indent=2))
 
 
 def summary(report: replay.ReplayReport) -> str:

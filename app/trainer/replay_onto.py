@@ -26,6 +26,7 @@ from typing import Callable
 import sqlalchemy as sa
 import torch
 
+from app.trainer.hooks import Hooks
 from app.db import models
 from app.errors import ValidationError
 from app.trainer import checkpoints, rebuild, stored_steps
@@ -83,13 +84,6 @@ class Target:
             return cls(checkpoint_id=int(m["id"]))
         return cls(session_id=int(m["session"]), step=None if m["step"] is None else int(m["step"]))
 
-
-@dataclasses.dataclass
-class Hooks:
-    """How a caller steers a long replay: stop requests and liveness heartbeats."""
-
-    should_stop: Callable[[], bool] = lambda: False
-    heartbeat: Callable[[], None] = lambda: None
 
 
 @dataclasses.dataclass

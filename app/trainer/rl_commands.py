@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from app import cli
 from app.jobs import registry
 from app.nets import dqn
 from app.trainer import rl_train
 from app.trainer.capture import HALF_CODECS, POLICIES, CapturePolicy
-from app.trainer.commands import json_object, print_result
+from app.trainer.commands import add_param_arguments, json_object, run_or_enqueue
 from app.trainer.optim import OPTIMIZERS, OptimizerSpec
 
 JOB_KIND = "train_rl"
@@ -52,30 +51,12 @@ def options_from(params: dict) -> rl_train.RlTrainOptions:
 
 def register_train(train_sub) -> None:
     p = train_sub.add_parser("rl", help="train the RL agent (double DQN) with profit-weighted prioritized replay")
-    for name, param in PARAMS.items():
-        kwargs = {"type": param.type, "help": "required" if param.default is registry.REQUIRED
-                  else f"default {param.default}"}
-        if param.choices:
-            kwargs["choices"] = param.choices
-        p.add_argument("--" + name.replace("_", "-"), required=param.default is registry.REQUIRED, default=None,
-                       **kwargs)
-    p.add_argument("--enqueue", action="store_true", help="queue a train_rl job instead of training now")
+    add_param_arguments(p, JOB_KIND, PARAMS)
     p.set_defaults(func=_train)
 
 
 def _train(args) -> int:
-    raw = {name: getattr(args, name) for name in PARAMS if getattr(args, name) is not None}
-    engine = cli.open_db()
-    if args.enqueue:
-        from app.jobs import queue
-
-        with engine.begin() as conn:
-            job = queue.enqueue(conn, JOB_KIND, raw)
-        print_result({"job_id": job.id, "created": job.created})
-        return 0
-    params = registry.get(JOB_KIND).validate(raw)
-    print_result(rl_train.train_rl(engine, options_from(params)))
-    return 0
+    return run_or_enqueue(args, JOB_KIND, PARAMS, lambda engine, params: rl_train.train_rl(engine, options_from(params)))
 
 
 @registry.handler(JOB_KIND, **PARAMS)

@@ -18,11 +18,11 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from typing import Callable
 
 import sqlalchemy as sa
 import torch
 
+from app.trainer.hooks import Hooks, check
 from app.config import Settings, get_settings
 from app.errors import ValidationError
 from app.nets import dqn
@@ -62,28 +62,17 @@ class RlTrainOptions:
     device: str = "auto"
 
     def validate(self) -> None:
-        _check("symbol", bool(self.symbol and self.symbol.strip()), "must be a non-empty string")
-        _check("steps", self.steps >= 1, "must be >= 1")
-        _check("batch_size", self.batch_size >= 1, "must be >= 1")
-        _check("reward_scale", self.reward_scale > 0, "must be > 0")
-        _check("checkpoint_every", self.checkpoint_every >= 1, "must be >= 1")
-        _check("patience", self.patience >= 1, "must be >= 1")
+        check("symbol", bool(self.symbol and self.symbol.strip()), "must be a non-empty string")
+        check("steps", self.steps >= 1, "must be >= 1")
+        check("batch_size", self.batch_size >= 1, "must be >= 1")
+        check("reward_scale", self.reward_scale > 0, "must be > 0")
+        check("checkpoint_every", self.checkpoint_every >= 1, "must be >= 1")
+        check("patience", self.patience >= 1, "must be >= 1")
         for name in ("profitable_share", "beta_start"):
             value = getattr(self, name)
-            _check(name, value is None or 0.0 <= value <= 1.0, "must be in [0, 1]")
+            check(name, value is None or 0.0 <= value <= 1.0, "must be in [0, 1]")
 
 
-def _check(field: str, ok: bool, problem: str) -> None:
-    if not ok:
-        raise ValidationError(field, problem)
-
-
-@dataclasses.dataclass
-class Hooks:
-    """How a caller (CLI, job) steers a run: stop requests and liveness heartbeats."""
-
-    should_stop: Callable[[], bool] = lambda: False
-    heartbeat: Callable[[], None] = lambda: None
 
 
 @dataclasses.dataclass
