@@ -29,7 +29,7 @@ ANALYST_ROLE = "trainsrv_analyst"
 
 
 def create(name: str, version: int) -> None:
-    """Create the view; analysts may read it once their role exists (migration 0009 on)."""
+    """Create the view; analysts may read it once their role exists (migration 0008 on)."""
     op.execute(read(name, version))
     # Re-created views lose their grants, so every creation grants again.
     op.execute(f"""

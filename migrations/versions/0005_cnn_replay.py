@@ -9,7 +9,7 @@ gradient blobs and checkpoints are as created in 0001.
 from app.db import views
 
 revision = "0005"
-down_revision = "0001"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

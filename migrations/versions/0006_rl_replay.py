@@ -23,7 +23,7 @@ from alembic import op
 from app.db import views
 
 revision = "0006"
-down_revision = "0001"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -20,8 +20,8 @@ when no other database still uses it.
 
 from alembic import op
 
-revision = "0009"
-down_revision = ("0002", "0003", "0004", "0005", "0006", "0007")
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
