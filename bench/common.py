@@ -32,21 +32,21 @@ def bench_database():
     admin = os.environ.get("TRAINSRV_BENCH_DATABASE_URL")
     server = None
     with tempfile.TemporaryDirectory(prefix="trainsrv-bench-") as tmp:
-        if admin:
-            admin = normalise_url(admin)
-        else:
-            server = EmbeddedServer(Path(tmp))
-            admin = server.acquire()
-        name = f"bench_{uuid.uuid4().hex[:8]}"
-        _autocommit(admin, f'CREATE DATABASE "{name}"')
-        url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        engine.dispose()
         try:
+            if admin:
+                admin = normalise_url(admin)
+            else:
+                server = EmbeddedServer(Path(tmp))
+                admin = server.acquire()
+            name = f"bench_{uuid.uuid4().hex[:8]}"
+            _autocommit(admin, f'CREATE DATABASE "{name}"')
+            url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+            engine = make_engine(url)
+            migrate.upgrade(engine)
+            engine.dispose()
             yield url
-        finally:
             _autocommit(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
             if server is not None:
                 server.release()
 

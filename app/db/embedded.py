@@ -80,6 +80,8 @@ class EmbeddedServer:
         if not self._registered:
             return
         self._registered = False
+        if not self.data_dir.exists():
+            return  # the folder (and with it the server's files) is already gone
         with self._locked():
             remaining = self._update_handles(remove=os.getpid())
             if not remaining:
