@@ -13,6 +13,10 @@ calls — so validation, hashing and idempotency are identical on both paths. Re
 is always safe: a package is keyed by its content hash, a prediction by its ``prediction_key``.
 Input the caller must fix raises ``app.errors.ValidationError`` naming the field, and nothing
 is stored. A ``Client`` holds one connection; use one client per thread.
+
+Speed: a write is one prepared statement on a connection in autocommit mode, so one network
+round trip (the function call is a single statement, hence atomic on its own); bulk loads send
+each batch as one array to ``ingest_packages`` and spread the batches over several connections.
 """
 
 from __future__ import annotations
@@ -20,12 +24,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import psycopg
 import sqlalchemy as sa
+from psycopg.rows import namedtuple_row
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
 from app.config import Settings, get_settings
 from app.db import engine as db_engine
@@ -34,6 +42,9 @@ from app.errors import ValidationError
 from app.ingest.package import ModelInputPackage, load_package
 
 __all__ = ["Client", "PackageResult", "Prediction", "rules_from_settings"]
+
+# A batch that loses a deadlock to a concurrent batch (same packages, other order) is re-run.
+DEADLOCK_RETRIES = 3
 
 
 @dataclasses.dataclass
@@ -91,6 +102,26 @@ def rules_from_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+class _Session:
+    """One pooled connection in autocommit mode: each statement is its own transaction."""
+
+    def __init__(self, engine: sa.Engine):
+        self._pooled = engine.raw_connection()
+        self.pg: psycopg.Connection = self._pooled.driver_connection
+        self.pg.autocommit = True
+
+    @property
+    def broken(self) -> bool:
+        return self.pg.closed or self.pg.broken
+
+    def close(self) -> None:
+        if self.broken:
+            self._pooled.invalidate()
+            return
+        self.pg.autocommit = False  # the pool's other users expect the default
+        self._pooled.close()
+
+
 class Client:
     """Write path for orchestrators. ``engine_or_url``: an Engine, a database URL, or None for
     the configured database (``TRAINSRV_DATABASE_URL`` or the embedded server)."""
@@ -104,7 +135,7 @@ class Client:
         else:
             self.engine = db_engine.get_engine(self.settings)
         self._rules = json.dumps(rules_from_settings(self.settings))
-        self._conn: sa.Connection | None = None
+        self._session: _Session | None = None
 
     # -- the orchestrator's calls -------------------------------------------------------------
 
@@ -115,13 +146,12 @@ class Client:
         invalid package (failed checks) is still stored, with its flags, for audit."""
         params = {"package": self._package_json(package), "prediction": _prediction_json(prediction),
                   "rules": self._rules}
-        row = self._execute("ingest.record", params)
+        row = self._one("ingest.record", params)
         return row.package_id, row.prediction_id
 
     def insert_package(self, package: ModelInputPackage) -> PackageResult:
         """Store one package (idempotent on its content hash) and return the verdict."""
-        row = self._execute("ingest.insert_package",
-                            {"package": self._package_json(package), "rules": self._rules})
+        row = self._one("ingest.insert_package", {"package": self._package_json(package), "rules": self._rules})
         return _package_result(row)
 
     def insert_prediction(self, prediction: Prediction, package_id: int | None = None) -> int:
@@ -130,30 +160,32 @@ class Client:
             prediction = dataclasses.replace(prediction, package_id=package_id)
         if prediction.package_id is None:
             raise ValidationError("package_id", "required: the id of a stored package")
-        row = self._execute("ingest.insert_prediction",
-                            {"prediction": _prediction_json(prediction), "rules": self._rules})
+        row = self._one("ingest.insert_prediction", {"prediction": _prediction_json(prediction), "rules": self._rules})
         return row.prediction_id
 
-    def insert_packages(self, packages: Iterable[ModelInputPackage], batch_size: int = 500) -> list[PackageResult]:
-        """Bulk store: each batch is COPYed into a staging table and run through
-        ``ingest_package`` in one statement and one transaction (a batch is all or nothing).
-        Results come back in input order."""
-        results: list[PackageResult] = []
-        for batch in _batches(packages, batch_size):
-            texts = [self._package_json(p) for p in batch]
-            results.extend(self._with_retry(lambda conn: _bulk_batch(conn, texts, self._rules)))
-        return results
+    def insert_packages(self, packages: Iterable[ModelInputPackage], batch_size: int = 500,
+                        connections: int | None = None) -> list[PackageResult]:
+        """Bulk store: each batch is sent as one array and run through ``ingest_package`` in
+        one statement, hence one transaction (a batch is all or nothing).
+        Batches run on up to ``connections`` connections at once (default: the setting
+        ``ingest_bulk_connections``) while this thread encodes the next ones. Results come back
+        in input order. If a batch fails, batches after it may or may not be stored; calling
+        again with the same packages is safe (idempotent)."""
+        workers = max(1, int(connections or self.settings.ingest_bulk_connections))
+        batches = ([self._package_json(p) for p in batch] for batch in _batches(packages, batch_size))
+        return _BulkLoad(self, workers).run(batches)
 
     def load_package(self, package_id: int) -> ModelInputPackage:
         """Read a stored package back (its hash re-verified)."""
-        return self._with_retry(lambda conn: load_package(conn, package_id))
+        with self.engine.connect() as conn:
+            return load_package(conn, package_id)
 
     # -- connection handling ------------------------------------------------------------------
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     def __enter__(self) -> "Client":
         return self
@@ -161,25 +193,28 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _connection(self) -> sa.Connection:
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self.engine.connect()
-        return self._conn
+    def _own_session(self) -> _Session:
+        """The client's own connection (autocommit), reopened after a drop."""
+        if self._session is not None and self._session.broken:
+            self.close()
+        if self._session is None:
+            self._session = _Session(self.engine)
+        return self._session
 
-    def _execute(self, query: str, params: dict[str, Any]) -> Any:
-        """The single row of a one-row named query, read inside its own transaction."""
-        return self._with_retry(lambda conn: conn.execute(queries.get(query), params).one())
+    def _connection(self) -> psycopg.Connection:
+        return self._own_session().pg
+
+    def _one(self, query: str, params: dict[str, Any]) -> Any:
+        """The single row of a one-row named query: one prepared statement, one round trip."""
+        return self._with_retry(lambda: _execute(self._connection(), query, params).fetchone())
 
     def _with_retry(self, work):
         # Every write here is idempotent, so one retry after a dropped connection is safe.
         for attempt in (1, 2):
-            conn = self._connection()
             try:
-                with conn.begin():
-                    return work(conn)
-            except sa.exc.DBAPIError as exc:
-                _raise_validation(exc)
-                if attempt == 2 or not exc.connection_invalidated:
+                return work()
+            except psycopg.OperationalError:
+                if attempt == 2 or self._session is None or not self._session.broken:
                     raise
         raise AssertionError("unreachable")
 
@@ -193,14 +228,102 @@ class Client:
         return text
 
 
-def _bulk_batch(conn: sa.Connection, texts: list[str], rules: str) -> list[PackageResult]:
-    conn.execute(queries.get("ingest.create_package_staging"))
-    cursor = conn.connection.driver_connection.cursor()
-    with cursor.copy("COPY ingest_package_staging (seq, doc) FROM STDIN") as copy:
-        for seq, text in enumerate(texts):
-            copy.write_row((seq, text))
-    rows = conn.execute(queries.get("ingest.merge_package_staging"), {"rules": rules}).all()
-    return [_package_result(r) for r in rows]
+class _BulkLoad:
+    """Batches of package texts, merged by ``workers`` threads, each on its own connection.
+
+    The calling thread encodes the next batches while the workers wait on the database (psycopg
+    releases the GIL there); a bounded queue keeps at most ``2 * workers`` batches in memory."""
+
+    def __init__(self, client: Client, workers: int):
+        self.client = client
+        self.workers = workers
+        self.todo: queue.Queue = queue.Queue(maxsize=2 * workers)
+        self.results: dict[int, list[PackageResult]] = {}
+        self.failure: BaseException | None = None
+
+    def run(self, batches: Iterator[list[str]]) -> list[PackageResult]:
+        threads = [threading.Thread(target=self._work, args=(i,), daemon=True) for i in range(self.workers)]
+        for t in threads:
+            t.start()
+        try:
+            for index, texts in enumerate(batches):
+                if self.failure is not None:
+                    break
+                self.todo.put((index, texts))
+        finally:
+            for _ in threads:
+                self.todo.put(None)
+            for t in threads:
+                t.join()
+        if self.failure is not None:
+            raise self.failure
+        return [r for index in sorted(self.results) for r in self.results[index]]
+
+    def _work(self, worker: int) -> None:
+        # Worker 0 uses the client's own connection; the others borrow pooled ones for this load.
+        # A worker always drains the queue to its end, even after a failure, so that the calling
+        # thread never blocks on a full queue.
+        session = None
+        try:
+            while (item := self.todo.get()) is not None:
+                if self.failure is not None:
+                    continue
+                index, texts = item
+                try:
+                    if worker > 0 and session is None:
+                        session = _Session(self.client.engine)
+                    self.results[index] = self._merge(session, texts)
+                except BaseException as exc:  # handed to the calling thread, which re-raises it
+                    self.failure = self.failure or exc
+        finally:
+            if session is not None:
+                session.close()
+
+    def _merge(self, session: _Session | None, texts: list[str]) -> list[PackageResult]:
+        if session is None:  # the client's own connection, reopened once if it dropped
+            return self.client._with_retry(lambda: _merge_batch(self.client._own_session(), texts,
+                                                                self.client._rules))
+        return _merge_batch(session, texts, self.client._rules)
+
+
+def _merge_batch(session: _Session, texts: list[str], rules: str) -> list[PackageResult]:
+    """Run one batch through ``ingest_packages`` in one statement, hence one transaction.
+
+    The texts travel as one binary ``text[]`` parameter: unlike COPY into a staging table,
+    nothing is TOAST-compressed on the way in only to be decompressed again."""
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            rows = _execute(session.pg, "ingest.insert_packages", {"docs": texts, "rules": rules},
+                            binary=True).fetchall()
+            return [_package_result(r) for r in rows]
+        except psycopg.errors.DeadlockDetected:
+            if attempt == DEADLOCK_RETRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _execute(pg: psycopg.Connection, query: str, params: dict[str, Any], binary: bool = False) -> psycopg.Cursor:
+    """Run a named query on a driver connection as a prepared statement; refusals of the
+    ingest functions (SQLSTATE 22023 with the field in COLUMN) become ValidationError."""
+    try:
+        return pg.cursor(row_factory=namedtuple_row).execute(_driver_sql(query), params, prepare=True,
+                                                             binary=binary)
+    except psycopg.errors.InvalidParameterValue as exc:
+        field = exc.diag.column_name
+        if not field:
+            raise
+        message = exc.diag.message_primary or str(exc)
+        raise ValidationError(field, message.removeprefix(f"{field}: ")) from None
+
+
+_DRIVER_SQL: dict[str, str] = {}
+
+
+def _driver_sql(query: str) -> str:
+    """A named query in psycopg's ``%(name)s`` parameter style (compiled once)."""
+    if query not in _DRIVER_SQL:
+        _DRIVER_SQL[query] = str(queries.get(query).compile(dialect=psycopg_dialect.dialect()))
+    return _DRIVER_SQL[query]
 
 
 def _package_result(row: Any) -> PackageResult:
@@ -226,14 +349,6 @@ def _json_value(field: str, value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         raise ValidationError(field, f"must be a finite number, got {value}")
     return value
-
-
-def _raise_validation(exc: sa.exc.DBAPIError) -> None:
-    orig = exc.orig
-    if isinstance(orig, psycopg.errors.InvalidParameterValue) and orig.diag.column_name:
-        field = orig.diag.column_name
-        message = orig.diag.message_primary or str(orig)
-        raise ValidationError(field, message.removeprefix(f"{field}: ")) from None
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:

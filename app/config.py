@@ -32,6 +32,8 @@ class Settings:
     # Fields whose presence makes a package complete (comma-separated dotted paths), see docs/ingest.md.
     package_required_fields: str = ("ohlcv.1m,ohlcv.5m,ohlcv.15m,ohlcv.1h,features.returns_1m,features.rsi_14,"
                                     "features.ema_ratio_12_26,features.volatility_20,features.volume_z_20,orderbook")
+    # Connections a bulk package load (Client.insert_packages) spreads its batches over.
+    ingest_bulk_connections: int = 2
 
     # Outcomes and events.
     fee_rate: float = 0.0004
@@ -80,6 +82,10 @@ class Settings:
     rl_beta_start: float = 0.4
     rl_beta_anneal_steps: int = 10_000
     rl_priority_epsilon: float = 1e-6
+    # A sample (its draw log) and a priority write-back commit without waiting for the WAL flush
+    # (3-4 ms on the 2-core test machines). After a database crash the last of them may be undone,
+    # never half of one; the training steps themselves keep full durability. True: wait every time.
+    rl_replay_synchronous_commit: bool = False
 
     # Exact replay (app/trainer/replay.py): torch intra-op threads while replaying. Optimizer
     # updates of small parameter tensors are slower with more threads (wake-up costs); 0 keeps

@@ -1,12 +1,15 @@
 """Bulk candle ingest: stream a CSV (or columns in memory) into ``candles``, COPY-fast and idempotent.
 
-Path: rows are streamed (bounded memory) with COPY into a session-local staging table as raw
-text, then checked and merged by set-based SQL (``sql/queries/ingest.sql``): each row is parsed
-and either rejected with a reason (unparsable time, unparsable number, non-finite, negative
-volume, non-positive price, OHLC inconsistent) or inserted with ``ON CONFLICT DO NOTHING`` —
-so re-loading a file is idempotent and overlapping files merge (stored rows win; a differing
-re-delivery is counted as a conflict). The whole file is one transaction. Times without an
-offset are taken as UTC; candle times are bar **open** times.
+Path: rows are streamed (bounded memory) with COPY straight into a session-local *typed*
+staging table, so PostgreSQL's own input functions parse each field once. Only when that COPY
+fails (a field that does not parse, a wrong column count, quotes, blank lines) is the load
+redone the slow way: COPY as raw text with line numbers, then parse field by field, naming each
+unparsable row. Either way one set-based statement (``sql/queries/ingest.sql``) then rejects
+rows with a reason (unparsable time, unparsable number, non-finite, negative volume, non-positive
+price, OHLC inconsistent) and inserts the rest with ``ON CONFLICT DO NOTHING`` — so re-loading
+a file is idempotent and overlapping files merge (stored rows win; a differing re-delivery is
+counted as a conflict). The whole file is one transaction. Times without an offset are taken as
+UTC; candle times are bar **open** times.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
+import psycopg.sql
 import sqlalchemy as sa
 from tqdm import tqdm
 
@@ -32,6 +37,8 @@ COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 PROGRESS_MIN_BYTES = 1_000_000
 # The file is read and sent in chunks of about this many bytes (bounded memory).
 CHUNK_BYTES = 1 << 20
+# Attempts at the merge when concurrent writers keep inserting the same candles.
+MERGE_ATTEMPTS = 3
 
 
 @dataclasses.dataclass
@@ -91,34 +98,77 @@ def ingest_candles(engine: sa.Engine, source: Any, symbol: str, timeframe: str, 
     if not isinstance(symbol, str) or not symbol.strip():
         raise ValidationError("symbol", "must be a non-empty string")
     step_s = timeframes.seconds(timeframe)
+    candle_source = _source(source, progress)
     report = CandleReport(symbol=symbol, timeframe=timeframe)
     started = time.perf_counter()
     with engine.begin() as conn:
         conn.execute(sa.text("SET LOCAL TimeZone = 'UTC'"))
-        conn.execute(queries.get("ingest.create_candle_staging"))
-        _copy_rows(conn, _rows(source, report, progress))
-        conn.execute(queries.get("ingest.classify_candle_staging"))
-        _merge(conn, report, step_s)
+        conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))  # sort a large file's rows in memory
+        conn.execute(queries.get("ingest.create_candle_rows"))
+        typed = _copy_typed(conn, candle_source)
+        if not typed:
+            _copy_raw(conn, candle_source, report)
+        _merge(conn, report, step_s, candle_source.first_line, count_rows=typed)
+    if report.loaded >= ANALYZE_AFTER_ROWS:
+        _analyze(engine)
     report.elapsed_s = time.perf_counter() - started
     return report
 
 
-def _copy_rows(conn: sa.Connection, chunks: Iterator[str]) -> None:
+def _analyze(engine: sa.Engine) -> None:
+    # Outcome labelling joins predictions to candles right after a bulk load; before autovacuum
+    # has analysed the new rows the planner picks nested loops that are 1000x slower.
+    with engine.connect() as conn:
+        conn.execute(queries.get("ingest.analyze_candles"))
+        conn.commit()
+
+
+ANALYZE_AFTER_ROWS = 10_000
+
+
+class _NeedsSlowPath(Exception):
+    """The source cannot go through the typed COPY as it is."""
+
+
+def _copy_typed(conn: sa.Connection, source: "_Source") -> bool:
+    """COPY the source into the typed staging table; False (nothing staged) if any field does
+    not parse or the text is not plain CSV, in which case the slow path takes over."""
+    statement = psycopg.sql.SQL("COPY ingest_candle_rows ({}) FROM STDIN WITH (FORMAT csv)").format(
+        psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(_STAGED[c]) for c in source.columns))
+    try:
+        with conn.begin_nested():
+            cursor = conn.connection.driver_connection.cursor()
+            with cursor.copy(statement) as copy:
+                for chunk in source.text_chunks():
+                    if '"' in chunk:  # quoted fields are not part of the format: the slow path rejects them
+                        raise _NeedsSlowPath
+                    copy.write(chunk)
+    except (_NeedsSlowPath, psycopg.errors.DataError):
+        return False
+    return True
+
+
+def _copy_raw(conn: sa.Connection, source: "_Source", report: CandleReport) -> None:
+    conn.execute(queries.get("ingest.create_candle_staging"))
     cursor = conn.connection.driver_connection.cursor()
-    statement = ("COPY ingest_candle_staging (line_no, raw_ts, raw_open, raw_high, raw_low, raw_close, "
+    statement = ("COPY ingest_candle_staging (row_no, raw_ts, raw_open, raw_high, raw_low, raw_close, "
                  "raw_volume) FROM STDIN WITH (FORMAT csv)")
     with cursor.copy(statement) as copy:
-        for chunk in chunks:
+        for chunk in source.numbered_chunks(report):
             copy.write(chunk)
+    conn.execute(queries.get("ingest.parse_candle_staging"))
 
 
-def _merge(conn: sa.Connection, report: CandleReport, step_s: int) -> None:
-    for r in conn.execute(queries.get("ingest.candle_rejects")):
-        report.rejected += r.n
-        report.reject_reasons[r.reason] = report.reject_reasons.get(r.reason, 0) + r.n
-        report.reject_lines[r.reason] = sorted(report.reject_lines.get(r.reason, []) + list(r.first_lines))[:5]
+def _merge(conn: sa.Connection, report: CandleReport, step_s: int, first_line: int, count_rows: bool) -> None:
     key = {"symbol": report.symbol, "timeframe": report.timeframe}
-    merged = conn.execute(queries.get("ingest.merge_candles"), key).one()
+    merged = _merge_rows(conn, key)
+    if count_rows:  # the typed COPY staged every line: nothing was skipped or refused before
+        report.rows_read = merged.staged
+    for reason, n, first_rows in merged.rejects:
+        report.rejected += n
+        report.reject_reasons[reason] = report.reject_reasons.get(reason, 0) + n
+        lines = [row + first_line - 1 for row in first_rows]
+        report.reject_lines[reason] = sorted(report.reject_lines.get(reason, []) + lines)[:5]
     report.loaded, report.conflicts = merged.loaded, merged.conflicts
     report.duplicates = merged.accepted - merged.loaded
     report.first_ts, report.last_ts = merged.first_ts, merged.last_ts
@@ -128,36 +178,110 @@ def _merge(conn: sa.Connection, report: CandleReport, step_s: int) -> None:
         report.gaps = [Gap(g.after_ts, g.before_ts, g.missing_bars) for g in gaps]
 
 
+def _merge_rows(conn: sa.Connection, key: dict[str, str]) -> Any:
+    """Run the merge; a concurrent writer of the same candles makes its plain INSERT hit the
+    primary key, and running it again (its anti-join now sees those rows) is then safe."""
+    for attempt in range(1, MERGE_ATTEMPTS + 1):
+        try:
+            with conn.begin_nested():
+                return conn.execute(queries.get("ingest.merge_candle_rows"), key).one()
+        except sa.exc.IntegrityError as exc:
+            if attempt == MERGE_ATTEMPTS or not isinstance(exc.orig, psycopg.errors.UniqueViolation):
+                raise
+    raise AssertionError("unreachable")
+
+
 # -- sources ------------------------------------------------------------------------------------
 
-def _rows(source: Any, report: CandleReport, progress: bool | None) -> Iterator[str]:
-    """CSV text chunks of staging rows ``line_no,timestamp,open,high,low,close,volume``."""
+# Staging column of each source column.
+_STAGED = {"timestamp": "ts", "open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume"}
+
+
+def _source(source: Any, progress: bool | None) -> "_Source":
     if isinstance(source, (str, os.PathLike)):
-        return _file_chunks(Path(source), report, progress)
-    return _column_chunks(source, report)
+        return _FileSource(Path(source), progress)
+    return _ColumnSource(source)
 
 
-def _file_chunks(path: Path, report: CandleReport, progress: bool | None) -> Iterator[str]:
-    if not path.is_file():
-        raise TrainsrvError(f"candle file not found: {path}")
-    size = path.stat().st_size
-    show = size >= PROGRESS_MIN_BYTES if progress is None else progress
-    with path.open("r", encoding="utf-8", errors="replace", newline="") as f, \
-            tqdm(total=size, unit="B", unit_scale=True, desc=path.name, disable=not show, leave=False) as bar:
-        order = _header_order(f.readline(), path)
-        line_no = 1
-        while lines := f.readlines(CHUNK_BYTES):
-            bar.update(sum(len(line) for line in lines))
-            out = []
-            for line in lines:
-                line_no += 1
-                row = _staging_row(line, line_no, order, report)
-                if row is not None:
-                    out.append(row)
-            yield "".join(out)
+class _Source:
+    """Candle rows that can be read twice: as plain CSV text (``columns`` in file order) for the
+    typed COPY, and as numbered staging rows for the slow path. ``first_line`` is the line
+    number of the first data row (2 for a file with its header, 1 for columns in memory)."""
+
+    columns: tuple[str, ...] = COLUMNS
+    first_line = 1
+
+    def text_chunks(self) -> Iterator[str]:
+        raise NotImplementedError
+
+    def numbered_chunks(self, report: CandleReport) -> Iterator[str]:
+        raise NotImplementedError
 
 
-def _staging_row(line: str, line_no: int, order: list[int] | None, report: CandleReport) -> str | None:
+class _FileSource(_Source):
+    first_line = 2
+
+    def __init__(self, path: Path, progress: bool | None):
+        if not path.is_file():
+            raise TrainsrvError(f"candle file not found: {path}")
+        self.path = path
+        self.size = path.stat().st_size
+        self.show = self.size >= PROGRESS_MIN_BYTES if progress is None else progress
+        with self._open() as f:
+            self.columns = _header_columns(f.readline(), path)
+
+    def _open(self):
+        return self.path.open("r", encoding="utf-8", errors="replace", newline="")
+
+    def _bar(self):
+        return tqdm(total=self.size, unit="B", unit_scale=True, desc=self.path.name, disable=not self.show,
+                    leave=False)
+
+    def text_chunks(self) -> Iterator[str]:
+        with self._open() as f, self._bar() as bar:
+            bar.update(len(f.readline()))
+            while chunk := f.read(CHUNK_BYTES):
+                bar.update(len(chunk))
+                yield chunk
+
+    def numbered_chunks(self, report: CandleReport) -> Iterator[str]:
+        order = [self.columns.index(c) for c in COLUMNS]
+        order = None if order == list(range(len(COLUMNS))) else order
+        with self._open() as f, self._bar() as bar:
+            bar.update(len(f.readline()))
+            line_no = 1
+            while lines := f.readlines(CHUNK_BYTES):
+                bar.update(sum(len(line) for line in lines))
+                out = []
+                for line in lines:
+                    line_no += 1
+                    row = _staging_row(line, line_no - 1, line_no, order, report)
+                    if row is not None:
+                        out.append(row)
+                yield "".join(out)
+
+
+class _ColumnSource(_Source):
+    def __init__(self, source: Any):
+        self.rows = [(_time_text(values[0]), *(_number_text(v) for v in values[1:]))
+                     for values in zip(*_columns(source))]
+
+    def text_chunks(self) -> Iterator[str]:
+        for start in range(0, len(self.rows), 10_000):
+            yield "".join(",".join(row) + "\n" for row in self.rows[start:start + 10_000])
+
+    def numbered_chunks(self, report: CandleReport) -> Iterator[str]:
+        out = []
+        for i, row in enumerate(self.rows, start=1):
+            staged = _staging_row(",".join(row), i, i, None, report)
+            if staged is not None:
+                out.append(staged)
+        yield "".join(out)
+
+
+def _staging_row(line: str, row_no: int, line_no: int, order: list[int] | None,
+                 report: CandleReport) -> str | None:
+    """One numbered raw staging row, or None for a blank line or a refused one (wrong column count)."""
     line = line.rstrip("\r\n")
     if not line.strip():
         return None
@@ -169,34 +293,24 @@ def _staging_row(line: str, line_no: int, order: list[int] | None, report: Candl
     if order is not None:
         fields = line.split(",")
         line = ",".join(fields[i] for i in order)
-    return f"{line_no},{line}\n"
+    return f"{row_no},{line}\n"
 
 
-def _header_order(header: str, path: Path) -> list[int] | None:
+def _header_columns(header: str, path: Path) -> tuple[str, ...]:
     names = [h.strip().lower() for h in header.strip().lstrip("\ufeff").split(",")]
     missing = [c for c in COLUMNS if c not in names]
     if missing or len(names) != len(COLUMNS):
         raise ValidationError("header", f"{path.name} must have the columns {','.join(COLUMNS)}; "
                                         f"got {header.strip()!r}")
-    order = [names.index(c) for c in COLUMNS]
-    return None if order == list(range(len(COLUMNS))) else order
+    return tuple(names)
 
 
-def _column_chunks(source: Any, report: CandleReport) -> Iterator[str]:
+def _columns(source: Any) -> list[list]:
     columns = [_column(source, c) for c in COLUMNS]
     lengths = {len(c) for c in columns}
     if len(lengths) != 1:
         raise ValidationError("source", f"columns differ in length: {sorted(lengths)}")
-    out = []
-    for i, values in enumerate(zip(*columns), start=1):
-        line = ",".join([_time_text(values[0]), *(_number_text(v) for v in values[1:])])
-        row = _staging_row(line, i, None, report)
-        if row is not None:
-            out.append(row)
-        if len(out) >= 10_000:
-            yield "".join(out)
-            out = []
-    yield "".join(out)
+    return columns
 
 
 def _column(source: Any, name: str) -> list:

@@ -29,6 +29,7 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 import sqlalchemy as sa
 
 from app.db import queries
@@ -97,8 +98,26 @@ class ModelInputPackage:
         }
 
     def to_json(self) -> str:
-        """A compact JSON text of the document, for sending (any spelling; the server canonicalises)."""
-        return json.dumps(self.to_document(), separators=(",", ":"), allow_nan=False)
+        """A compact JSON text of the document, for sending.
+
+        The same document as ``to_document``, written by orjson straight from the numpy arrays
+        (about ten times faster than ``json.dumps`` of lists: this is the client's hot path).
+        orjson writes each float with the same shortest round-trip digits as Python's ``repr``
+        (only the exponent spelling differs, ``1e-7`` for ``1e-07``), so the server's canonical
+        bytes still equal ``canonical_bytes()``; tests check this on awkward and random floats."""
+        doc = {
+            "symbol": self.symbol,
+            "ts": self.ts.strftime(_TS_FORMAT),
+            "ohlcv": {tf: {"t": np.ascontiguousarray(self.bar_ts[tf]), "bars": _wire_floats(a)}
+                      for tf, a in self.ohlcv.items()},
+            "windows": self.windows,
+            "features": {k: _wire_floats(v) for k, v in self.features.items()},
+            "orderbook": None if self.orderbook is None else _wire_floats(self.orderbook),
+            "hidden_state": None if self.hidden_state is None else _wire_floats(self.hidden_state),
+            # Metadata keeps json's rules (e.g. int keys become strings), as it did when validated.
+            "metadata": orjson.Fragment(json.dumps(self.metadata, separators=(",", ":"), allow_nan=False)),
+        }
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
     def canonical_bytes(self) -> bytes:
         """The canonical encoding: UTF-8 of PostgreSQL's ``jsonb::text`` of the document."""
@@ -246,6 +265,16 @@ def _json_floats(array: np.ndarray) -> list:
     array = np.asarray(array, dtype=np.float64) + 0.0
     if np.isfinite(array).all():
         return array.tolist()
+    return _tokens(array.tolist())
+
+
+def _wire_floats(array: np.ndarray) -> np.ndarray | list:
+    """A float array ready for orjson: C-contiguous float64 with -0.0 made +0.0 (as in
+    ``_json_floats``), or nested lists with "NaN" / "Infinity" tokens when not all finite
+    (orjson would write null for those)."""
+    array = np.asarray(array, dtype=np.float64) + 0.0  # a fresh C-contiguous array
+    if np.isfinite(array).all():
+        return array
     return _tokens(array.tolist())
 
 

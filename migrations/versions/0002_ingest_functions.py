@@ -25,6 +25,8 @@ SIGNATURES = (
     "ingest_text(text, jsonb)",
     "ingest_number(text, jsonb, boolean)",
     "ingest_package(jsonb, jsonb)",
+    "ingest_packages(jsonb[], jsonb)",
+    "ingest_payload(jsonb, bigint)",
     "ingest_assess(jsonb, timestamptz, jsonb)",
     "ingest_field_present(jsonb)",
     "ingest_normalise(jsonb)",

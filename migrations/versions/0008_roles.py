@@ -27,7 +27,8 @@ depends_on = None
 
 ROLES = ("trainsrv_orchestrator", "trainsrv_analyst", "trainsrv_trainer")
 ORCHESTRATOR_FUNCTIONS = ("ingest_record(jsonb, jsonb, jsonb)", "ingest_package(jsonb, jsonb)",
-                          "ingest_prediction(jsonb, jsonb)", "ingest_default_rules()")
+                          "ingest_packages(jsonb[], jsonb)", "ingest_prediction(jsonb, jsonb)",
+                          "ingest_default_rules()")
 ANALYST_FUNCTIONS = ("similar_setups(bigint, integer)", "similar_setups_summary(bigint, integer)")
 ANALYST_VIEWS = ("v_profitable_setups", "v_cnn_replay", "v_rl_replay", "v_rl_replay_stats", "v_session_value",
                  "v_system_stats")

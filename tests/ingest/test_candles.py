@@ -130,3 +130,44 @@ def test_cli_reports_and_fails_cleanly(db_url, tmp_path, capsys):
     assert cli.main(["ingest", "candles", str(tmp_path / "missing.csv"), "--symbol", "CLI",
                      "--timeframe", "1m"]) == 1
     assert "candle file not found" in capsys.readouterr().err
+
+
+def test_checked_rows_report_the_same_lines_whether_or_not_every_field_parses(engine, tmp_path):
+    # Only values that parse: the whole file goes through the typed COPY. Adding one unparsable
+    # field sends it through the slow path; every other verdict and line number must not change.
+    rows = _minute_rows(0, 6)
+    rows[1] = rows[1].rsplit(",", 1)[0] + ",-5"                      # negative volume, line 3
+    rows[4] = "2022-03-01 00:04:00,100,99,101,100,5"                 # high < low, line 6
+    typed = ingest_candles(engine, _csv(tmp_path, "typed.csv", rows), "TYPED", "1m")
+    slow = ingest_candles(engine, _csv(tmp_path, "slow.csv", rows + ["2022-03-01 00:07:00,abc,1,1,1,1"]),
+                          "SLOW", "1m")
+    assert (typed.rows_read, typed.loaded, typed.rejected) == (6, 4, 2)
+    assert typed.reject_lines == {"negative volume": [3], "OHLC inconsistent": [6]}
+    assert (slow.rows_read, slow.loaded, slow.rejected) == (7, 4, 3)
+    assert slow.reject_lines == {**typed.reject_lines, "unparsable number": [8]}
+
+
+def test_column_order_and_crlf_line_ends_are_accepted(engine, tmp_path):
+    path = tmp_path / "crlf.csv"
+    lines = ["volume,close,low,high,open,timestamp"]
+    for row in _minute_rows(0, 3):
+        ts, o, h, l, c, v = row.split(",")
+        lines.append(",".join([v, c, l, h, o, ts]))
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    report = ingest_candles(engine, path, "CRLF", "1m")
+    assert (report.rows_read, report.loaded, report.rejected) == (3, 3, 0)
+    with engine.connect() as conn:
+        first = conn.execute(sa.text("SELECT open, high, low, close, volume FROM candles WHERE symbol = 'CRLF' "
+                                     "ORDER BY ts LIMIT 1")).one()
+    assert tuple(first) == (100.0, 102.0, 99.0, 101.0, 10.0)
+
+
+def test_concurrent_loads_of_the_same_file_store_each_candle_once(engine, real_candles_path):
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda _: ingest_candles(engine, real_candles_path, "BTC-PERP", "1m",
+                                                         progress=False), range(2)))
+    assert sum(r.loaded for r in reports) == 45031
+    assert sorted(r.duplicates for r in reports) == [0, 45031]
+    assert _count(engine, "BTC-PERP") == 45031

@@ -189,6 +189,6 @@ def test_bulk_insert_keeps_order_and_is_idempotent(client, candle_engine):
 def test_client_survives_a_dropped_connection(client, real_package, candle_engine):
     ids = client.record(real_package, CNN)
     with candle_engine.connect() as conn:
-        pid = client._connection().connection.driver_connection.info.backend_pid
+        pid = client._connection().info.backend_pid
         conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
     assert client.record(real_package, CNN) == ids
