@@ -114,7 +114,7 @@ class InputPackage(Base):
         sa.Index("ix_input_packages_symbol_ts", "symbol", "ts"),
         # Migration 0007: similar-setup search (cosine distance).
         sa.Index("ix_input_packages_embedding_hnsw", "embedding", postgresql_using="hnsw",
-                 postgresql_with={"m": 16, "ef_construction": 64},
+                 postgresql_with={"m": 32, "ef_construction": 128},
                  postgresql_ops={"embedding": "vector_cosine_ops"}),
     )
 

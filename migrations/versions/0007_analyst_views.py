@@ -2,7 +2,7 @@
 
 Why: analysts read profitable setups and similar past setups in SQL (psql, Grafana); the ranking
 and the neighbour search live in the database so every client sees the same answer.
-HNSW (m=16, ef_construction=64) on cosine distance: see docs/analysts.md for the recall / speed
+HNSW (m=32, ef_construction=128) on cosine distance: see docs/analysts.md for the recall / speed
 trade-off (raise hnsw.ef_search for recall).
 """
 
@@ -18,7 +18,7 @@ depends_on = None
 
 def upgrade():
     op.create_index("ix_input_packages_embedding_hnsw", "input_packages", ["embedding"],
-                    postgresql_using="hnsw", postgresql_with={"m": 16, "ef_construction": 64},
+                    postgresql_using="hnsw", postgresql_with={"m": 32, "ef_construction": 128},
                     postgresql_ops={"embedding": "vector_cosine_ops"})
     views.create("v_profitable_setups", 1)
     views.create("v_session_value", 1)
