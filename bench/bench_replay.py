@@ -1,15 +1,19 @@
 """RL replay served from SQL (issue 7) against an in-memory sum tree measured in the same run.
 
 1. Sample a batch (default 256) from N experiences (default 1,000,000) with
-   ``ProfitWeightedExperienceBuffer.sample``: draw, fetch the rows the trainer needs through
-   ``v_rl_replay`` (ids, packages, action, reward, done, probabilities, weights) and count the
-   draws in ``experiences``; against ``SumTreeReplay.sample`` (the textbook sum tree, same weights,
-   same profitable share, same importance weights, gathering the same row fields from arrays).
-2. Write back the batch's TD errors as priorities (``update_priorities``: the trigger re-indexes
-   them) against the sum tree's leaf updates.
+   ``ProfitWeightedExperienceBuffer.sample``: one statement draws, returns the rows the trainer
+   needs (ids, packages, action, reward, done, optimal action, priority, probabilities; importance
+   weights in Python) and logs the draws; against ``SumTreeReplay.sample`` (the textbook sum tree,
+   same weights, same profitable share, same importance weights, gathering the same row fields).
+2. Write back the batch's TD errors as priorities (``update_priorities``: one statement that also
+   folds the batch's draws into ``experiences.times_sampled``; the trigger re-indexes the rows)
+   against the sum tree's leaf updates.
 3. A plain database floor: fetching the same number of random experience rows by primary key.
+4. The same sample and write-back with ``TRAINSRV_RL_REPLAY_SYNCHRONOUS_COMMIT=true`` (each commit
+   waits for the WAL flush), to show what the default's asynchronous commit saves.
 
-DB and in-memory calls alternate so machine noise hits both; p50 / p99 and ratios are printed.
+All calls alternate within each round so machine noise hits every figure alike; p50 / p99, ratios
+and the machine's load average are printed.
 
     python bench/bench_replay.py [--rows 1000000] [--rounds 300] [--batch 256]
 """
@@ -17,6 +21,8 @@ DB and in-memory calls alternate so machine noise hits both; p50 / p99 and ratio
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_database, machine, percentile, summary  # noqa: E402
 
+from app.config import get_settings  # noqa: E402
 from app.db.engine import make_engine  # noqa: E402
 from app.replay.buffer import ProfitWeightedExperienceBuffer  # noqa: E402
 from app.replay.sumtree import SumTreeReplay  # noqa: E402
@@ -83,43 +90,57 @@ def run(url: str, rows: int, rounds: int, batch: int) -> None:
     print(f"loading {rows:,} experiences ... ", end="", flush=True)
     print(f"{load(engine, rows):.1f} s (insert trigger indexes them as they arrive)")
     buffer = ProfitWeightedExperienceBuffer(engine, seed=1, profitable_share=0.5)
+    durable = ProfitWeightedExperienceBuffer(engine, seed=3, profitable_share=0.5, settings=dataclasses.replace(
+        get_settings(), rl_replay_synchronous_commit=True))
     tree, ids = in_memory(engine, seed=1)
     rng = np.random.default_rng(2)
-    times = {k: [] for k in ("db_sample", "tree_sample", "db_write", "tree_write", "pk_fetch")}
+    times = {k: [] for k in LABELS}
+    print(f"load average before: {_load()}")
     with engine.connect() as conn:
         for _ in range(10):                                   # warm caches and prepared statements
-            buffer.update_priorities(buffer.sample(batch, symbol=SYMBOL).ids, rng.exponential(1.0, batch))
+            for buf in (buffer, durable):
+                buf.update_priorities(buf.sample(batch, symbol=SYMBOL).ids, rng.exponential(1.0, batch))
         for _ in range(rounds):
-            _round(buffer, tree, conn, ids, rng, batch, times)
+            _round(buffer, durable, tree, conn, ids, rng, batch, times)
+    print(f"load average after: {_load()}")
     _report(times, rows, batch)
     engine.dispose()
 
 
-def _round(buffer, tree, conn, ids, rng, batch, times) -> None:
-    t0 = time.perf_counter()
-    sampled = buffer.sample(batch, symbol=SYMBOL)
-    t1 = time.perf_counter()
-    buffer.update_priorities(sampled.ids, rng.exponential(1.0, batch))
-    t2 = time.perf_counter()
-    drawn = tree.sample(batch, 0.5, sampled.beta)
-    t3 = time.perf_counter()
-    tree.update_priorities(drawn["indices"], rng.exponential(1.0, batch))
-    t4 = time.perf_counter()
-    conn.execute(sa.text("SELECT * FROM experiences WHERE id = ANY(:ids)"),
-                 {"ids": rng.choice(ids, batch).tolist()}).all()
-    t5 = time.perf_counter()
-    for key, (a, b) in zip(times, ((t0, t1), (t2, t3), (t1, t2), (t3, t4), (t4, t5))):
-        times[key].append((b - a) * 1000)
+LABELS = {"db_sample": "DB sample (draw + rows + draw log)", "tree_sample": "in-memory sum tree sample",
+          "db_write": "DB priority write-back (+ fold)", "tree_write": "in-memory sum tree update",
+          "pk_fetch": "plain PK fetch of as many rows",
+          "durable_sample": "DB sample, synchronous commit", "durable_write": "DB write-back, synchronous commit"}
+
+
+def _timed(times: dict, key: str, fn):
+    start = time.perf_counter()
+    out = fn()
+    times[key].append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def _round(buffer, durable, tree, conn, ids, rng, batch, times) -> None:
+    sampled = _timed(times, "db_sample", lambda: buffer.sample(batch, symbol=SYMBOL))
+    _timed(times, "db_write", lambda: buffer.update_priorities(sampled.ids, rng.exponential(1.0, batch)))
+    drawn = _timed(times, "tree_sample", lambda: tree.sample(batch, 0.5, sampled.beta))
+    _timed(times, "tree_write", lambda: tree.update_priorities(drawn["indices"], rng.exponential(1.0, batch)))
+    _timed(times, "pk_fetch", lambda: conn.execute(sa.text("SELECT * FROM experiences WHERE id = ANY(:ids)"),
+                                                   {"ids": rng.choice(ids, batch).tolist()}).all())
+    other = _timed(times, "durable_sample", lambda: durable.sample(batch, symbol=SYMBOL))
+    _timed(times, "durable_write", lambda: durable.update_priorities(other.ids, rng.exponential(1.0, batch)))
+
+
+def _load() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg()) + " (1 / 5 / 15 min)"
 
 
 def _report(times: dict, rows: int, batch: int) -> None:
     print(f"\nbatch {batch} from {rows:,} experiences, {len(times['db_sample'])} rounds")
-    labels = {"db_sample": "DB sample (draw + rows + counts)", "tree_sample": "in-memory sum tree sample",
-              "db_write": "DB priority write-back", "tree_write": "in-memory sum tree update",
-              "pk_fetch": "plain PK fetch of as many rows"}
-    for key, label in labels.items():
-        print(f"  {label:<34} {summary(times[key])}")
-    for num, den in (("db_sample", "tree_sample"), ("db_write", "tree_write"), ("db_sample", "pk_fetch")):
+    for key, label in LABELS.items():
+        print(f"  {label:<36} {summary(times[key])}")
+    for num, den in (("db_sample", "tree_sample"), ("db_write", "tree_write"), ("db_sample", "pk_fetch"),
+                     ("db_write", "pk_fetch"), ("durable_sample", "db_sample"), ("durable_write", "db_write")):
         r50 = percentile(times[num], 50) / percentile(times[den], 50)
         r99 = percentile(times[num], 99) / percentile(times[den], 99)
         print(f"  ratio {num} / {den}: p50 {r50:.2f}x, p99 {r99:.2f}x")

@@ -388,16 +388,20 @@ class RlReplayConfig(Base):
 
 
 class RlReplayBucket(Base):
-    """Migration 0006: row count and weight sum of one (symbol, class, log2-weight bucket) of the RL
-    sampling index; maintained by triggers (sql/functions/rl_replay_index)."""
+    """Migration 0006: row count and weight sum of one (symbol, class, quarter-octave weight bucket) of
+    the RL sampling index; maintained by triggers (sql/functions/rl_replay_index)."""
 
     __tablename__ = "rl_replay_buckets"
-    symbol: Mapped[str] = mapped_column(sa.Text, primary_key=True)
-    is_profitable: Mapped[bool] = mapped_column(sa.Boolean, primary_key=True)
-    bucket: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(sa.Integer, sa.Identity(), primary_key=True)
+    symbol: Mapped[str] = mapped_column(sa.Text)
+    is_profitable: Mapped[bool] = mapped_column(sa.Boolean)
+    bucket: Mapped[int] = mapped_column(sa.Integer)
     n: Mapped[int] = mapped_column(sa.BigInteger)
     weight_sum: Mapped[float] = mapped_column(sa.Float)
-    __table_args__ = (sa.CheckConstraint("n >= 0", name="n_non_negative"),)
+    __table_args__ = (
+        sa.UniqueConstraint("symbol", "is_profitable", "bucket"),
+        sa.CheckConstraint("n >= 0", name="n_non_negative"),
+    )
 
 
 class RlReplaySlot(Base):
@@ -405,13 +409,30 @@ class RlReplaySlot(Base):
 
     __tablename__ = "rl_replay_slots"
     experience_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
-    symbol: Mapped[str] = mapped_column(sa.Text)
-    is_profitable: Mapped[bool] = mapped_column(sa.Boolean)
-    bucket: Mapped[int] = mapped_column(sa.Integer)
+    bucket_id: Mapped[int] = mapped_column(sa.Integer)
     slot: Mapped[int] = mapped_column(sa.Integer)
     weight: Mapped[float] = mapped_column(sa.Float)
+    # Copied from experiences by trigger: what a sampled batch returns.
+    priority: Mapped[float] = mapped_column(sa.Float)
+    state_package_id: Mapped[int] = mapped_column(sa.BigInteger)
+    next_state_package_id: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    action: Mapped[str] = mapped_column(sa.Text)
+    reward: Mapped[float] = mapped_column(sa.Float)
+    done: Mapped[bool] = mapped_column(sa.Boolean)
+    optimal_action: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     __table_args__ = (
-        sa.UniqueConstraint("symbol", "is_profitable", "bucket", "slot", deferrable=True, initially="IMMEDIATE"),
+        # Not unique on purpose (see migration 0006); replay.index_check verifies slots are distinct.
+        sa.Index("ix_rl_replay_slots_bucket_id_slot", "bucket_id", "slot"),
         sa.CheckConstraint("slot >= 0", name="slot_non_negative"),
         sa.CheckConstraint("weight > 0", name="positive_weight"),
     )
+
+
+class RlReplayDraw(Base):
+    """Migration 0006: one sampled RL batch whose draws are not yet folded into
+    experiences.times_sampled (the batch's priority write-back folds and deletes it)."""
+
+    __tablename__ = "rl_replay_draws"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    drawn_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    experience_ids: Mapped[list[int]] = mapped_column(ARRAY(sa.BigInteger))

@@ -80,27 +80,32 @@ def importance_weights(probabilities: np.ndarray, replay_size: int, beta: float)
     return (raw / raw.max()).astype(np.float32)
 
 
-def from_rows(rows: list, share: float, beta: float) -> ReplayBatch:
-    """Build a batch from the rows of the ``replay.sample`` query (already in draw order)."""
-    p_all = np.array([r.sampling_probability for r in rows], dtype=np.float64)
-    p_prof = np.array([np.nan if r.profitable_probability is None else r.profitable_probability for r in rows],
-                      dtype=np.float64)
-    probabilities = mixture_probabilities(p_all, p_prof, share)
-    replay_size = int(rows[0].replay_size) if rows else 0
+def from_rows(rows: list, beta: float) -> ReplayBatch:
+    """Build a batch from the rows of the ``replay.sample`` query (already in draw order). The
+    profitable share of the batch is that of its rows drawn from the profitable stratum (1)."""
+    if not rows:
+        raise ValueError("a replay batch needs at least one row")
+    cols = dict(zip(rows[0]._fields, zip(*rows)))
+    from_profitable = np.array(cols["stratum"]) == 1
+    # Column by column: NULLs become NaN in float arrays (no next state, unprofitable rows' P_profitable).
+    probabilities = mixture_probabilities(np.array(cols["sampling_probability"], dtype=np.float64),
+                                          np.array(cols["profitable_probability"], dtype=np.float64),
+                                          float(from_profitable.mean()))
+    next_states = np.array(cols["next_state_package_id"], dtype=np.float64)
+    replay_size = int(cols["replay_size"][0])
     return ReplayBatch(
-        ids=np.array([r.id for r in rows], dtype=np.int64),
-        state_package_ids=np.array([r.state_package_id for r in rows], dtype=np.int64),
-        next_state_package_ids=np.array([-1 if r.next_state_package_id is None else r.next_state_package_id
-                                         for r in rows], dtype=np.int64),
-        actions=[r.action for r in rows],
-        rewards=np.array([r.reward for r in rows], dtype=np.float64),
-        dones=np.array([r.done for r in rows], dtype=bool),
-        is_profitable=np.array([r.is_profitable for r in rows], dtype=bool),
-        optimal_actions=[r.optimal_action for r in rows],
-        priorities=np.array([r.priority for r in rows], dtype=np.float64),
+        ids=np.array(cols["id"], dtype=np.int64),
+        state_package_ids=np.array(cols["state_package_id"], dtype=np.int64),
+        next_state_package_ids=np.where(np.isnan(next_states), -1, next_states).astype(np.int64),
+        actions=list(cols["action"]),
+        rewards=np.array(cols["reward"], dtype=np.float64),
+        dones=np.array(cols["done"], dtype=bool),
+        is_profitable=np.array(cols["is_profitable"], dtype=bool),
+        optimal_actions=list(cols["optimal_action"]),
+        priorities=np.array(cols["priority"], dtype=np.float64),
         probabilities=probabilities,
         weights=importance_weights(probabilities, replay_size, beta),
-        from_profitable=np.array([r.stratum == 1 for r in rows], dtype=bool),
+        from_profitable=from_profitable,
         beta=beta,
         replay_size=replay_size,
     )

@@ -3,19 +3,25 @@ ProfitWeightedExperienceBuffer).
 
 Experiences live in ``experiences``; which of them may be replayed, and with what weight
 (priority^alpha, boosted when profitable), is defined by the ``v_rl_replay`` view. A trigger-kept
-index (``rl_replay_slots`` / ``rl_replay_buckets``) lets one SQL statement draw a batch exactly in
-proportion to that weight in time independent of the table size (bucketed rejection sampling, see
-``sql/functions/rl_replay_index/v0001.sql``). Random numbers come from a seeded numpy generator,
-so a session's batches are reproducible given the same database state.
+index (``rl_replay_slots`` / ``rl_replay_buckets``, holding a copy of the rows' trainer fields) lets
+one SQL statement draw a batch exactly in proportion to that weight and return its rows, in time
+independent of the table size (bucketed rejection sampling, see
+``sql/functions/rl_replay_index/v0001.sql``). Each batch's draws are logged (``rl_replay_draws``) and
+folded into ``experiences.times_sampled`` by the batch's priority write-back; the views count the
+pending ones too. Each sample and each write-back is one statement in its own transaction: one
+round trip. The server's random numbers are seeded from a seeded numpy generator, so a session's
+batches are reproducible given the same database state.
 
     buffer = ProfitWeightedExperienceBuffer(engine, seed=7)
     batch = buffer.sample(256)                       # half from profitable experiences by default
-    buffer.update_priorities(batch.ids, td_errors)   # |td| + epsilon, re-indexed by trigger
+    buffer.update_priorities(batch.ids, td_errors)   # |td| + epsilon, re-indexed by trigger; folds the draws
 """
 
 from __future__ import annotations
 
 import math
+import weakref
+from typing import NoReturn
 
 import numpy as np
 import sqlalchemy as sa
@@ -24,13 +30,6 @@ from app.config import Settings, get_settings
 from app.db import queries
 from app.errors import TrainsrvError, ValidationError
 from app.replay import batch as batches
-
-# A candidate is accepted with probability >= 1/2 (the index's bucketing); the expected rate comes
-# with the replay sizes. Candidates = need / rate plus a margin of MARGIN_SD standard deviations, so
-# a second round trip for a shortfall is rare while the statement stays small.
-MARGIN_SD = 3.0
-MIN_ACCEPTANCE = 0.5
-MAX_ROUNDS = 20
 
 
 class EmptyReplay(TrainsrvError):
@@ -52,7 +51,22 @@ class ProfitWeightedExperienceBuffer:
         self.priority_epsilon = settings.rl_priority_epsilon if priority_epsilon is None else priority_epsilon
         if not self.priority_epsilon > 0:
             raise ValidationError("priority_epsilon", f"must be > 0, got {self.priority_epsilon}")
+        self.synchronous_commit = settings.rl_replay_synchronous_commit
         self.samples_drawn = 0
+        self._unfolded: list[int] = []   # rl_replay_draws rows of this buffer's batches not written back yet
+        self._link = _Link(engine)
+        # Give the connection back to the pool when the buffer goes away, even if close() is never called.
+        weakref.finalize(self, self._link.close)
+
+    def close(self) -> None:
+        """Return the buffer's connection to the pool (it reconnects if used again)."""
+        self._link.close()
+
+    def __enter__(self) -> "ProfitWeightedExperienceBuffer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -62,49 +76,32 @@ class ProfitWeightedExperienceBuffer:
 
         With ``prioritize_profitable`` a ``profitable_share`` of the draws come from the profitable
         experiences only (when there are any), the rest from all. ``symbol`` restricts the draw
-        (and the probabilities) to one symbol's experiences. Each drawn experience's
-        ``times_sampled`` / ``last_sampled_at`` are updated in the same statement.
+        (and the probabilities) to one symbol's experiences. The draws are logged in the same
+        statement: ``v_rl_replay`` / ``v_rl_replay_stats`` count them at once, and the next
+        ``update_priorities`` folds them into ``experiences.times_sampled`` / ``last_sampled_at``.
         """
         if batch_size < 1:
             raise ValidationError("batch_size", f"must be >= 1, got {batch_size}")
         beta = self.beta.at(self.samples_drawn) if beta is None else beta
-        with self.engine.begin() as conn:
-            sizes = conn.execute(queries.get("replay.sizes"), {"symbol": symbol}).one()
-            if sizes.total == 0:
-                scope = f"for symbol {symbol!r}" if symbol else "at all"
-                raise EmptyReplay(f"no replayable experiences {scope}: none exist, or none has valid packages")
-            share = self.profitable_share if prioritize_profitable and sizes.profitable > 0 else 0.0
-            need_profitable = round(share * batch_size)
-            rates = (_rate(sizes.acceptance_all), _rate(sizes.acceptance_profitable))
-            rows = self._draw(conn, symbol, need_profitable, batch_size - need_profitable, rates)
+        need_profitable = round(self.profitable_share * batch_size) if prioritize_profitable else 0
+        params = {"symbol": symbol, "need_all": batch_size - need_profitable, "need_profitable": need_profitable,
+                  "seed": self.rng.random() * 2.0 - 1.0,   # setseed() takes [-1, 1]
+                  "synchronous_commit": self.synchronous_commit}
+        rows = self._link.execute(queries.get("replay.sample"), params).all()
+        if rows:
+            self._unfolded.append(rows[0].draw_row)
+        if len(rows) < batch_size:
+            self._short(len(rows), batch_size, symbol)
         self.samples_drawn += 1
-        return batches.from_rows(rows, need_profitable / batch_size, beta)
+        # With nothing profitable in scope the sampler draws the profitable quota from all.
+        return batches.from_rows(rows, beta)
 
-    def _draw(self, conn: sa.Connection, symbol: str | None, need_profitable: int, need_all: int,
-              rates: tuple[float, float]) -> list:
-        rows: list = []
-        for _ in range(MAX_ROUNDS):
-            params = dict(self._candidates(need_profitable, need_all, rates), symbol=symbol)
-            got = conn.execute(queries.get("replay.sample"), params).all()
-            rows.extend(got)
-            need_profitable -= sum(1 for r in got if r.stratum == 1)
-            need_all -= sum(1 for r in got if r.stratum == 0)
-            if need_profitable <= 0 and need_all <= 0:
-                return rows
-        raise TrainsrvError(f"replay sampling fell short after {MAX_ROUNDS} rounds: the sampling index may be "
-                            "inconsistent (see replay.buffer.index_problems; `SELECT rl_replay_rebuild()` repairs it)")
-
-    def _candidates(self, need_profitable: int, need_all: int, rates: tuple[float, float]) -> dict:
-        counts = [_candidates_for(need_all, rates[0]), _candidates_for(need_profitable, rates[1])]
-        total = sum(counts)
-        return {
-            "strata": [0] * counts[0] + [1] * counts[1],
-            "u_bucket": self.rng.random(total).tolist(),
-            "u_slot": self.rng.random(total).tolist(),
-            "u_accept": self.rng.random(total).tolist(),
-            "need_all": need_all,
-            "need_profitable": need_profitable,
-        }
+    def _short(self, got: int, wanted: int, symbol: str | None) -> NoReturn:
+        if got == 0 and self.size(symbol)["total"] == 0:
+            scope = f"for symbol {symbol!r}" if symbol else "at all"
+            raise EmptyReplay(f"no replayable experiences {scope}: none exist, or none has valid packages")
+        raise TrainsrvError(f"replay sampling drew {got} of {wanted} experiences: the sampling index is inconsistent "
+                            "(see replay.buffer.index_problems; `SELECT rl_replay_rebuild()` repairs it)")
 
     # -- priorities ---------------------------------------------------------------------------
 
@@ -112,6 +109,7 @@ class ProfitWeightedExperienceBuffer:
         """Set each experience's priority to |TD error| + epsilon; returns the rows updated.
 
         An id given more than once keeps its largest error. The sampling index follows by trigger.
+        The same statement folds the draws of this buffer's batches into ``experiences``.
         """
         ids = np.asarray(ids, dtype=np.int64).ravel()
         errors = np.abs(np.asarray(td_errors, dtype=np.float64).ravel())
@@ -119,16 +117,17 @@ class ProfitWeightedExperienceBuffer:
             raise ValidationError("td_errors", f"has {errors.size} values for {ids.size} ids")
         if not np.isfinite(errors).all():
             raise ValidationError("td_errors", "must be finite (got NaN or infinity)")
-        if ids.size == 0:
+        if ids.size == 0 and not self._unfolded:
             return 0
         unique, inverse = np.unique(ids, return_inverse=True)
         priorities = np.zeros(unique.size)
         np.maximum.at(priorities, inverse, errors)
         priorities += self.priority_epsilon
-        with self.engine.begin() as conn:
-            result = conn.execute(queries.get("replay.update_priorities"),
-                                  {"ids": unique.tolist(), "priorities": priorities.tolist()})
-        return result.rowcount
+        params = {"ids": unique.tolist(), "priorities": priorities.tolist(), "draw_rows": self._unfolded,
+                  "synchronous_commit": self.synchronous_commit}
+        written = self._link.execute(queries.get("replay.update_priorities"), params).scalar_one()
+        self._unfolded = []
+        return written
 
     def max_priority(self) -> float:
         """The priority a new experience enters at (the running maximum)."""
@@ -164,17 +163,36 @@ class ProfitWeightedExperienceBuffer:
             return [dict(r) for r in conn.execute(queries.get("replay.stats")).mappings()]
 
 
-def _candidates_for(need: int, rate: float) -> int:
-    """Enough candidates that ``need`` of them are accepted at ``rate`` with high probability."""
-    if need <= 0:
-        return 0
-    mean = need / rate
-    return math.ceil(mean + MARGIN_SD * math.sqrt(mean * (1 - rate) / rate) + 2)
+class _Link:
+    """The buffer's own connection for samples and write-backs: each is one statement in its own
+    transaction (autocommit; a single statement is atomic anyway), so one round trip, with no pool
+    checkout ping, BEGIN or COMMIT around it, and the server keeps its prepared plans."""
 
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.conn: sa.Connection | None = None
 
-def _rate(value: float | None) -> float:
-    # Invalid rows found at sample time are rejections too; never plan below the guaranteed rate.
-    return min(1.0, max(MIN_ACCEPTANCE, value or MIN_ACCEPTANCE))
+    def execute(self, query: sa.TextClause, params: dict) -> sa.CursorResult:
+        reused = self.conn is not None and not self.conn.invalidated
+        try:
+            return self._open().execute(query, params)
+        except sa.exc.DBAPIError as exc:
+            # A connection idle since the last call may have been dropped (server restart): what the
+            # pool's checkout ping would have caught. Reconnect once; any other error is the caller's.
+            if not (reused and exc.connection_invalidated):
+                raise
+            self.close()
+            return self._open().execute(query, params)
+
+    def _open(self) -> sa.Connection:
+        if self.conn is None or self.conn.closed or self.conn.invalidated:
+            self.conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def _share(value: float) -> float:
@@ -187,6 +205,12 @@ def rebuild(engine: sa.Engine) -> int:
     """Rebuild the sampling index from ``v_rl_replay``; returns the replayable count."""
     with engine.begin() as conn:
         return int(conn.execute(queries.get("replay.rebuild")).scalar_one())
+
+
+def fold_draws(engine: sa.Engine) -> int:
+    """Fold every pending draw (batches never written back) into ``experiences``; returns the batches."""
+    with engine.begin() as conn:
+        return int(conn.execute(queries.get("replay.fold_draws")).scalar_one())
 
 
 def index_problems(engine: sa.Engine) -> list[dict]:

@@ -40,6 +40,21 @@ def test_random_writes_keep_the_index_dense_and_exact(engine):
     assert_consistent(engine)
 
 
+def test_copied_fields_follow_updates(engine):
+    # The index keeps the trainer's fields of each row; a refreshed outcome (what the experience builder
+    # writes) must reach the next batch.
+    ids = small_replay(engine, [1.0, 2.0], [False, True])
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE experiences SET reward = 0.5, optimal_action = 'short', action = 'hold' "
+                             "WHERE id = :i"), {"i": ids[0]})
+    assert_consistent(engine)
+    batch = rb.ProfitWeightedExperienceBuffer(engine, seed=4).sample(64, prioritize_profitable=False)
+    first = batch.ids == ids[0]
+    assert first.any()
+    assert set(batch.rewards[first]) == {0.5} and {batch.optimal_actions[k] for k in np.flatnonzero(first)} == {"short"}
+    assert {batch.actions[k] for k in np.flatnonzero(first)} == {"hold"}
+
+
 def test_package_validity_changes_move_experiences_in_and_out(engine):
     with engine.begin() as conn:
         shared = package(conn)

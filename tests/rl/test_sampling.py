@@ -2,6 +2,7 @@
 the profitable share, and follows priority write-backs."""
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -96,15 +97,47 @@ def test_batch_carries_mixture_probabilities_and_normalised_weights(replay):
     assert batch.from_profitable.sum() == 32 and batch.is_profitable[batch.from_profitable].all()
 
 
+def sampling_counts(engine, source: str) -> dict[int, tuple[int, object]]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT id, times_sampled, last_sampled_at FROM {source}"))
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+
 def test_sampling_counts_are_kept(replay):
     engine, ids, _ = replay
-    batch = rb.ProfitWeightedExperienceBuffer(engine, seed=14).sample(50)
-    drawn = {i: batch.ids.tolist().count(i) for i in set(batch.ids.tolist())}
+    buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=14)
+    first, second = buffer.sample(50), buffer.sample(30)
+    drawn = Counter(first.ids.tolist() + second.ids.tolist())
+    # Exact at once in the views ...
+    pending = sampling_counts(engine, "v_rl_replay")
+    assert {i: n for i, (n, _) in pending.items() if n} == dict(drawn)
+    assert all((last is not None) == (i in drawn) for i, (_, last) in pending.items())
+    assert all(n == 0 for n, _ in sampling_counts(engine, "experiences").values())
+    # ... and folded into experiences by the next write-back, both batches, whatever ids it writes.
+    buffer.update_priorities(first.ids[:3], np.ones(3))
+    folded = sampling_counts(engine, "experiences")
+    assert {i: n for i, (n, _) in folded.items() if n} == dict(drawn)
+    assert sampling_counts(engine, "v_rl_replay") == pending
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT id, times_sampled, last_sampled_at FROM experiences")).all()
-    for id_, times, last in rows:
-        assert times == drawn.get(id_, 0)
-        assert (last is not None) == (id_ in drawn)
+        assert conn.execute(sa.text("SELECT count(*) FROM rl_replay_draws")).scalar() == 0
+
+
+def test_draws_never_written_back_are_folded_on_demand(replay):
+    engine, ids, _ = replay
+    batch = rb.ProfitWeightedExperienceBuffer(engine, seed=17).sample(40)
+    assert rb.fold_draws(engine) == 1
+    folded = sampling_counts(engine, "experiences")
+    assert {i: n for i, (n, _) in folded.items() if n} == dict(Counter(batch.ids.tolist()))
+    assert rb.fold_draws(engine) == 0
+
+
+def test_same_seed_same_batch(replay):
+    engine, ids, _ = replay
+    a = rb.ProfitWeightedExperienceBuffer(engine, seed=19).sample(64)
+    b = rb.ProfitWeightedExperienceBuffer(engine, seed=19).sample(64)
+    c = rb.ProfitWeightedExperienceBuffer(engine, seed=20).sample(64)
+    assert a.ids.tolist() == b.ids.tolist() and np.array_equal(a.probabilities, b.probabilities)
+    assert a.ids.tolist() != c.ids.tolist()
 
 
 def test_priority_updates_change_what_is_sampled(replay):

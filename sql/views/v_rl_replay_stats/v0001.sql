@@ -3,6 +3,7 @@
 -- replay probability mass and of all samples drawn within its symbol. One row per symbol and class.
 CREATE VIEW v_rl_replay_stats AS
 WITH classes AS (
+    -- v_rl_replay_weights: every experience, its sampling counts including draws not yet folded.
     SELECT e.symbol,
            e.is_profitable,
            count(*) AS experiences,
@@ -12,7 +13,7 @@ WITH classes AS (
            avg(e.priority) AS mean_priority,
            max(e.priority) AS max_priority,
            avg(e.reward) AS mean_reward
-    FROM experiences e
+    FROM v_rl_replay_weights e
     GROUP BY e.symbol, e.is_profitable
 ),
 replayable AS (
