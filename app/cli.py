@@ -44,6 +44,24 @@ def open_db(require_head: bool = True) -> sa.Engine:
     return engine
 
 
+def non_empty(text: str) -> str:
+    """An argparse ``type`` for names such as ``--symbol``: a blank value is refused, not read as "all"."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts and limits (>= 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainsrv", description="Training server for trading models.")
     parser.add_argument("--version", action="version", version=f"trainsrv {__version__}")

@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import json
 import queue
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -225,7 +226,7 @@ class Client:
         if len(text) > self.settings.max_payload_bytes:
             raise ValidationError("package", f"payload is {len(text)} bytes, over the limit of "
                                              f"{self.settings.max_payload_bytes} bytes")
-        return text
+        return _refuse_nul("package", text)
 
 
 class _BulkLoad:
@@ -336,7 +337,19 @@ def _prediction_json(prediction: Prediction | dict) -> str:
         prediction = Prediction(**prediction)
     if not isinstance(prediction, Prediction):
         raise ValidationError("prediction", f"must be a Prediction, got {type(prediction).__name__}")
-    return json.dumps(prediction.to_document())
+    return _refuse_nul("prediction", json.dumps(prediction.to_document()))
+
+
+# JSON can carry U+0000 but PostgreSQL text cannot: refused here, naming the object, instead of the
+# server's cast failing with an untranslatable-character error. (An escaped backslash before
+# "u0000" is ordinary text, hence the look-behind.)
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _refuse_nul(field: str, text: str) -> str:
+    if _NUL.search(text):
+        raise ValidationError(field, "contains a NUL character (U+0000), which PostgreSQL cannot store")
+    return text
 
 
 def _json_value(field: str, value: Any) -> Any:

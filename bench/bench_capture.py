@@ -2,19 +2,25 @@
 
 1. Step time of the reference CNN with ``full`` capture (SessionRecorder: copy, background
    writer, checkpoints off) divided by the step time of the same loop without any recording.
-   Blocks of steps alternate between the two so machine noise hits both; medians are compared.
-2. Gradient write throughput of the background writer (encode, SHA-256 per chunk, binary COPY
-   into gradient_blobs, step rows, one transaction per drained batch) divided by a raw binary
-   COPY of the same chunk bytes as bytea into a bare one-column table.
+   Blocks of steps alternate between the two (the order swapped every round) so machine noise
+   hits both; medians are compared.
+2. Gradient write throughput of the background writer (capture into host slots, SHA-256 per
+   chunk, one binary COPY of gradient_blobs rows per batch of steps, the step rows by COPY, one
+   transaction per batch; the recorder's default WriterOptions) divided by a raw binary COPY of
+   the same chunk bytes as bytea into a bare one-column table, in one transaction with the same
+   ``synchronous_commit = off``. Writer and raw rounds alternate (order swapped every round);
+   the figure is the median of the per-round ratios.
 
-    python bench/bench_capture.py [--steps 40] [--rounds 5] [--write-steps 300]
+    python bench/bench_capture.py [--steps 40] [--rounds 5] [--write-steps 150] [--write-rounds 9] [--repeat 1]
 
-Uses TRAINSRV_BENCH_DATABASE_URL, or a throw-away embedded PostgreSQL in a temp folder.
+Uses TRAINSRV_BENCH_DATABASE_URL, or a throw-away embedded PostgreSQL in a temp folder. Prints
+the load average before and after each repetition: the machine may be shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -35,19 +41,26 @@ from app.nets.losses import cnn_loss  # noqa: E402
 from app.trainer.capture import CapturePolicy, GradientCapture  # noqa: E402
 from app.trainer.loop import Batch, train_step  # noqa: E402
 from app.trainer.optim import OptimizerSpec  # noqa: E402
-from app.trainer.session import SessionRecorder, SessionSpec  # noqa: E402
+from app.trainer.session import SessionRecorder, SessionSpec, WriterOptions  # noqa: E402
 from app.trainer.writer import BackgroundWriter, StepRecord  # noqa: E402
 
 SPEC_IN = interface.InputSpec(("1m", "5m", "15m", "1h"), 60)
 BATCH = 32
 
 
-def database() -> tuple[str, EmbeddedServer | None]:
+@contextlib.contextmanager
+def database():
+    """The bench database URL: TRAINSRV_BENCH_DATABASE_URL, or a throw-away embedded server."""
     url = os.environ.get("TRAINSRV_BENCH_DATABASE_URL")
     if url:
-        return normalise_url(url), None
-    server = EmbeddedServer(Path(tempfile.mkdtemp(prefix="bench-capture-")))
-    return server.acquire(), server
+        yield normalise_url(url)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
+        server = EmbeddedServer(Path(tmp))
+        try:
+            yield server.acquire()
+        finally:
+            server.release()
 
 
 def make_run(seed: int = 0):
@@ -73,18 +86,20 @@ def bench_step_time(engine: sa.Engine, steps: int, rounds: int) -> dict:
     captured = make_run()
     rec = SessionRecorder.start(engine, SessionSpec("cnn", interface.REFERENCE, {}, 0, "cpu", CapturePolicy("full")))
     rec.attach(captured[0])
-    base, full = [], []
+    times: dict[str, list[float]] = {"base": [], "full": []}
     timed_block(None, *plain, 1, 5)  # warm-up both paths
     timed_block(rec, *captured, 1, 5)
     for r in range(rounds):
         start = 6 + r * steps
-        base += timed_block(None, *plain, start, steps)
-        full += timed_block(rec, *captured, start, steps)
+        for path in (("base", "full") if r % 2 == 0 else ("full", "base")):
+            recorder, run = (None, plain) if path == "base" else (rec, captured)
+            times[path] += timed_block(recorder, *run, start, steps)
     rec.writer.flush()  # every captured gradient was written, not dropped
     rec.close()
     n_params = sum(p.numel() for p in captured[0].parameters())
-    return {"params": n_params, "base_ms": 1000 * statistics.median(base), "full_ms": 1000 * statistics.median(full),
-            "ratio": statistics.median(full) / statistics.median(base), "blob_bytes": rec.writer.stats.blob_bytes}
+    base, full = statistics.median(times["base"]), statistics.median(times["full"])
+    return {"params": n_params, "base_ms": 1000 * base, "full_ms": 1000 * full, "ratio": full / base,
+            "blob_bytes": rec.writer.stats.blob_bytes}
 
 
 def captured_steps(slots: int):
@@ -94,36 +109,50 @@ def captured_steps(slots: int):
 
 
 def bench_write(engine: sa.Engine, steps: int, rounds: int) -> dict:
-    """Alternate writer and raw COPY ``rounds`` times over the same bytes; compare medians."""
+    """Alternate writer and raw COPY ``rounds`` times over the same bytes; median of per-round ratios."""
     with engine.begin() as conn:
         sid = conn.execute(sa.text("INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, "
                                    "trainsrv_version, device, capture_policy, replay_exact) VALUES ('cnn', 'bench', "
                                    "0, 'x', 'x', 'cpu', 'full', true) RETURNING id")).scalar_one()
         conn.execute(sa.text("CREATE TABLE IF NOT EXISTS bench_raw_copy (data bytea NOT NULL)"))
-    _, cap = captured_steps(slots=8)
-    chunks = [c.data for c in cap.capture(0).encode()]
+    options = WriterOptions()
+    _, cap = captured_steps(slots=options.slots)
+    first = cap.capture(0)
+    chunks = [c.data for c in first.encode()]
+    first.release()
     total_bytes = steps * sum(len(c) for c in chunks)
     writer_s, raw_s, rows = [], [], 0
     for r in range(rounds):
-        writer = BackgroundWriter(engine, sid, max_pending=8)
-        t0 = time.perf_counter()
-        for step in range(r * steps + 1, (r + 1) * steps + 1):
-            writer.submit(StepRecord(step, 1.0, {}, 1.0, 1e-3, list(range(BATCH)), {}, {}, cap.capture(step)))
-        writer.close()
-        writer_s.append(time.perf_counter() - t0)
-        assert writer.stats.blob_bytes == total_bytes  # nothing dropped
-        rows += writer.stats.chunks
-        raw_s.append(raw_copy(engine, chunks, steps))
+        for path in (("writer", "raw") if r % 2 == 0 else ("raw", "writer")):
+            if path == "raw":
+                raw_s.append(raw_copy(engine, chunks, steps))
+                continue
+            seconds, stats = writer_round(engine, sid, cap, options, r * steps + 1, steps)
+            assert stats.blob_bytes == total_bytes  # nothing dropped
+            writer_s.append(seconds)
+            rows += stats.chunks
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE bench_raw_copy"))
     w, rw = statistics.median(writer_s), statistics.median(raw_s)
     return {"bytes": total_bytes, "writer_mb_s": total_bytes / w / 1e6, "raw_mb_s": total_bytes / rw / 1e6,
-            "ratio": rw / w, "rows": rows // rounds}
+            "ratio": statistics.median(b / a for a, b in zip(writer_s, raw_s)), "rows": rows // rounds}
+
+
+def writer_round(engine: sa.Engine, sid: int, cap: GradientCapture, options: WriterOptions, first: int,
+                 steps: int) -> tuple[float, object]:
+    """Capture and write ``steps`` steps through a fresh writer; seconds until all are committed."""
+    writer = BackgroundWriter(engine, sid, max_pending=options.max_pending, max_batch=options.max_batch)
+    t0 = time.perf_counter()
+    for step in range(first, first + steps):
+        writer.submit(StepRecord(step, 1.0, {}, 1.0, 1e-3, list(range(BATCH)), {}, {}, cap.capture(step)))
+    writer.close()
+    return time.perf_counter() - t0, writer.stats
 
 
 def raw_copy(engine: sa.Engine, chunks: list[bytes], steps: int) -> float:
     t0 = time.perf_counter()
     with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL synchronous_commit = off"))  # as the writer's transactions
         cursor = conn.connection.driver_connection.cursor()
         with cursor, cursor.copy("COPY bench_raw_copy (data) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["bytea"])
@@ -133,31 +162,46 @@ def raw_copy(engine: sa.Engine, chunks: list[bytes], steps: int) -> float:
     return time.perf_counter() - t0
 
 
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_once(engine: sa.Engine, args) -> tuple[dict, dict]:
+    print(f"[{load()}]")
+    st = bench_step_time(engine, args.steps, args.rounds)
+    print(f"reference CNN ({st['params']:,} params, batch {BATCH}, inputs {SPEC_IN.shape()}), CPU:")
+    print(f"  step without capture   {st['base_ms']:8.2f} ms (median)")
+    print(f"  step with full capture {st['full_ms']:8.2f} ms (median)")
+    print(f"  ratio full / none      {st['ratio']:8.3f}   (target <= 1.3)")
+    wr = bench_write(engine, args.write_steps, args.write_rounds)
+    print(f"gradient write, {wr['bytes'] / 1e6:.1f} MB in {wr['rows']:,} chunks per round:")
+    print(f"  background writer      {wr['writer_mb_s']:8.1f} MB/s (median)")
+    print(f"  raw COPY bytea         {wr['raw_mb_s']:8.1f} MB/s (median)")
+    print(f"  ratio writer / raw     {wr['ratio']:8.3f}   (median of rounds; target >= 0.8)")
+    print(f"[{load()}]")
+    return st, wr
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="steps per timing block")
     parser.add_argument("--rounds", type=int, default=5, help="alternating blocks per path")
     parser.add_argument("--write-steps", type=int, default=150, help="steps of gradients written per round")
+    parser.add_argument("--write-rounds", type=int, default=9, help="alternating writer / raw rounds")
+    parser.add_argument("--repeat", type=int, default=1, help="run everything this many times; medians at the end")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the writer thread gets the other core, as in a trainer process
-    url, server = database()
-    engine = make_engine(url)
-    try:
-        migrate.upgrade(engine)
-        st = bench_step_time(engine, args.steps, args.rounds)
-        print(f"reference CNN ({st['params']:,} params, batch {BATCH}, inputs {SPEC_IN.shape()}), CPU:")
-        print(f"  step without capture   {st['base_ms']:8.2f} ms (median)")
-        print(f"  step with full capture {st['full_ms']:8.2f} ms (median)")
-        print(f"  ratio full / none      {st['ratio']:8.3f}   (target <= 1.3)")
-        wr = bench_write(engine, args.write_steps, args.rounds)
-        print(f"gradient write, {wr['bytes'] / 1e6:.1f} MB in {wr['rows']:,} chunks:")
-        print(f"  background writer      {wr['writer_mb_s']:8.1f} MB/s")
-        print(f"  raw COPY bytea         {wr['raw_mb_s']:8.1f} MB/s")
-        print(f"  ratio writer / raw     {wr['ratio']:8.3f}   (target >= 0.8)")
-    finally:
-        engine.dispose()
-        if server is not None:
-            server.release()
+    with database() as url:
+        engine = make_engine(url)
+        try:
+            migrate.upgrade(engine)
+            results = [run_once(engine, args) for _ in range(args.repeat)]
+        finally:
+            engine.dispose()
+    if args.repeat > 1:
+        step = statistics.median(st["ratio"] for st, _ in results)
+        write = statistics.median(wr["ratio"] for _, wr in results)
+        print(f"median of {args.repeat} runs: step ratio {step:.3f} (<= 1.3), write ratio {write:.3f} (>= 0.8)")
     return 0
 
 

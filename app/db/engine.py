@@ -31,7 +31,8 @@ def normalise_url(url: str) -> str:
     """Accept ``postgres://`` / ``postgresql://`` URLs and select the psycopg 3 driver."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
+        # ValueError: a port that is not a number; its message would quote the URL, password included.
         raise ConfigError(f"TRAINSRV_DATABASE_URL is not a valid database URL: {redact(url)}") from None
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
         raise ConfigError(f"TRAINSRV_DATABASE_URL must be a PostgreSQL URL, got {parsed.get_backend_name()!r}")
@@ -39,8 +40,11 @@ def normalise_url(url: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, safe for logs and error messages."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The URL with any password replaced, safe for logs and error messages.
+
+    Everything from the user name's ``:`` up to the *last* ``@`` is hidden, so an unescaped ``@``
+    or ``:`` inside the password cannot leave part of it visible."""
+    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url, flags=re.DOTALL)
 
 
 def make_engine(url: str, **kwargs) -> sa.Engine:

@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--horizon-s", type=_positive(int), default=1800, help="prediction horizon (default 1800)")
     p.add_argument("--cnn-epochs", type=_positive(int), default=3)
     p.add_argument("--rl-steps", type=_positive(int), default=150)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_at_least(int, 0), default=0)
     p.add_argument("--json", action="store_true", help="print a machine-readable summary only")
     p.set_defaults(func=_demo)
 
@@ -28,7 +28,17 @@ def register(sub) -> None:
 def _positive(kind):
     def parse(text: str):
         value = kind(text)
-        if value <= 0:
+        if not 0 < value < float("inf"):  # also refuses nan
+            raise ValueError(text)
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _at_least(kind, low):
+    def parse(text: str):
+        value = kind(text)
+        if value < low:
             raise ValueError(text)
         return value
     parse.__name__ = kind.__name__

@@ -13,12 +13,12 @@ def register(sub) -> None:
     events = sub.add_parser("events", help="rapid price-change events").add_subparsers(
         dest="events_command", required=True)
     run = events.add_parser("detect", help="detect velocity / volatility-spike events in the candles")
-    run.add_argument("--symbol", help="only this symbol")
+    run.add_argument("--symbol", type=cli.non_empty, help="only this symbol")
     run.add_argument("--json", action="store_true", help="machine-readable output")
     run.set_defaults(func=_detect)
     show = events.add_parser("list", help="the strongest stored events of each kind")
-    show.add_argument("--symbol", help="only this symbol")
-    show.add_argument("--limit", type=int, default=5, help="events per kind (default 5)")
+    show.add_argument("--symbol", type=cli.non_empty, help="only this symbol")
+    show.add_argument("--limit", type=cli.positive_int, default=5, help="events per kind (default 5)")
     show.set_defaults(func=_list)
 
 

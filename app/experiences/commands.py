@@ -14,7 +14,7 @@ def register(sub) -> None:
     exp = sub.add_parser("experiences", help="RL experiences").add_subparsers(
         dest="experiences_command", required=True)
     build = exp.add_parser("build", help="build transitions from validated predictions")
-    build.add_argument("--symbol", help="only this symbol")
+    build.add_argument("--symbol", type=cli.non_empty, help="only this symbol")
     build.add_argument("--model-kind", dest="model_kind", default="rl", choices=models.MODEL_KINDS,
                        help="whose predictions (default rl)")
     build.add_argument("--json", action="store_true", help="machine-readable output")

@@ -72,8 +72,8 @@ def validate(kind: str, params: dict | None, priority: int = 0, max_attempts: in
         raise ValidationError("priority", f"must be a 32-bit integer, got {priority!r}")
     if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
         raise ValidationError("max_attempts", f"must be an integer >= 1, got {max_attempts!r}")
-    if dedupe_key is not None and (not isinstance(dedupe_key, str) or not dedupe_key.strip()):
-        raise ValidationError("dedupe_key", f"must be a non-empty string, got {dedupe_key!r}")
+    if dedupe_key is not None and (not isinstance(dedupe_key, str) or not dedupe_key.strip() or "\x00" in dedupe_key):
+        raise ValidationError("dedupe_key", f"must be a non-empty string without NUL characters, got {dedupe_key!r}")
     return registry.get(kind).validate(params)
 
 

@@ -82,6 +82,8 @@ def _coerce(name: str, kind: type, value: Any) -> Any:
     if kind is str:
         if not isinstance(value, str) or not value:
             raise ValidationError(name, f"must be a non-empty string, got {value!r}")
+        if "\x00" in value:  # PostgreSQL text (and jsonb) cannot store it
+            raise ValidationError(name, "must not contain a NUL character")
         return value
     raise TypeError(f"unsupported parameter type {kind!r}")
 

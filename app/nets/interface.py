@@ -60,7 +60,10 @@ def load_factory(path: str) -> Callable[..., torch.nn.Module]:
 
 def build_model(path: str, input_spec: InputSpec, config: dict | None = None) -> torch.nn.Module:
     """Build the model at ``path`` and check its outputs on a dummy batch of two."""
-    model = load_factory(path)(input_spec, **(config or {}))
+    try:
+        model = load_factory(path)(input_spec, **(config or {}))
+    except TypeError as exc:  # an unknown or missing model_config key, or a factory of the wrong shape
+        raise ValidationError("model_config", f"{path} does not accept this config: {exc}") from None
     if not isinstance(model, torch.nn.Module):
         raise ValidationError("model", f"{path} returned {type(model).__name__}, not a torch.nn.Module")
     check_outputs(path, model, input_spec)

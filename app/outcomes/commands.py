@@ -13,7 +13,7 @@ from app.outcomes import validate
 
 def register(sub) -> None:
     p = sub.add_parser("validate", help="label predictions whose horizon has passed (outcomes)")
-    p.add_argument("--symbol", help="only this symbol")
+    p.add_argument("--symbol", type=cli.non_empty, help="only this symbol")
     p.add_argument("--recheck", action="store_true",
                    help="recompute validated outcomes too (e.g. after changing fee_rate / slippage_rate)")
     p.add_argument("--as-of", dest="as_of", help="label as if it were this ISO time (UTC if no offset)")

@@ -69,10 +69,27 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy()).cast("B")
 
 
-def encode(name: str, tensor: torch.Tensor, codec: str = "raw", *, original_dtype: torch.dtype | None = None,
-           chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[Chunk]:
-    """Chunks of ``tensor`` (a CPU tensor, already converted to ``codec``'s dtype when lossy).
+@dataclasses.dataclass(frozen=True)
+class Payload:
+    """One parameter's stored bytes cut into chunk views (no copy), with the row metadata."""
 
+    param_name: str
+    dtype: str
+    shape: tuple[int, ...]
+    codec: str
+    views: list[memoryview]
+
+
+def checksum(data) -> bytes:
+    """The SHA-256 a chunk row carries (hashlib releases the GIL for chunks over 2 KiB)."""
+    return hashlib.sha256(data).digest()
+
+
+def split(name: str, tensor: torch.Tensor, codec: str = "raw", *, original_dtype: torch.dtype | None = None,
+          chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Payload:
+    """``tensor``'s stored bytes as chunk views of at most ``chunk_bytes`` (the one chunking rule).
+
+    The views share the tensor's memory: they are valid only while the tensor is not reused.
     ``original_dtype`` is the dtype of the gradient before a lossy conversion (default: the
     tensor's own dtype).
     """
@@ -83,11 +100,22 @@ def encode(name: str, tensor: torch.Tensor, codec: str = "raw", *, original_dtyp
         tensor = tensor.to(codec_dtype(codec, original))
     payload = tensor_bytes(tensor)
     count = max(1, -(-len(payload) // chunk_bytes))
-    shape = tuple(tensor.shape)
+    views = [payload[i * chunk_bytes:(i + 1) * chunk_bytes] for i in range(count)]
+    return Payload(name, dtype_name(original), tuple(tensor.shape), codec, views)
+
+
+def encode(name: str, tensor: torch.Tensor, codec: str = "raw", *, original_dtype: torch.dtype | None = None,
+           chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[Chunk]:
+    """Checksummed chunks of ``tensor`` (a CPU tensor, already converted to ``codec``'s dtype when lossy).
+
+    ``original_dtype`` is the dtype of the gradient before a lossy conversion (default: the
+    tensor's own dtype).
+    """
+    p = split(name, tensor, codec, original_dtype=original_dtype, chunk_bytes=chunk_bytes)
     chunks = []
-    for i in range(count):
-        data = bytes(payload[i * chunk_bytes:(i + 1) * chunk_bytes])
-        chunks.append(Chunk(name, i, count, dtype_name(original), shape, codec, hashlib.sha256(data).digest(), data))
+    for i, view in enumerate(p.views):
+        data = bytes(view)
+        chunks.append(Chunk(name, i, len(p.views), p.dtype, p.shape, codec, checksum(data), data))
     return chunks
 
 
@@ -106,7 +134,7 @@ def decode(chunks: list[Chunk], *, verify: bool = True) -> torch.Tensor:
         raise BlobError(f"{first.param_name}: chunks {[c.chunk_index for c in ordered]} != {expected}")
     if verify:
         for c in ordered:
-            if hashlib.sha256(c.data).digest() != c.checksum:
+            if checksum(c.data) != c.checksum:
                 raise BlobError(f"{c.param_name}: chunk {c.chunk_index} checksum mismatch")
     original = parse_dtype(first.dtype)
     stored = codec_dtype(first.codec, original)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import pickle  # only for its exception type: nothing here unpickles
 
 import sqlalchemy as sa
 import torch
@@ -123,9 +124,31 @@ def serialize(state: dict) -> bytes:
     return buf.getvalue()
 
 
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
+
+
 def deserialize(data: bytes) -> dict:
-    """Load a stored state with ``weights_only=True`` (no arbitrary unpickling)."""
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    """Load a stored state with ``weights_only=True`` (no arbitrary unpickling).
+
+    Bytes that are not a weights-only checkpoint (a pickle naming other globals, a truncated or
+    foreign file) raise CheckpointError: refused, and nothing in them is run."""
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"stored state is not a weights-only checkpoint; refused: {_refusal(exc)}") from None
+
+
+def _refusal(exc: BaseException) -> str:
+    # torch's message suggests retrying with weights_only=False, which is exactly what must not
+    # happen here; keep only its reason (e.g. "Unsupported global: GLOBAL posix.system ...").
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        reason = line.partition("WeightsUnpickler error:")[2].strip()
+        if reason:
+            return reason.split(". ")[0][:200]
+    reasons = [line for line in lines if "GLOBAL" in line] or [
+        line for line in lines if not line.startswith(_TORCH_ADVICE)]
+    return (reasons[0] if reasons else type(exc).__name__)[:200]
 
 
 def snapshot(step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict | None = None) -> Snapshot:

@@ -96,7 +96,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValidationError("device", f"{name!r} requested but CUDA is not available")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:  # torch's own message lists every device type it knows; one line is enough
+        raise ValidationError("device", f"unknown device {name!r} (e.g. auto, cpu, cuda, cuda:1)") from None
 
 
 def train_rl(engine: sa.Engine, opts: RlTrainOptions, *, job_id: int | None = None, hooks: Hooks | None = None,

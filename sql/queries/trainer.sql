@@ -76,5 +76,10 @@ WHERE id = ANY(CAST(:ids AS bigint[]));
 SELECT pg_advisory_unlock(29779, (:session_id % 2147483647)::int4);
 
 -- name: async_commit
--- Writer transactions commit without waiting for the WAL flush (atomicity and order are unchanged).
-SET LOCAL synchronous_commit = off;
+-- On the writer's private connection: its transactions commit without waiting for the WAL flush.
+SET synchronous_commit = off;
+
+-- name: copy_training_steps
+-- Binary COPY of step rows (the background writer sends a batch's steps in one statement).
+COPY training_steps (session_id, step, loss_total, loss_components, grad_norm, learning_rate, batch_ids,
+                     batch_profitability, timings_ms, gradients_stored) FROM STDIN (FORMAT BINARY);
