@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 
@@ -16,7 +15,7 @@ from app.jobs.worker import Worker
 def register(sub) -> None:
     serve = sub.add_parser("serve", help="run the trainer: claim and run queued jobs until stopped")
     serve.add_argument("--once", action="store_true", help="exit when no job is ready instead of waiting")
-    serve.add_argument("--max-jobs", type=_positive_int, metavar="N", help="exit after running N jobs")
+    serve.add_argument("--max-jobs", type=cli.positive_int, metavar="N", help="exit after running N jobs")
     serve.add_argument("--worker-id", help="name in jobs.locked_by (default: host:pid:random)")
     serve.add_argument("--no-schedule", action="store_true", help="do not enqueue scheduled / threshold jobs")
     serve.set_defaults(func=_serve)
@@ -27,14 +26,14 @@ def register(sub) -> None:
     enqueue.add_argument("--param", action="append", default=[], metavar="K=V", help="a job parameter (repeatable)")
     enqueue.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
     enqueue.add_argument("--dedupe-key", help="skip when a queued / running job has this key")
-    enqueue.add_argument("--max-attempts", type=_positive_int, help="attempts before the job stays failed")
+    enqueue.add_argument("--max-attempts", type=cli.positive_int, help="attempts before the job stays failed")
     enqueue.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="run no sooner than this")
     enqueue.set_defaults(func=_enqueue)
 
     listing = jobs.add_parser("list", help="newest jobs first, and the queue depth")
     listing.add_argument("--state", help="only jobs in this state")
     listing.add_argument("--kind", help="only jobs of this kind")
-    listing.add_argument("--limit", type=_positive_int, default=50)
+    listing.add_argument("--limit", type=cli.positive_int, default=50)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=_list)
 
@@ -47,16 +46,6 @@ def register(sub) -> None:
         p.add_argument("id", type=int)
         p.set_defaults(func=func)
     jobs.add_parser("kinds", help="registered job kinds and their parameters").set_defaults(func=_kinds)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 # -- serve ------------------------------------------------------------------------------------

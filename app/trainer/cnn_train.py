@@ -22,10 +22,9 @@ from typing import Callable
 import sqlalchemy as sa
 import torch
 
-from app.trainer.hooks import Hooks, check
+from app.trainer.hooks import Hooks, check, resolve_device
 from app.config import Settings, get_settings
 from app.db import models
-from app.errors import ValidationError
 from app.nets import interface
 from app.nets.losses import LossWeights, cnn_loss
 from app.trainer import episodes as episodes_mod
@@ -99,17 +98,6 @@ class _Run:
     steps_per_epoch: int
     last_checkpoint: int
     cost: float
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValidationError("device", f"{name!r} requested but CUDA is not available")
-    try:
-        return torch.device(name)
-    except RuntimeError:  # torch's own message lists every device type it knows; one line is enough
-        raise ValidationError("device", f"unknown device {name!r} (e.g. auto, cpu, cuda, cuda:1)") from None
 
 
 def train_cnn(engine: sa.Engine, opts: CnnTrainOptions, *, job_id: int | None = None, hooks: Hooks | None = None,

@@ -22,7 +22,7 @@ import time
 import sqlalchemy as sa
 import torch
 
-from app.trainer.hooks import Hooks, check
+from app.trainer.hooks import Hooks, check, resolve_device
 from app.config import Settings, get_settings
 from app.errors import ValidationError
 from app.nets import dqn
@@ -89,17 +89,6 @@ class _Run:
     device: torch.device
     td_history: list[float] = dataclasses.field(default_factory=list)
     last_checkpoint: int = 0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValidationError("device", f"{name!r} requested but CUDA is not available")
-    try:
-        return torch.device(name)
-    except RuntimeError:  # torch's own message lists every device type it knows; one line is enough
-        raise ValidationError("device", f"unknown device {name!r} (e.g. auto, cpu, cuda, cuda:1)") from None
 
 
 def train_rl(engine: sa.Engine, opts: RlTrainOptions, *, job_id: int | None = None, hooks: Hooks | None = None,
