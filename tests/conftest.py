@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import make_url
 
 from app import config
@@ -20,6 +21,12 @@ from app.db import migrate
 from app.db.embedded import EmbeddedServer
 from app.db.engine import make_engine, normalise_url
 from app.paths import REPO_ROOT
+
+# CI replays the same examples on every run, so a red build always means a change broke
+# something; developers' runs keep exploring new examples.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 SHARED_CANDLES = REPO_ROOT.parent / "shared" / "data" / "nautilus-ftx-btc-perp-1m" / "btc-perp-20211231-20220201_1m.csv"
 

@@ -238,7 +238,10 @@ def _optional_array(field: str, value: Any) -> np.ndarray | None:
 
 
 def _metadata(value: Any) -> dict[str, Any]:
-    _mapping("metadata", value)
+    # Free-form like any JSON object (the SQL path stores whatever keys it gets, "" included);
+    # only the key type is checked here.
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValidationError("metadata", "must be a dict with string keys")
     try:
         canonical.render(json.loads(json.dumps(value, allow_nan=False)))
     except (TypeError, ValueError) as exc:

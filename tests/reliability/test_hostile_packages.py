@@ -45,11 +45,6 @@ JSON = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4)
                     max_leaves=12)
 
 
-def _blank_symbol(doc: dict) -> bool:
-    symbol = doc.get("symbol")
-    return isinstance(symbol, str) and not symbol.strip()
-
-
 @st.composite
 def mutated(draw, base: dict) -> dict:
     """A valid package document with one to three hostile edits."""
@@ -152,7 +147,7 @@ def test_hostile_package_documents_through_sql(base, pg):
     before = _consistent(url)["hashes"]
 
     @FAST
-    @given(doc=mutated(pkg.to_document()).filter(lambda d: not _blank_symbol(d)))  # see the xfail below
+    @given(doc=mutated(pkg.to_document()))
     def run(doc):
         _count("package documents (SQL)")
         row, _ = _sql_call(pg, "SELECT data_hash FROM ingest_package(%s::jsonb)", json.dumps(doc))
@@ -163,8 +158,6 @@ def test_hostile_package_documents_through_sql(base, pg):
     assert _consistent(url)["packages"] == len(before | accepted)  # one row per accepted hash, nothing else
 
 
-@pytest.mark.xfail(strict=True, reason="defect reported to ingest: ingest_package stores a blank symbol (as invalid), "
-                                       "which load_package / verify then cannot decode")
 @pytest.mark.parametrize("symbol", ["", " ", "\u00a0"])
 def test_a_blank_symbol_is_refused_by_sql(base, db_url, symbol):
     _, pkg = base

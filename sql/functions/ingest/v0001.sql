@@ -105,8 +105,10 @@ BEGIN
     PERFORM ingest_reject(k, 'unknown field (expected symbol, ts, ohlcv, windows, features, orderbook, '
                              'hidden_state, metadata)');
   END IF;
-  IF jsonb_typeof(p -> 'symbol') IS DISTINCT FROM 'string' OR btrim(p ->> 'symbol') = '' THEN
-    PERFORM ingest_reject('symbol', 'required: a non-empty string');
+  -- Market symbols are printable ASCII without spaces ("BTC-PERP", "BTC/USDT"); a blank or
+  -- whitespace-only symbol would store a package that cannot be decoded again.
+  IF jsonb_typeof(p -> 'symbol') IS DISTINCT FROM 'string' OR (p ->> 'symbol') !~ '^[!-~]+$' THEN
+    PERFORM ingest_reject('symbol', 'required: a non-empty string of printable ASCII without spaces');
   END IF;
   FOREACH k IN ARRAY ARRAY['ohlcv', 'windows', 'features', 'metadata'] LOOP
     IF p ? k AND jsonb_typeof(p -> k) <> 'object' THEN
@@ -185,7 +187,7 @@ CREATE FUNCTION ingest_well_formed(p jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
   SELECT CASE WHEN coalesce(jsonb_path_match(p, 'strict
       $.ohlcv.type() == "object" && $.features.type() == "object" && $.windows.type() == "object"
-      && $.metadata.type() == "object" && $.symbol.type() == "string"
+      && $.metadata.type() == "object" && $.symbol.type() == "string" && $.symbol like_regex "^[!-~]+$"
       && !exists($.ohlcv.* ? (@.type() != "object" || @.t.size() != @.bars.size()))
       && !exists($.ohlcv.*.t[*] ? (@.type() != "number" || @ > 1e15 || @ < -1e15
            || (@ != 0 && @ < 4.9e-324 && @ > -4.9e-324)))
