@@ -11,9 +11,8 @@ from app.jobs import registry
 from app.nets.interface import REFERENCE
 from app.nets.losses import LossWeights
 from app.trainer import cnn_train
-from app.trainer.capture import HALF_CODECS, POLICIES, CapturePolicy
-from app.trainer.commands import add_param_arguments, json_object, run_or_enqueue
-from app.trainer.optim import OPTIMIZERS, OptimizerSpec
+from app.trainer.commands import add_param_arguments, run_or_enqueue, shared_options, shared_params
+from app.trainer.optim import OptimizerSpec
 
 log = logging.getLogger(__name__)
 
@@ -27,29 +26,17 @@ PARAMS = {
     "epochs": registry.Param(int, default=10, min=1),
     "batch_size": registry.Param(int, default=32, min=1),
     "eval_fraction": registry.Param(float, default=0.2, min=0.01, max=0.99),
-    "model": registry.Param(str, default=REFERENCE),
-    "optimizer": registry.Param(str, default="adamw", choices=OPTIMIZERS),
-    "lr": registry.Param(float, default=1e-3, min=1e-12),
-    "capture": registry.Param(str, default="full", choices=POLICIES),
-    "capture_k": registry.Param(int, default=10, min=1),
-    "half_codec": registry.Param(str, default="bf16", choices=HALF_CODECS),
-    "checkpoint_every": registry.Param(int, default=50, min=1),
-    "seed": registry.Param(int, default=0, min=0),
-    "device": registry.Param(str, default="auto"),
-    "model_config": registry.Param(str, default=None),
+    **shared_params(model=REFERENCE, optimizer="adamw"),
 }
 
 
 def options_from(params: dict) -> cnn_train.CnnTrainOptions:
     """Training options from validated parameters (CLI or job)."""
-    model_config = json_object("model_config")(params["model_config"]) if params.get("model_config") else {}
     return cnn_train.CnnTrainOptions(
         symbol=params["symbol"], min_profitability=params["min_profitability"],
         max_episodes=params["max_episodes"], epochs=params["epochs"], batch_size=params["batch_size"],
-        eval_fraction=params["eval_fraction"], model=params["model"], model_config=model_config,
-        optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"]), loss_weights=LossWeights(),
-        capture=CapturePolicy(params["capture"], params["capture_k"], params["half_codec"]),
-        checkpoint_every=params["checkpoint_every"], seed=params["seed"], device=params["device"])
+        eval_fraction=params["eval_fraction"], loss_weights=LossWeights(),
+        optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"]), **shared_options(params))
 
 
 def register_train(train_sub) -> None:

@@ -44,6 +44,37 @@ def print_result(result: dict) -> None:
     print(json.dumps(result, default=str, indent=2))
 
 
+def shared_params(model: str, optimizer: str) -> dict:
+    """The parameters every trainer takes (model, optimizer, capture, checkpoints, seed, device)."""
+    from app.jobs import registry
+    from app.trainer.capture import HALF_CODECS, POLICIES
+    from app.trainer.optim import OPTIMIZERS
+
+    return {
+        "model": registry.Param(str, default=model),
+        "model_config": registry.Param(str, default=None),
+        "optimizer": registry.Param(str, default=optimizer, choices=OPTIMIZERS),
+        "lr": registry.Param(float, default=1e-3, min=1e-12),
+        "capture": registry.Param(str, default="full", choices=POLICIES),
+        "capture_k": registry.Param(int, default=10, min=1),
+        "half_codec": registry.Param(str, default="bf16", choices=HALF_CODECS),
+        "checkpoint_every": registry.Param(int, default=50, min=1),
+        "seed": registry.Param(int, default=0, min=0),
+        "device": registry.Param(str, default="auto"),
+    }
+
+
+def shared_options(params: dict) -> dict:
+    """Keyword arguments of the trainers' options built from the shared parameters (not the optimizer,
+    whose spec differs per trainer)."""
+    from app.trainer.capture import CapturePolicy
+
+    model_config = json_object("model_config")(params["model_config"]) if params.get("model_config") else {}
+    return {"model": params["model"], "model_config": model_config,
+            "capture": CapturePolicy(params["capture"], params["capture_k"], params["half_codec"]),
+            "checkpoint_every": params["checkpoint_every"], "seed": params["seed"], "device": params["device"]}
+
+
 def add_param_arguments(parser, kind: str, params: dict) -> None:
     """One ``--flag`` per job parameter (the CLI and the job share one table), plus ``--enqueue``."""
     from app.jobs import registry

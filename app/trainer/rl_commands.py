@@ -5,9 +5,8 @@ from __future__ import annotations
 from app.jobs import registry
 from app.nets import dqn
 from app.trainer import rl_train
-from app.trainer.capture import HALF_CODECS, POLICIES, CapturePolicy
-from app.trainer.commands import add_param_arguments, json_object, run_or_enqueue
-from app.trainer.optim import OPTIMIZERS, OptimizerSpec
+from app.trainer.commands import add_param_arguments, run_or_enqueue, shared_options, shared_params
+from app.trainer.optim import OptimizerSpec
 
 JOB_KIND = "train_rl"
 
@@ -22,31 +21,20 @@ PARAMS = {
     "target_update_every": registry.Param(int, default=50, min=1),
     "policy_weight": registry.Param(float, default=0.1, min=0.0),
     "reward_scale": registry.Param(float, default=1000.0, min=1e-9),
-    "model": registry.Param(str, default=dqn.REFERENCE),
-    "model_config": registry.Param(str, default=None),
-    "optimizer": registry.Param(str, default="adam", choices=OPTIMIZERS),
-    "lr": registry.Param(float, default=1e-3, min=1e-12),
-    "capture": registry.Param(str, default="full", choices=POLICIES),
-    "capture_k": registry.Param(int, default=10, min=1),
-    "half_codec": registry.Param(str, default="bf16", choices=HALF_CODECS),
-    "checkpoint_every": registry.Param(int, default=50, min=1),
-    "seed": registry.Param(int, default=0, min=0),
-    "device": registry.Param(str, default="auto"),
+    **shared_params(model=dqn.REFERENCE, optimizer="adam"),
 }
 
 
 def options_from(params: dict) -> rl_train.RlTrainOptions:
     """Training options from validated parameters (CLI or job)."""
-    model_config = json_object("model_config")(params["model_config"]) if params.get("model_config") else {}
     return rl_train.RlTrainOptions(
         symbol=params["symbol"], steps=params["steps"], batch_size=params["batch_size"],
         profitable_share=params["profitable_share"], beta_start=params["beta_start"],
         agent=dqn.DqnSettings(gamma=params["gamma"], target_update_every=params["target_update_every"],
                             policy_weight=params["policy_weight"]),
-        reward_scale=params["reward_scale"], model=params["model"], model_config=model_config,
+        reward_scale=params["reward_scale"],
         optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"], weight_decay=0.0, schedule="constant"),
-        capture=CapturePolicy(params["capture"], params["capture_k"], params["half_codec"]),
-        checkpoint_every=params["checkpoint_every"], seed=params["seed"], device=params["device"])
+        **shared_options(params))
 
 
 def register_train(train_sub) -> None:
