@@ -1,15 +1,15 @@
 """Bulk candle ingest: stream a CSV (or columns in memory) into ``candles``, COPY-fast and idempotent.
 
 Path: rows are streamed (bounded memory) with COPY straight into a session-local *typed*
-staging table, so PostgreSQL's own input functions parse each field once. Only when that COPY
-fails (a field that does not parse, a wrong column count, quotes, blank lines) is the load
-redone the slow way: COPY as raw text with line numbers, then parse field by field, naming each
-unparsable row. Either way one set-based statement (``sql/queries/ingest.sql``) then rejects
-rows with a reason (unparsable time, unparsable number, non-finite, negative volume, non-positive
-price, OHLC inconsistent) and inserts the rest with ``ON CONFLICT DO NOTHING`` — so re-loading
-a file is idempotent and overlapping files merge (stored rows win; a differing re-delivery is
-counted as a conflict). The whole file is one transaction. Times without an offset are taken as
-UTC; candle times are bar **open** times.
+staging table, so PostgreSQL's own input functions parse each number once. Only when that COPY
+fails (a field that does not parse, a wrong column count, quotes, blank lines, a NUL byte) is
+the load redone the slow way: COPY as raw text with line numbers, then parse field by field,
+naming each unparsable row. Either way one set-based statement (``sql/queries/ingest.sql``)
+parses the times strictly (ISO 8601 only) and rejects rows with a reason (unparsable time, time
+out of range, unparsable number, non-finite, negative volume, non-positive price, OHLC
+inconsistent), then inserts the new rows — so re-loading a file is idempotent and overlapping
+files merge (stored rows win; a differing re-delivery is counted as a conflict). The whole file
+is one transaction. Times without an offset are taken as UTC; candle times are bar **open** times.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import psycopg.sql
 import sqlalchemy as sa
 from tqdm import tqdm
 
+from app.config import Settings
 from app.db import queries
 from app.errors import TrainsrvError, ValidationError
 from app.ingest import timeframes
@@ -90,14 +91,17 @@ class CandleReport:
 
 
 def ingest_candles(engine: sa.Engine, source: Any, symbol: str, timeframe: str, *,
-                   progress: bool | None = None) -> CandleReport:
+                   progress: bool | None = None, max_clock_skew_s: float | None = None) -> CandleReport:
     """Load candles from ``source`` — a CSV path with header ``timestamp,open,high,low,close,volume``
     (any column order), or a DataFrame-like / mapping of columns (``timestamp`` or ``ts``, else the
     index; datetimes, ISO strings or epoch seconds) — into ``candles`` for ``symbol`` / ``timeframe``.
-    Returns a CandleReport. ``progress``: None shows a bar for files over 1 MB."""
+    Returns a CandleReport. ``progress``: None shows a bar for files over 1 MB. Bar open times
+    later than now by more than ``max_clock_skew_s`` (default: the setting) are rejected."""
     if not isinstance(symbol, str) or not symbol.strip():
         raise ValidationError("symbol", "must be a non-empty string")
     step_s = timeframes.seconds(timeframe)
+    if max_clock_skew_s is None:
+        max_clock_skew_s = Settings().max_clock_skew_s
     candle_source = _source(source, progress)
     report = CandleReport(symbol=symbol, timeframe=timeframe)
     started = time.perf_counter()
@@ -108,7 +112,7 @@ def ingest_candles(engine: sa.Engine, source: Any, symbol: str, timeframe: str, 
         typed = _copy_typed(conn, candle_source)
         if not typed:
             _copy_raw(conn, candle_source, report)
-        _merge(conn, report, step_s, candle_source.first_line, count_rows=typed)
+        _merge(conn, report, step_s, max_clock_skew_s, candle_source.first_line, count_rows=typed)
     if report.loaded >= ANALYZE_AFTER_ROWS:
         _analyze(engine)
     report.elapsed_s = time.perf_counter() - started
@@ -143,7 +147,7 @@ def _copy_typed(conn: sa.Connection, source: "_Source") -> bool:
                     if '"' in chunk:  # quoted fields are not part of the format: the slow path rejects them
                         raise _NeedsSlowPath
                     copy.write(chunk)
-    except (_NeedsSlowPath, psycopg.errors.DataError):
+    except (_NeedsSlowPath, psycopg.errors.DataError):  # includes a NUL byte (not valid in text)
         return False
     return True
 
@@ -159,9 +163,10 @@ def _copy_raw(conn: sa.Connection, source: "_Source", report: CandleReport) -> N
     conn.execute(queries.get("ingest.parse_candle_staging"))
 
 
-def _merge(conn: sa.Connection, report: CandleReport, step_s: int, first_line: int, count_rows: bool) -> None:
+def _merge(conn: sa.Connection, report: CandleReport, step_s: int, max_clock_skew_s: float, first_line: int,
+           count_rows: bool) -> None:
     key = {"symbol": report.symbol, "timeframe": report.timeframe}
-    merged = _merge_rows(conn, key)
+    merged = _merge_rows(conn, {**key, "max_clock_skew_s": max_clock_skew_s})
     if count_rows:  # the typed COPY staged every line: nothing was skipped or refused before
         report.rows_read = merged.staged
     for reason, n, first_rows in merged.rejects:
@@ -194,7 +199,7 @@ def _merge_rows(conn: sa.Connection, key: dict[str, str]) -> Any:
 # -- sources ------------------------------------------------------------------------------------
 
 # Staging column of each source column.
-_STAGED = {"timestamp": "ts", "open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume"}
+_STAGED = {"timestamp": "ts_text", "open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume"}
 
 
 def _source(source: Any, progress: bool | None) -> "_Source":
@@ -290,9 +295,12 @@ def _staging_row(line: str, row_no: int, line_no: int, order: list[int] | None,
         # Quoted fields are not part of this format; a quote would also break the CSV framing.
         report.reject("wrong column count", line_no)
         return None
-    if order is not None:
+    if order is not None or "\x00" in line:
         fields = line.split(",")
-        line = ",".join(fields[i] for i in order)
+        # PostgreSQL text cannot hold a NUL byte: such a field is staged empty, so the row is
+        # rejected as unparsable (time or number) like any other garbage in that field.
+        fields = ["" if "\x00" in f else f for f in fields]
+        line = ",".join(fields[i] for i in order) if order is not None else ",".join(fields)
     return f"{row_no},{line}\n"
 
 
