@@ -4,10 +4,10 @@ Path: rows are streamed (bounded memory) with COPY straight into a session-local
 staging table, so PostgreSQL's own input functions parse each number once. Only when that COPY
 fails (a field that does not parse, a wrong column count, quotes, blank lines, a NUL byte) is
 the load redone the slow way: COPY as raw text with line numbers, then parse field by field,
-naming each unparsable row. Either way one set-based statement (``sql/queries/ingest.sql``)
-parses the times strictly (ISO 8601 only) and rejects rows with a reason (unparsable time, time
-out of range, unparsable number, non-finite, negative volume, non-positive price, OHLC
-inconsistent), then inserts the new rows — so re-loading a file is idempotent and overlapping
+naming each unparsable row; only ISO 8601 times are taken. Either way one set-based statement
+(``sql/queries/ingest.sql``) then rejects rows with a reason (unparsable time, time out of range,
+unparsable number, non-finite, negative volume, non-positive price, OHLC inconsistent) and
+inserts the new rows — so re-loading a file is idempotent and overlapping
 files merge (stored rows win; a differing re-delivery is counted as a conflict). The whole file
 is one transaction. Times without an offset are taken as UTC; candle times are bar **open** times.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -130,6 +131,13 @@ def _analyze(engine: sa.Engine) -> None:
 ANALYZE_AFTER_ROWS = 10_000
 
 
+# The typed COPY takes only text made of these characters: ISO 8601 times and plain numbers (digits,
+# - : . + T Z, e / E for exponents, spaces). Anything else goes the slow way, whose parse refuses
+# the time words PostgreSQL would accept ('now', 'epoch', 'J2451187', 'BC', '12/31/2021') and
+# names the rows holding quotes (not part of the format), 'nan' / 'inf' or a NUL byte.
+_NOT_PLAIN = re.compile(r"[^0-9\-:.+TZeE ,\r\n]")
+
+
 class _NeedsSlowPath(Exception):
     """The source cannot go through the typed COPY as it is."""
 
@@ -144,10 +152,10 @@ def _copy_typed(conn: sa.Connection, source: "_Source") -> bool:
             cursor = conn.connection.driver_connection.cursor()
             with cursor.copy(statement) as copy:
                 for chunk in source.text_chunks():
-                    if '"' in chunk:  # quoted fields are not part of the format: the slow path rejects them
+                    if _NOT_PLAIN.search(chunk):
                         raise _NeedsSlowPath
                     copy.write(chunk)
-    except (_NeedsSlowPath, psycopg.errors.DataError):  # includes a NUL byte (not valid in text)
+    except (_NeedsSlowPath, psycopg.errors.DataError):
         return False
     return True
 
@@ -199,7 +207,7 @@ def _merge_rows(conn: sa.Connection, key: dict[str, str]) -> Any:
 # -- sources ------------------------------------------------------------------------------------
 
 # Staging column of each source column.
-_STAGED = {"timestamp": "ts_text", "open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume"}
+_STAGED = {"timestamp": "ts", "open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume"}
 
 
 def _source(source: Any, progress: bool | None) -> "_Source":
