@@ -1,7 +1,8 @@
 """Ingest benchmark: candle load, bulk package ingest, client round trip — each against a
 baseline measured in the same run, on the same database, interleaved with the measured path.
 
-    python bench/bench_ingest.py [--rounds 3] [--packages 1000] [--round-trips 300]
+    python bench/bench_ingest.py [--rounds 3] [--packages 1000] [--round-trips 300] [--connections 1,2]
+                                 [--candles FILE]
 
 Each round runs the baseline and the measured path back to back (so both see the same machine
 load); the figures printed are medians over the rounds. Baselines:
@@ -57,17 +58,17 @@ def raw_copy(engine: sa.Engine, create: str, copy_sql: str, rows) -> float:
     return time.perf_counter() - started
 
 
-def bench_candles(engine: sa.Engine, rounds: int) -> dict:
-    data = CANDLES.read_bytes()
+def bench_candles(engine: sa.Engine, rounds: int, candles: Path = CANDLES) -> dict:
+    data = candles.read_bytes()
     base, first, again = [], [], []
     for r in range(rounds):
         base.append(raw_copy(engine, "CREATE TABLE bench_bare (ts timestamptz, open float8, high float8, "
                                      "low float8, close float8, volume float8)",
                              "COPY bench_bare FROM STDIN WITH (FORMAT csv, HEADER true)", [data]))
-        report = ingest_candles(engine, CANDLES, f"BENCH-{r}", "1m", progress=False)
+        report = ingest_candles(engine, candles, f"BENCH-{r}", "1m", progress=False)
         assert report.loaded == 45031 and report.rejected == 0, report
         first.append(report.elapsed_s)
-        report = ingest_candles(engine, CANDLES, f"BENCH-{r}", "1m", progress=False)
+        report = ingest_candles(engine, candles, f"BENCH-{r}", "1m", progress=False)
         assert report.loaded == 0 and report.duplicates == 45031, report
         again.append(report.elapsed_s)
     rows = 45031
@@ -87,12 +88,12 @@ def variants(packages: list[ModelInputPackage], tag: str) -> list[ModelInputPack
     return [dataclasses.replace(p, metadata={**p.metadata, "bench": tag}) for p in packages]
 
 
-def bench_bulk(engine: sa.Engine, packages: list, rounds: int) -> dict:
-    base, ours = [], {1: [], 2: []}
+def bench_bulk(engine: sa.Engine, packages: list, rounds: int, connections: tuple[int, ...] = (1, 2)) -> dict:
+    base, ours = [], {c: [] for c in connections}
     size = 0
     with Client(engine) as client:
         for r in range(rounds):
-            for conns in (1, 2):
+            for conns in connections:
                 batch = variants(packages, f"bulk-{r}-{conns}")
                 texts = [p.to_json() for p in batch]
                 size = sum(len(t) for t in texts)
@@ -104,8 +105,8 @@ def bench_bulk(engine: sa.Engine, packages: list, rounds: int) -> dict:
                 assert len(results) == len(batch) and all(x.created and x.is_valid for x in results)
     n = len(packages)
     out = {"n": n, "mb": size / 1e6, "copy_pkg_s": n / statistics.median(base)}
-    for conns, times in ours.items():
-        pairs = list(zip(base[conns - 1::2], times))
+    for i, (conns, times) in enumerate(ours.items()):
+        pairs = list(zip(base[i::len(connections)], times))
         out[f"pkg_s_{conns}"] = n / statistics.median(times)
         out[f"ratio_{conns}"] = statistics.median(b / t for b, t in pairs)
     return out
@@ -144,21 +145,24 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--packages", type=int, default=1000)
     parser.add_argument("--round-trips", type=int, default=300)
+    parser.add_argument("--connections", default="1,2", help="bulk ingest connection counts, comma-separated")
+    parser.add_argument("--candles", type=Path, default=CANDLES, help="the shared 45k-row candle file")
     args = parser.parse_args(argv)
+    connections = tuple(int(c) for c in args.connections.split(","))
     print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.1f}")
     with bench_database() as url:
         engine = make_engine(url)
         try:
-            c = bench_candles(engine, args.rounds)
+            c = bench_candles(engine, args.rounds, args.candles)
             print(f"candles: {c['rows']} rows; first load {c['first_rows_s']:,.0f} rows/s = {c['first_ratio']:.2f}x of "
                   f"raw COPY ({c['copy_rows_s']:,.0f} rows/s); idempotent re-load {c['again_rows_s']:,.0f} rows/s = "
                   f"{c['again_ratio']:.2f}x")
             packages = build_packages(engine, max(args.packages, args.round_trips + 10))
-            b = bench_bulk(engine, packages[:args.packages], args.rounds)
+            b = bench_bulk(engine, packages[:args.packages], args.rounds, connections)
+            per_conns = ", ".join(f"on {n} connection{'s' if n > 1 else ''} {b[f'pkg_s_{n}']:,.0f} pkg/s = "
+                                  f"{b[f'ratio_{n}']:.2f}x" for n in connections)
             print(f"bulk packages: {b['n']} per round ({b['mb']:.1f} MB JSON); raw COPY of the same bytes "
-                  f"{b['copy_pkg_s']:,.0f} pkg/s; ingest on 1 connection {b['pkg_s_1']:,.0f} pkg/s = "
-                  f"{b['ratio_1']:.2f}x, on 2 connections {b['pkg_s_2']:,.0f} pkg/s = {b['ratio_2']:.2f}x "
-                  "(target >= 0.50x)")
+                  f"{b['copy_pkg_s']:,.0f} pkg/s; ingest {per_conns} (target >= 0.50x)")
             r = bench_round_trip(engine, packages[:args.round_trips + 10], args.rounds)
             print(f"client record round trip: n={r['n']} p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms "
                   f"(targets 3 / 10 ms); durable bare INSERT of the same text p50 {r['bare_p50']:.2f} ms, "
