@@ -6,7 +6,7 @@
    weights in Python) and logs the draws; against ``SumTreeReplay.sample`` (the textbook sum tree,
    same weights, same profitable share, same importance weights, gathering the same row fields).
 2. Write back the batch's TD errors as priorities (``update_priorities``: one statement that also
-   folds the batch's draws into ``experiences.times_sampled``; the trigger re-indexes the rows)
+   folds the batch's draws into ``experiences.times_sampled`` and re-indexes the rows)
    against the sum tree's leaf updates.
 3. A plain database floor: fetching the same number of random experience rows by primary key.
 4. The same sample and write-back with ``TRAINSRV_RL_REPLAY_SYNCHRONOUS_COMMIT=true`` (each commit

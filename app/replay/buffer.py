@@ -6,15 +6,15 @@ Experiences live in ``experiences``; which of them may be replayed, and with wha
 index (``rl_replay_slots`` / ``rl_replay_buckets``, holding a copy of the rows' trainer fields) lets
 one SQL statement draw a batch exactly in proportion to that weight and return its rows, in time
 independent of the table size (bucketed rejection sampling, see
-``sql/functions/rl_replay_index/v0001.sql``). Each batch's draws are logged (``rl_replay_draws``) and
-folded into ``experiences.times_sampled`` by the batch's priority write-back; the views count the
-pending ones too. Each sample and each write-back is one statement in its own transaction: one
-round trip. The server's random numbers are seeded from a seeded numpy generator, so a session's
-batches are reproducible given the same database state.
+``sql/functions/rl_replay_index/v0002.sql``). Each batch's draws are logged (``rl_replay_draws``) and
+folded into ``experiences.times_sampled`` by the batch's priority write-back, which also re-indexes
+the new priorities; the views count the pending draws too. Each sample and each write-back is one
+statement in its own transaction: one round trip. The server's random numbers are seeded from a
+seeded numpy generator, so a session's batches are reproducible given the same database state.
 
     buffer = ProfitWeightedExperienceBuffer(engine, seed=7)
     batch = buffer.sample(256)                       # half from profitable experiences by default
-    buffer.update_priorities(batch.ids, td_errors)   # |td| + epsilon, re-indexed by trigger; folds the draws
+    buffer.update_priorities(batch.ids, td_errors)   # |td| + epsilon, re-indexed; folds the draws
 """
 
 from __future__ import annotations
@@ -108,8 +108,8 @@ class ProfitWeightedExperienceBuffer:
     def update_priorities(self, ids, td_errors) -> int:
         """Set each experience's priority to |TD error| + epsilon; returns the rows updated.
 
-        An id given more than once keeps its largest error. The sampling index follows by trigger.
-        The same statement folds the draws of this buffer's batches into ``experiences``.
+        An id given more than once keeps its largest error. The same statement re-indexes the new
+        priorities and folds the draws of this buffer's batches into ``experiences``.
         """
         ids = np.asarray(ids, dtype=np.int64).ravel()
         errors = np.abs(np.asarray(td_errors, dtype=np.float64).ravel())
@@ -123,8 +123,8 @@ class ProfitWeightedExperienceBuffer:
         priorities = np.zeros(unique.size)
         np.maximum.at(priorities, inverse, errors)
         priorities += self.priority_epsilon
-        params = {"ids": unique.tolist(), "priorities": priorities.tolist(), "draw_rows": self._unfolded,
-                  "synchronous_commit": self.synchronous_commit}
+        params = {"ids": _array_literal(unique.tolist()), "priorities": _array_literal(priorities.tolist()),
+                  "draw_rows": _array_literal(self._unfolded), "synchronous_commit": self.synchronous_commit}
         written = self._link.execute(queries.get("replay.update_priorities"), params).scalar_one()
         self._unfolded = []
         return written
@@ -193,6 +193,12 @@ class _Link:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def _array_literal(values: list) -> str:
+    """A PostgreSQL array literal of numbers, which the query casts: formatting 500 numbers in one string
+    costs less than half of adapting them as list parameters (0.2 vs 0.55 ms). ``repr`` round-trips floats."""
+    return "{" + ",".join(map(repr, values)) + "}"
 
 
 def _share(value: float) -> float:

@@ -1,5 +1,5 @@
 -- RL profit-weighted prioritized replay (app/replay). The sampling index, its algorithm and the sampler:
--- sql/functions/rl_replay_index/v0001.sql. Sampling weights and probabilities: v_rl_replay.
+-- sql/functions/rl_replay_index/v0002.sql. Sampling weights and probabilities: v_rl_replay.
 
 -- name: sizes
 -- Replayable experiences (of one symbol, or all when NULL) per class, from the sampling index.
@@ -16,7 +16,7 @@ FROM rl_replay_sample(CAST(:symbol AS text), CAST(:need_all AS integer), CAST(:n
                       CAST(:seed AS float8), CAST(:synchronous_commit AS boolean));
 
 -- name: update_priorities
--- Write back new priorities (|TD error| + epsilon) and fold the given draw-log rows into experiences; returns how many ids got a priority. The update trigger re-indexes them.
+-- Write back new priorities (|TD error| + epsilon) and fold the given draw-log rows into experiences; returns how many ids got a priority. The same statement re-indexes them.
 SELECT rl_replay_write_back(CAST(:ids AS bigint[]), CAST(:priorities AS float8[]), CAST(:draw_rows AS bigint[]),
                             CAST(:synchronous_commit AS boolean)) AS written;
 
@@ -67,7 +67,7 @@ WHERE NOT EXISTS (SELECT 1 FROM rl_replay_buckets b WHERE b.id = s.bucket_id)
 HAVING count(*) > 0;
 
 -- name: index_mismatches
--- Replayable experiences missing from the sampling index, stale index rows, or rows whose symbol / weight / class / bucket / copied fields differ from v_rl_replay.
+-- Replayable experiences missing from the sampling index, stale index rows, or rows whose symbol / weight / class / copied fields differ from v_rl_replay or whose weight does not fit their bucket (rl_replay_fits: below its top, within one octave of it).
 SELECT coalesce(v.id, s.experience_id) AS experience_id,
        CASE WHEN s.experience_id IS NULL THEN 'missing'
             WHEN v.id IS NULL THEN 'stale'
@@ -76,7 +76,7 @@ FROM v_rl_replay v
 FULL JOIN (rl_replay_slots s LEFT JOIN rl_replay_buckets b ON b.id = s.bucket_id) ON s.experience_id = v.id
 WHERE v.id IS NULL OR s.experience_id IS NULL
    OR b.symbol IS DISTINCT FROM v.symbol OR s.weight <> v.sample_weight OR b.is_profitable IS DISTINCT FROM v.is_profitable
-   OR b.bucket IS DISTINCT FROM rl_replay_bucket(v.sample_weight)
+   OR rl_replay_fits(v.sample_weight, b.bucket) IS NOT TRUE
    OR (s.priority, s.state_package_id, s.next_state_package_id, s.action, s.reward, s.done, s.optimal_action)
       IS DISTINCT FROM (v.priority, v.state_package_id, v.next_state_package_id, v.action, v.reward, v.done,
                         v.optimal_action)
