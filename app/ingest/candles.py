@@ -29,7 +29,7 @@ import psycopg.sql
 import sqlalchemy as sa
 from tqdm import tqdm
 
-from app.config import Settings
+from app.config import get_settings
 from app.db import queries
 from app.errors import TrainsrvError, ValidationError
 from app.ingest import timeframes
@@ -102,7 +102,7 @@ def ingest_candles(engine: sa.Engine, source: Any, symbol: str, timeframe: str, 
         raise ValidationError("symbol", "must be a non-empty string")
     step_s = timeframes.seconds(timeframe)
     if max_clock_skew_s is None:
-        max_clock_skew_s = Settings().max_clock_skew_s
+        max_clock_skew_s = get_settings().max_clock_skew_s
     candle_source = _source(source, progress)
     report = CandleReport(symbol=symbol, timeframe=timeframe)
     started = time.perf_counter()
