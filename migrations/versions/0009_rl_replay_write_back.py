@@ -27,10 +27,8 @@ depends_on = None
 
 # v0001 signatures that v0002 replaces by others, and v0002's own new signatures.
 V1_ONLY = ("rl_replay_apply(bigint[], integer[], double precision[], double precision[], integer[], integer[], "
-           "double precision[], double precision[])",
-           "rl_replay_reweigh(bigint[])")
+           "double precision[], double precision[])",)
 V2_ONLY = ("rl_replay_apply(bigint[], text[], boolean[], double precision[], double precision[], boolean)",
-           "rl_replay_reweigh(bigint[], text[], boolean[], double precision[])",
            "rl_replay_fits(double precision, integer)")
 
 

@@ -190,7 +190,7 @@ def test_migration_0009_round_trips_with_data(empty_db_url):
         with engine.connect() as conn:
             assert "fillfactor=90" in str(conn.execute(sa.text(
                 "SELECT reloptions FROM pg_class WHERE relname = 'experiences'")).scalar())
-            for fn in ("rl_replay_fits(float8, integer)", "rl_replay_reweigh(bigint[], text[], boolean[], float8[])",
+            for fn in ("rl_replay_fits(float8, integer)", "rl_replay_reweigh(bigint[])",
                        "rl_replay_apply(bigint[], text[], boolean[], float8[], float8[], boolean)"):
                 privileges = conn.execute(sa.text(
                     "SELECT has_function_privilege('public', CAST(:f AS regprocedure), 'EXECUTE'), "

@@ -33,9 +33,9 @@
 --     the rows or their packages again (replayability cannot change with the priority: rl_replay_reweigh);
 --     any other change of a replay input or of a copied field goes through v_rl_replay (rl_replay_sync);
 --   * delete, package validity flips: rl_replay_sync(); config change (alpha, boost): rl_replay_rebuild().
--- rl_replay_write_back() re-weighs the rows it writes itself, from what its UPDATE returns, and marks that
--- UPDATE so that the update trigger skips it (the trigger's transition tables and join would only repeat
--- what the write-back knows). rl_replay_apply() plans and does the re-slotting for all of them, set-based,
+-- rl_replay_write_back() re-weighs the rows it writes itself (rl_replay_reweigh of the ids its UPDATE returns)
+-- and marks that UPDATE so that the update trigger skips it (the trigger's transition tables and join would
+-- only repeat what the write-back knows). rl_replay_apply() plans and does the re-slotting for all of them, set-based,
 -- in one statement.
 -- Writers serialise on the rl_replay_config row (taken after the rows they update, in every path);
 -- samplers read one consistent snapshot and never wait.
@@ -189,7 +189,7 @@ $$;
 
 -- Write back new priorities (ids distinct) and fold the draws logged in the given rl_replay_draws rows into
 -- experiences.times_sampled / last_sampled_at, in one UPDATE, then re-index the rows whose priority it wrote
--- (rl_replay_reweigh, with the priorities the UPDATE returned). The UPDATE is marked
+-- (rl_replay_reweigh). The UPDATE is marked
 -- (trainsrv.rl_replay_write_back = this statement's start time) so that the update trigger skips it: it
 -- changes nothing but priorities and bookkeeping. Returns how many of the ids exist (and got their priority).
 -- synchronous_commit false: the commit does not wait for the WAL flush (a database crash may undo the last
@@ -203,9 +203,7 @@ AS $$
 DECLARE
     written integer;
     ids bigint[];
-    symbols text[];
-    classes boolean[];
-    priorities float8[];
+    top float8;
 BEGIN
     IF NOT p_synchronous_commit THEN
         PERFORM set_config('synchronous_commit', 'off', true);
@@ -228,20 +226,16 @@ BEGIN
             last_sampled_at = greatest(e.last_sampled_at, c.drawn_at)
         FROM changes c
         WHERE e.id = c.id
-        RETURNING e.id, e.symbol, e.is_profitable, c.priority
+        RETURNING e.id, c.priority
     )
-    SELECT count(u.priority), array_agg(u.id) FILTER (WHERE u.priority IS NOT NULL),
-           array_agg(u.symbol) FILTER (WHERE u.priority IS NOT NULL),
-           array_agg(u.is_profitable) FILTER (WHERE u.priority IS NOT NULL),
-           array_agg(u.priority) FILTER (WHERE u.priority IS NOT NULL)
-    INTO written, ids, symbols, classes, priorities
+    SELECT count(u.priority), array_agg(u.id) FILTER (WHERE u.priority IS NOT NULL), max(u.priority)
+    INTO written, ids, top
     FROM updated u;
     PERFORM set_config('trainsrv.rl_replay_write_back', '', true);
     IF ids IS NOT NULL THEN
-        -- Lock (after the rows' locks, as in the trigger path) and raise the running maximum in one statement.
-        UPDATE rl_replay_config SET max_priority = greatest(max_priority, (SELECT max(p) FROM unnest(priorities) AS p))
-        WHERE id = 1;
-        PERFORM rl_replay_reweigh(ids, symbols, classes, priorities);
+        PERFORM 1 FROM rl_replay_config WHERE id = 1 FOR UPDATE;  -- after the rows' locks, as in the trigger path
+        PERFORM rl_replay_raise_max(top);
+        PERFORM rl_replay_reweigh(ids);
     END IF;
     RETURN written;
 END
@@ -457,24 +451,22 @@ BEGIN
 END
 $$;
 
--- Re-index experiences whose priority alone changed (ids distinct), given their symbol, class and new
--- priority, which the write-back and the update trigger both know. The weights come from v_rl_replay_weights,
--- the one definition of the weighting (no package is read; measured no slower than repeating its expression
--- here). Only indexed rows matter: a row's replayability does not depend on its priority. The caller holds the
--- rl_replay_config lock.
-CREATE OR REPLACE FUNCTION rl_replay_reweigh(p_ids bigint[], p_symbols text[], p_classes boolean[],
-                                             p_priorities double precision[])
+-- Re-index experiences whose priority alone changed (ids distinct). Symbol, class, priority and weight come
+-- from v_rl_replay_weights, the one definition of the weighting, which reads no package. Only indexed rows
+-- matter: a row's replayability does not depend on its priority. The caller holds the rl_replay_config lock.
+CREATE OR REPLACE FUNCTION rl_replay_reweigh(changed bigint[])
 RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    weights float8[];
+    ids bigint[]; symbols text[]; classes boolean[]; weights float8[]; priorities float8[];
 BEGIN
-    SELECT array_agg(w.sample_weight ORDER BY u.k)
-    INTO weights
-    FROM unnest(p_ids) WITH ORDINALITY AS u(id, k)
+    SELECT array_agg(w.id), array_agg(w.symbol), array_agg(w.is_profitable), array_agg(w.sample_weight),
+           array_agg(w.priority)
+    INTO ids, symbols, classes, weights, priorities
+    FROM unnest(changed) AS u(id)
     JOIN v_rl_replay_weights w ON w.id = u.id;
-    PERFORM rl_replay_apply(p_ids, p_symbols, p_classes, weights, p_priorities, true);
+    PERFORM rl_replay_apply(ids, symbols, classes, weights, priorities, true);
 END
 $$;
 
@@ -586,21 +578,16 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     reweigh bigint[];
-    reweigh_symbols text[];
-    reweigh_classes boolean[];
-    reweigh_priorities float8[];
     resync bigint[];
     top float8;
 BEGIN
     IF current_setting('trainsrv.rl_replay_write_back', true) = statement_timestamp()::text THEN
         RETURN NULL;   -- rl_replay_write_back's own UPDATE: it re-indexes its rows itself
     END IF;
-    SELECT array_agg(n.id) FILTER (WHERE NOT n.inputs_changed), array_agg(n.symbol) FILTER (WHERE NOT n.inputs_changed),
-           array_agg(n.is_profitable) FILTER (WHERE NOT n.inputs_changed),
-           array_agg(n.priority) FILTER (WHERE NOT n.inputs_changed),
-           array_agg(n.id) FILTER (WHERE n.inputs_changed), max(n.priority)
-    INTO reweigh, reweigh_symbols, reweigh_classes, reweigh_priorities, resync, top
-    FROM (SELECT n.id, n.symbol, n.is_profitable, n.priority,
+    SELECT array_agg(n.id) FILTER (WHERE NOT n.inputs_changed), array_agg(n.id) FILTER (WHERE n.inputs_changed),
+           max(n.priority)
+    INTO reweigh, resync, top
+    FROM (SELECT n.id, n.priority,
                  (n.is_profitable, n.symbol, n.state_package_id, n.next_state_package_id, n.done, n.action, n.reward,
                   n.optimal_action)
                      IS DISTINCT FROM (o.is_profitable, o.symbol, o.state_package_id, o.next_state_package_id, o.done,
@@ -618,7 +605,7 @@ BEGIN
     PERFORM 1 FROM rl_replay_config WHERE id = 1 FOR UPDATE;
     PERFORM rl_replay_raise_max(top);
     IF reweigh IS NOT NULL THEN
-        PERFORM rl_replay_reweigh(reweigh, reweigh_symbols, reweigh_classes, reweigh_priorities);
+        PERFORM rl_replay_reweigh(reweigh);
     END IF;
     IF resync IS NOT NULL THEN
         PERFORM rl_replay_sync(resync);
