@@ -86,6 +86,9 @@ class Settings:
     # (3-4 ms on the 2-core test machines). After a database crash the last of them may be undone,
     # never half of one; the training steps themselves keep full durability. True: wait every time.
     rl_replay_synchronous_commit: bool = False
+    # Write-backs between background folds of the replay's logs into experiences (app/replay/buffer.py);
+    # 0: fold only when the buffer closes.
+    rl_replay_fold_every: int = 16
 
     # Exact replay (app/trainer/replay.py): torch intra-op threads while replaying. Optimizer
     # updates of small parameter tensors are slower with more threads (wake-up costs); 0 keeps

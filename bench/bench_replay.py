@@ -5,9 +5,10 @@
    needs (ids, packages, action, reward, done, optimal action, priority, probabilities; importance
    weights in Python) and logs the draws; against ``SumTreeReplay.sample`` (the textbook sum tree,
    same weights, same profitable share, same importance weights, gathering the same row fields).
-2. Write back the batch's TD errors as priorities (``update_priorities``: one statement that also
-   folds the batch's draws into ``experiences.times_sampled`` and re-indexes the rows)
-   against the sum tree's leaf updates.
+2. Write back the batch's TD errors as priorities (``update_priorities``: one statement that logs
+   them and re-weighs the rows' index entries) against the sum tree's leaf updates. The buffer's
+   background thread folds the logs into ``experiences`` every ``--fold-every`` write-backs (the
+   product's default, 16) while the rounds run; its time is reported per write-back folded.
 3. A plain database floor: fetching the same number of random experience rows by primary key.
 4. The same sample and write-back with ``TRAINSRV_RL_REPLAY_SYNCHRONOUS_COMMIT=true`` (each commit
    waits for the WAL flush), to show what the default's asynchronous commit saves.
@@ -15,7 +16,7 @@
 All calls alternate within each round so machine noise hits every figure alike; p50 / p99, ratios
 and the machine's load average are printed.
 
-    python bench/bench_replay.py [--rows 1000000] [--rounds 300] [--batch 256]
+    python bench/bench_replay.py [--rows 1000000] [--rounds 300] [--batch 256] [--fold-every 16]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from bench.common import bench_database, machine, percentile, summary  # noqa: E
 
 from app.config import get_settings  # noqa: E402
 from app.db.engine import make_engine  # noqa: E402
+from app.replay import buffer as replay_buffer  # noqa: E402
 from app.replay.buffer import ProfitWeightedExperienceBuffer  # noqa: E402
 from app.replay.sumtree import SumTreeReplay  # noqa: E402
 
@@ -84,14 +86,16 @@ def in_memory(engine: sa.Engine, seed: int) -> tuple[SumTreeReplay, np.ndarray]:
     return replay, fields["id"]
 
 
-def run(url: str, rows: int, rounds: int, batch: int) -> None:
+def run(url: str, rows: int, rounds: int, batch: int, fold_every: int) -> None:
     engine = make_engine(url)
     print(f"machine: {machine()}")
     print(f"loading {rows:,} experiences ... ", end="", flush=True)
     print(f"{load(engine, rows):.1f} s (insert trigger indexes them as they arrive)")
-    buffer = ProfitWeightedExperienceBuffer(engine, seed=1, profitable_share=0.5)
+    settings = dataclasses.replace(get_settings(), rl_replay_fold_every=fold_every)
+    buffer = ProfitWeightedExperienceBuffer(engine, seed=1, profitable_share=0.5, settings=settings)
+    # Its logs are folded by the first buffer's thread (a fold takes the oldest logs, whoever wrote them).
     durable = ProfitWeightedExperienceBuffer(engine, seed=3, profitable_share=0.5, settings=dataclasses.replace(
-        get_settings(), rl_replay_synchronous_commit=True))
+        settings, rl_replay_synchronous_commit=True, rl_replay_fold_every=0))
     tree, ids = in_memory(engine, seed=1)
     rng = np.random.default_rng(2)
     times = {k: [] for k in LABELS}
@@ -104,11 +108,37 @@ def run(url: str, rows: int, rounds: int, batch: int) -> None:
             _round(buffer, durable, tree, conn, ids, rng, batch, times)
     print(f"load average after: {_load()}")
     _report(times, rows, batch)
+    _report_fold(engine, buffer, durable, write_backs=2 * (rounds + 10))
     engine.dispose()
 
 
+ACCEPTANCE = "SELECT sum(weight_sum) / sum(n * rl_replay_bucket_top(bucket)) FROM rl_replay_buckets WHERE n > 0"
+
+
+def _report_fold(engine: sa.Engine, buffer, durable, write_backs: int) -> None:
+    """What the background fold cost, what it left, and the sampler's acceptance before and after folding it."""
+    folder = buffer._folder
+    with engine.connect() as conn:
+        acceptance = conn.execute(sa.text(ACCEPTANCE)).scalar()
+    left = replay_buffer.pending(engine)
+    start = time.perf_counter()
+    durable.close()
+    buffer.close()
+    final = time.perf_counter() - start
+    with engine.connect() as conn:
+        folded_acceptance = conn.execute(sa.text(ACCEPTANCE)).scalar()
+    folded = write_backs - left["write_backs"]
+    print(f"\nbackground fold: {folder.folds} transactions, {folder.seconds * 1000:.0f} ms for {folded} write-backs "
+          f"(+ their batches): {folder.seconds * 1000 / max(folded, 1):.2f} ms per write-back; "
+          f"{folder.failures} failed")
+    print(f"left unfolded at the end: {left['write_backs']} write-backs, {left['batches']} batches; "
+          f"folded on close in {final * 1000:.0f} ms")
+    print(f"sampler acceptance (index weight / probe mass): {acceptance:.3f} before the last fold, "
+          f"{folded_acceptance:.3f} after")
+
+
 LABELS = {"db_sample": "DB sample (draw + rows + draw log)", "tree_sample": "in-memory sum tree sample",
-          "db_write": "DB priority write-back (+ fold)", "tree_write": "in-memory sum tree update",
+          "db_write": "DB priority write-back", "tree_write": "in-memory sum tree update",
           "pk_fetch": "plain PK fetch of as many rows",
           "durable_sample": "DB sample, synchronous commit", "durable_write": "DB write-back, synchronous commit"}
 
@@ -151,9 +181,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--fold-every", type=int, default=get_settings().rl_replay_fold_every,
+                        help="write-backs between background folds (0: fold only at the end)")
     args = parser.parse_args()
     with bench_database() as url:
-        run(url, args.rows, args.rounds, args.batch)
+        run(url, args.rows, args.rounds, args.batch, args.fold_every)
 
 
 if __name__ == "__main__":

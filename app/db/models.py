@@ -430,9 +430,23 @@ class RlReplaySlot(Base):
 
 class RlReplayDraw(Base):
     """Migration 0006: one sampled RL batch whose draws are not yet folded into
-    experiences.times_sampled (the batch's priority write-back folds and deletes it)."""
+    experiences.times_sampled (rl_replay_fold folds and deletes it)."""
 
     __tablename__ = "rl_replay_draws"
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
     drawn_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
     experience_ids: Mapped[list[int]] = mapped_column(ARRAY(sa.BigInteger))
+
+
+class RlReplayPriorityLog(Base):
+    """Migration 0010: one priority write-back not yet folded into experiences.priority
+    (rl_replay_fold folds and deletes it; the latest entry of an experience wins)."""
+
+    __tablename__ = "rl_replay_priority_log"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    written_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    experience_ids: Mapped[list[int]] = mapped_column(ARRAY(sa.BigInteger))
+    priorities: Mapped[list[float]] = mapped_column(ARRAY(sa.Float))
+    __table_args__ = (
+        sa.CheckConstraint("cardinality(experience_ids) = cardinality(priorities)", name="one_priority_per_id"),
+    )

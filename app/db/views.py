@@ -40,6 +40,15 @@ def create(name: str, version: int) -> None:
         END $$""")
 
 
+def redefine(name: str, version: int) -> None:
+    """Replace the view's query in place (``CREATE OR REPLACE VIEW``): for versions with the same columns,
+    so that the views built on it stay, with their grants."""
+    statement = read(name, version)
+    if "CREATE VIEW" not in statement:
+        raise ValueError(f"{path(name, version)} has no CREATE VIEW statement")
+    op.execute(statement.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))
+
+
 def drop(name: str) -> None:
     # Identifiers come from migration code, never from users.
     op.execute(f"DROP VIEW IF EXISTS {name}")

@@ -6,20 +6,26 @@ Experiences live in ``experiences``; which of them may be replayed, and with wha
 index (``rl_replay_slots`` / ``rl_replay_buckets``, holding a copy of the rows' trainer fields) lets
 one SQL statement draw a batch exactly in proportion to that weight and return its rows, in time
 independent of the table size (bucketed rejection sampling, see
-``sql/functions/rl_replay_index/v0002.sql``). Each batch's draws are logged (``rl_replay_draws``) and
-folded into ``experiences.times_sampled`` by the batch's priority write-back, which also re-indexes
-the new priorities; the views count the pending draws too. Each sample and each write-back is one
-statement in its own transaction: one round trip. The server's random numbers are seeded from a
-seeded numpy generator, so a session's batches are reproducible given the same database state.
+``sql/functions/rl_replay_index/v0003.sql``). Each batch's draws are logged (``rl_replay_draws``), and
+so is each priority write-back (``rl_replay_priority_log``), which re-weighs the index at once; the
+views add what is logged, so they are exact at any time. A background thread folds the logs into
+``experiences`` (``rl_replay_fold``) every ``rl_replay_fold_every`` write-backs, and ``close()`` folds the
+rest: the write-back itself touches only index rows the sample has just read. Each sample and each
+write-back is one statement in its own transaction: one round trip. The server's random numbers are
+seeded from a seeded numpy generator, so a session's batches are reproducible given the same database
+state.
 
-    buffer = ProfitWeightedExperienceBuffer(engine, seed=7)
-    batch = buffer.sample(256)                       # half from profitable experiences by default
-    buffer.update_priorities(batch.ids, td_errors)   # |td| + epsilon, re-indexed; folds the draws
+    with ProfitWeightedExperienceBuffer(engine, seed=7) as buffer:
+        batch = buffer.sample(256)                       # half from profitable experiences by default
+        buffer.update_priorities(batch.ids, td_errors)   # |td| + epsilon, re-indexed at once
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
+import time
 import weakref
 from typing import NoReturn
 
@@ -31,6 +37,7 @@ from app.db import queries
 from app.errors import TrainsrvError, ValidationError
 from app.replay import batch as batches
 
+log = logging.getLogger(__name__)
 
 class EmptyReplay(TrainsrvError):
     """There is nothing to replay (no valid experiences)."""
@@ -53,14 +60,19 @@ class ProfitWeightedExperienceBuffer:
             raise ValidationError("priority_epsilon", f"must be > 0, got {self.priority_epsilon}")
         self.synchronous_commit = settings.rl_replay_synchronous_commit
         self.samples_drawn = 0
-        self._unfolded: list[int] = []   # rl_replay_draws rows of this buffer's batches not written back yet
         self._link = _Link(engine)
-        # Give the connection back to the pool when the buffer goes away, even if close() is never called.
+        self._folder = _Folder(engine, settings.rl_replay_fold_every)
+        # Give the connection back to the pool and stop the folder when the buffer goes away, even if close()
+        # is never called (what is left unfolded stays in the logs, exact in the views, for the next fold).
         weakref.finalize(self, self._link.close)
+        weakref.finalize(self, self._folder.stop)
 
     def close(self) -> None:
-        """Return the buffer's connection to the pool (it reconnects if used again)."""
+        """Fold what this buffer logged into ``experiences`` and return its connections to the pool (it
+        reconnects if used again)."""
         self._link.close()
+        self._folder.stop()
+        self._folder.fold_all()
 
     def __enter__(self) -> "ProfitWeightedExperienceBuffer":
         return self
@@ -77,8 +89,8 @@ class ProfitWeightedExperienceBuffer:
         With ``prioritize_profitable`` a ``profitable_share`` of the draws come from the profitable
         experiences only (when there are any), the rest from all. ``symbol`` restricts the draw
         (and the probabilities) to one symbol's experiences. The draws are logged in the same
-        statement: ``v_rl_replay`` / ``v_rl_replay_stats`` count them at once, and the next
-        ``update_priorities`` folds them into ``experiences.times_sampled`` / ``last_sampled_at``.
+        statement: ``v_rl_replay`` / ``v_rl_replay_stats`` count them at once, and the next fold moves them
+        into ``experiences.times_sampled`` / ``last_sampled_at``.
         """
         if batch_size < 1:
             raise ValidationError("batch_size", f"must be >= 1, got {batch_size}")
@@ -88,8 +100,6 @@ class ProfitWeightedExperienceBuffer:
                   "seed": self.rng.random() * 2.0 - 1.0,   # setseed() takes [-1, 1]
                   "synchronous_commit": self.synchronous_commit}
         rows = self._link.execute(queries.get("replay.sample"), params).all()
-        if rows:
-            self._unfolded.append(rows[0].draw_row)
         if len(rows) < batch_size:
             self._short(len(rows), batch_size, symbol)
         self.samples_drawn += 1
@@ -106,10 +116,11 @@ class ProfitWeightedExperienceBuffer:
     # -- priorities ---------------------------------------------------------------------------
 
     def update_priorities(self, ids, td_errors) -> int:
-        """Set each experience's priority to |TD error| + epsilon; returns the rows updated.
+        """Set each experience's priority to |TD error| + epsilon; returns how many are replayable.
 
         An id given more than once keeps its largest error. The same statement re-indexes the new
-        priorities and folds the draws of this buffer's batches into ``experiences``.
+        priorities (the next sample draws by them) and logs them: ``v_rl_replay`` shows them at once,
+        ``experiences.priority`` after the next fold.
         """
         ids = np.asarray(ids, dtype=np.int64).ravel()
         errors = np.abs(np.asarray(td_errors, dtype=np.float64).ravel())
@@ -117,16 +128,16 @@ class ProfitWeightedExperienceBuffer:
             raise ValidationError("td_errors", f"has {errors.size} values for {ids.size} ids")
         if not np.isfinite(errors).all():
             raise ValidationError("td_errors", "must be finite (got NaN or infinity)")
-        if ids.size == 0 and not self._unfolded:
+        if ids.size == 0:
             return 0
         unique, inverse = np.unique(ids, return_inverse=True)
         priorities = np.zeros(unique.size)
         np.maximum.at(priorities, inverse, errors)
         priorities += self.priority_epsilon
         params = {"ids": _array_literal(unique.tolist()), "priorities": _array_literal(priorities.tolist()),
-                  "draw_rows": _array_literal(self._unfolded), "synchronous_commit": self.synchronous_commit}
+                  "synchronous_commit": self.synchronous_commit}
         written = self._link.execute(queries.get("replay.update_priorities"), params).scalar_one()
-        self._unfolded = []
+        self._folder.written()
         return written
 
     def max_priority(self) -> float:
@@ -195,6 +206,71 @@ class _Link:
             self.conn = None
 
 
+class _Folder:
+    """Folds the logged write-backs and draws into ``experiences`` (``rl_replay_fold``) on a thread of its
+    own, woken every ``every`` write-backs, so that the trainer's write-back never waits for it (0: only
+    ``close()`` folds). A failed fold is logged and retried at the next wake-up: nothing depends on it but
+    how long the logs get (the views read them)."""
+
+    CHUNK = 4   # write-backs per fold transaction: the index lock is held for moments, not for a backlog
+
+    def __init__(self, engine: sa.Engine, every: int):
+        self.engine = engine
+        self.every = every
+        self.count = 0
+        self.failures = 0
+        self.folds = 0          # fold transactions run, and their time: what the background work costs
+        self.seconds = 0.0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def written(self) -> None:
+        self.count += 1
+        if self.every <= 0 or self.count % self.every:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="rl-replay-fold", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                while not self._stopping and self._fold() >= self.CHUNK:
+                    pass
+            except sa.exc.SQLAlchemyError as exc:
+                self.failures += 1
+                log.warning("replay fold failed (retried at the next wake-up): %s", exc)
+
+    def _fold(self) -> int:
+        start = time.perf_counter()
+        folded = fold(self.engine, self.CHUNK)
+        self.seconds += time.perf_counter() - start
+        self.folds += 1
+        return folded
+
+    def stop(self) -> None:
+        """Stop the thread after the fold in progress, if any."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+
+    def fold_all(self) -> None:
+        """Fold everything logged so far (when this buffer wrote anything)."""
+        if self.count:
+            while self._fold() >= self.CHUNK:
+                pass
+            self.count = 0
+
+
 def _array_literal(values: list) -> str:
     """A PostgreSQL array literal of numbers, which the query casts: formatting 500 numbers in one string
     costs less than half of adapting them as list parameters (0.2 vs 0.55 ms). ``repr`` round-trips floats."""
@@ -213,10 +289,22 @@ def rebuild(engine: sa.Engine) -> int:
         return int(conn.execute(queries.get("replay.rebuild")).scalar_one())
 
 
-def fold_draws(engine: sa.Engine) -> int:
-    """Fold every pending draw (batches never written back) into ``experiences``; returns the batches."""
+COMPACT_BELOW = 0.75   # the sampler's acceptance under which a fold re-places rows left low in their buckets
+
+
+def fold(engine: sa.Engine, batches: int | None = None, compact_below: float = COMPACT_BELOW) -> int:
+    """Fold the oldest ``batches`` logged write-backs and sampled batches (all when None) into
+    ``experiences``; when the sampler's acceptance is below ``compact_below``, the rows those write-backs left
+    more than two octaves under their bucket's top move to their natural bucket. Returns the log rows folded."""
     with engine.begin() as conn:
-        return int(conn.execute(queries.get("replay.fold_draws")).scalar_one())
+        return int(conn.execute(queries.get("replay.fold"),
+                                {"batches": batches, "compact_below": compact_below}).scalar_one())
+
+
+def pending(engine: sa.Engine) -> dict:
+    """Logged write-backs and sampled batches not folded into ``experiences`` yet."""
+    with engine.connect() as conn:
+        return dict(conn.execute(queries.get("replay.pending")).mappings().one())
 
 
 def index_problems(engine: sa.Engine) -> list[dict]:

@@ -119,6 +119,17 @@ def train_rl(engine: sa.Engine, opts: RlTrainOptions, *, job_id: int | None = No
         log.error("session %s failed: %s", recorder.session_id, exc)
         recorder.fail(exc)
         raise
+    finally:
+        _close(buffer)
+
+
+def _close(buffer: ProfitWeightedExperienceBuffer) -> None:
+    """Fold the session's logged write-backs and draws into experiences; a failure only leaves them logged
+    (the views read the logs, the next fold takes them), so it must not hide how the session ended."""
+    try:
+        buffer.close()
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("replay fold at the end of the session failed, the logs stay for the next one: %s", exc)
 
 
 def _buffer(engine: sa.Engine, opts: RlTrainOptions, settings: Settings) -> ProfitWeightedExperienceBuffer:

@@ -1,5 +1,5 @@
 -- RL profit-weighted prioritized replay (app/replay). The sampling index, its algorithm and the sampler:
--- sql/functions/rl_replay_index/v0002.sql. Sampling weights and probabilities: v_rl_replay.
+-- sql/functions/rl_replay_index/v0003.sql. Sampling weights and probabilities: v_rl_replay.
 
 -- name: sizes
 -- Replayable experiences (of one symbol, or all when NULL) per class, from the sampling index.
@@ -16,13 +16,17 @@ FROM rl_replay_sample(CAST(:symbol AS text), CAST(:need_all AS integer), CAST(:n
                       CAST(:seed AS float8), CAST(:synchronous_commit AS boolean));
 
 -- name: update_priorities
--- Write back new priorities (|TD error| + epsilon) and fold the given draw-log rows into experiences; returns how many ids got a priority. The same statement re-indexes them.
-SELECT rl_replay_write_back(CAST(:ids AS bigint[]), CAST(:priorities AS float8[]), CAST(:draw_rows AS bigint[]),
+-- Write back new priorities (|TD error| + epsilon): logged for the fold, the index re-weighed in the same statement; returns how many ids are replayable.
+SELECT rl_replay_write_back(CAST(:ids AS bigint[]), CAST(:priorities AS float8[]),
                             CAST(:synchronous_commit AS boolean)) AS written;
 
--- name: fold_draws
--- Fold every pending draw (batches never written back) into experiences.times_sampled / last_sampled_at; returns the batches folded.
-SELECT rl_replay_fold_draws() AS batches;
+-- name: fold
+-- Fold the oldest :batches logged write-backs and sampled batches (all when NULL) into experiences, re-placing rows left low in their buckets when the sampler's acceptance is below :compact_below; returns the log rows folded.
+SELECT rl_replay_fold(CAST(:batches AS integer), CAST(:compact_below AS float8)) AS folded;
+
+-- name: pending
+-- Write-backs and sampled batches not folded into experiences yet.
+SELECT (SELECT count(*) FROM rl_replay_priority_log) AS write_backs, (SELECT count(*) FROM rl_replay_draws) AS batches;
 
 -- name: max_priority
 -- The running maximum priority: what a new experience enters the replay at.
@@ -67,7 +71,7 @@ WHERE NOT EXISTS (SELECT 1 FROM rl_replay_buckets b WHERE b.id = s.bucket_id)
 HAVING count(*) > 0;
 
 -- name: index_mismatches
--- Replayable experiences missing from the sampling index, stale index rows, or rows whose symbol / weight / class / copied fields differ from v_rl_replay or whose weight does not fit their bucket (rl_replay_fits: below its top, within one octave of it).
+-- Replayable experiences missing from the sampling index, stale index rows, or rows whose symbol / weight / class / copied fields differ from v_rl_replay or whose weight does not fit their bucket (rl_replay_tolerates: below its top, within four octaves of it).
 SELECT coalesce(v.id, s.experience_id) AS experience_id,
        CASE WHEN s.experience_id IS NULL THEN 'missing'
             WHEN v.id IS NULL THEN 'stale'
@@ -76,7 +80,7 @@ FROM v_rl_replay v
 FULL JOIN (rl_replay_slots s LEFT JOIN rl_replay_buckets b ON b.id = s.bucket_id) ON s.experience_id = v.id
 WHERE v.id IS NULL OR s.experience_id IS NULL
    OR b.symbol IS DISTINCT FROM v.symbol OR s.weight <> v.sample_weight OR b.is_profitable IS DISTINCT FROM v.is_profitable
-   OR rl_replay_fits(v.sample_weight, b.bucket) IS NOT TRUE
+   OR rl_replay_tolerates(v.sample_weight, b.bucket) IS NOT TRUE
    OR (s.priority, s.state_package_id, s.next_state_package_id, s.action, s.reward, s.done, s.optimal_action)
       IS DISTINCT FROM (v.priority, v.state_package_id, v.next_state_package_id, v.action, v.reward, v.done,
                         v.optimal_action)

@@ -103,6 +103,12 @@ def sampling_counts(engine, source: str) -> dict[int, tuple[int, object]]:
         return {r[0]: (r[1], r[2]) for r in rows}
 
 
+def priorities(engine, source: str, ids) -> dict[int, float]:
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.text(f"SELECT id, priority FROM {source} WHERE id = ANY(:ids)"),
+                                 {"ids": list(ids)}).all())
+
+
 def test_sampling_counts_are_kept(replay):
     engine, ids, _ = replay
     buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=14)
@@ -113,22 +119,26 @@ def test_sampling_counts_are_kept(replay):
     assert {i: n for i, (n, _) in pending.items() if n} == dict(drawn)
     assert all((last is not None) == (i in drawn) for i, (_, last) in pending.items())
     assert all(n == 0 for n, _ in sampling_counts(engine, "experiences").values())
-    # ... and folded into experiences by the next write-back, both batches, whatever ids it writes.
+    # ... a write-back leaves them logged ...
     buffer.update_priorities(first.ids[:3], np.ones(3))
+    assert all(n == 0 for n, _ in sampling_counts(engine, "experiences").values())
+    assert sampling_counts(engine, "v_rl_replay") == pending
+    # ... and closing the buffer folds both batches into experiences; the views do not change.
+    buffer.close()
     folded = sampling_counts(engine, "experiences")
     assert {i: n for i, (n, _) in folded.items() if n} == dict(drawn)
     assert sampling_counts(engine, "v_rl_replay") == pending
-    with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM rl_replay_draws")).scalar() == 0
+    assert rb.pending(engine) == {"write_backs": 0, "batches": 0}
 
 
 def test_draws_never_written_back_are_folded_on_demand(replay):
     engine, ids, _ = replay
     batch = rb.ProfitWeightedExperienceBuffer(engine, seed=17).sample(40)
-    assert rb.fold_draws(engine) == 1
+    assert rb.pending(engine) == {"write_backs": 0, "batches": 1}
+    assert rb.fold(engine) == 1
     folded = sampling_counts(engine, "experiences")
     assert {i: n for i, (n, _) in folded.items() if n} == dict(Counter(batch.ids.tolist()))
-    assert rb.fold_draws(engine) == 0
+    assert rb.fold(engine) == 0
 
 
 def test_same_seed_same_batch(replay):
@@ -157,10 +167,10 @@ def test_update_priorities_writes_abs_td_plus_epsilon_and_raises_the_maximum(rep
     engine, ids, _ = replay
     buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=16, priority_epsilon=1e-3)
     buffer.update_priorities([ids[0], ids[1], ids[1]], [-2.0, 0.5, -7.0])
-    with engine.connect() as conn:
-        got = dict(conn.execute(sa.text("SELECT id, priority FROM experiences WHERE id IN (:a, :b)"),
-                                {"a": ids[0], "b": ids[1]}).all())
-    assert got == {ids[0]: pytest.approx(2.001), ids[1]: pytest.approx(7.001)}   # largest error of a repeated id
+    want = {ids[0]: pytest.approx(2.001), ids[1]: pytest.approx(7.001)}          # largest error of a repeated id
+    assert priorities(engine, "v_rl_replay_weights", ids[:2]) == want             # at once in the views
+    assert rb.fold(engine) == 1
+    assert priorities(engine, "experiences", ids[:2]) == want                     # in experiences once folded
     assert buffer.max_priority() == pytest.approx(100.0)                          # the invalid row's 100 is the max
     buffer.update_priorities([ids[2]], [250.0])
     assert buffer.max_priority() == pytest.approx(250.001)
