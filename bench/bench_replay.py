@@ -117,7 +117,7 @@ ACCEPTANCE = "SELECT sum(weight_sum) / sum(n * rl_replay_bucket_top(bucket)) FRO
 
 def _report_fold(engine: sa.Engine, buffer, durable, write_backs: int) -> None:
     """What the background fold cost, what it left, and the sampler's acceptance before and after folding it."""
-    folder = buffer._folder
+    folds, seconds, failures = buffer._folder.folds, buffer._folder.seconds, buffer._folder.failures
     with engine.connect() as conn:
         acceptance = conn.execute(sa.text(ACCEPTANCE)).scalar()
     left = replay_buffer.pending(engine)
@@ -128,11 +128,10 @@ def _report_fold(engine: sa.Engine, buffer, durable, write_backs: int) -> None:
     with engine.connect() as conn:
         folded_acceptance = conn.execute(sa.text(ACCEPTANCE)).scalar()
     folded = write_backs - left["write_backs"]
-    print(f"\nbackground fold: {folder.folds} transactions, {folder.seconds * 1000:.0f} ms for {folded} write-backs "
-          f"(+ their batches): {folder.seconds * 1000 / max(folded, 1):.2f} ms per write-back; "
-          f"{folder.failures} failed")
+    print(f"\nbackground fold: {folds} transactions, {seconds * 1000:.0f} ms for {folded} write-backs "
+          f"(+ their batches): {seconds * 1000 / max(folded, 1):.2f} ms per write-back; {failures} failed")
     print(f"left unfolded at the end: {left['write_backs']} write-backs, {left['batches']} batches; "
-          f"folded on close in {final * 1000:.0f} ms")
+          f"folded on close in {final * 1000:.0f} ms ({final * 1000 / max(left['write_backs'], 1):.2f} ms each)")
     print(f"sampler acceptance (index weight / probe mass): {acceptance:.3f} before the last fold, "
           f"{folded_acceptance:.3f} after")
 

@@ -80,12 +80,12 @@ def importance_weights(probabilities: np.ndarray, replay_size: int, beta: float)
     return (raw / raw.max()).astype(np.float32)
 
 
-def from_rows(rows: list, beta: float) -> ReplayBatch:
-    """Build a batch from the rows of the ``replay.sample`` query (already in draw order). The
-    profitable share of the batch is that of its rows drawn from the profitable stratum (1)."""
+def from_rows(names: list[str], rows: list[tuple], beta: float) -> ReplayBatch:
+    """Build a batch from the rows (and column names) of the ``replay.sample`` query, already in draw
+    order. The profitable share of the batch is that of its rows drawn from the profitable stratum (1)."""
     if not rows:
         raise ValueError("a replay batch needs at least one row")
-    cols = dict(zip(rows[0]._fields, zip(*rows)))
+    cols = dict(zip(names, zip(*rows)))
     from_profitable = np.array(cols["stratum"]) == 1
     # Column by column: NULLs become NaN in float arrays (no next state, unprofitable rows' P_profitable).
     probabilities = mixture_probabilities(np.array(cols["sampling_probability"], dtype=np.float64),

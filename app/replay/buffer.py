@@ -99,12 +99,12 @@ class ProfitWeightedExperienceBuffer:
         params = {"symbol": symbol, "need_all": batch_size - need_profitable, "need_profitable": need_profitable,
                   "seed": self.rng.random() * 2.0 - 1.0,   # setseed() takes [-1, 1]
                   "synchronous_commit": self.synchronous_commit}
-        rows = self._link.execute(queries.get("replay.sample"), params).all()
+        names, rows = self._link.execute(queries.get("replay.sample"), params)
         if len(rows) < batch_size:
             self._short(len(rows), batch_size, symbol)
         self.samples_drawn += 1
         # With nothing profitable in scope the sampler draws the profitable quota from all.
-        return batches.from_rows(rows, beta)
+        return batches.from_rows(names, rows, beta)
 
     def _short(self, got: int, wanted: int, symbol: str | None) -> NoReturn:
         if got == 0 and self.size(symbol)["total"] == 0:
@@ -136,7 +136,8 @@ class ProfitWeightedExperienceBuffer:
         priorities += self.priority_epsilon
         params = {"ids": _array_literal(unique.tolist()), "priorities": _array_literal(priorities.tolist()),
                   "synchronous_commit": self.synchronous_commit}
-        written = self._link.execute(queries.get("replay.update_priorities"), params).scalar_one()
+        _, rows = self._link.execute(queries.get("replay.update_priorities"), params)
+        written = rows[0][0]
         self._folder.written()
         return written
 
@@ -177,23 +178,29 @@ class ProfitWeightedExperienceBuffer:
 class _Link:
     """The buffer's own connection for samples and write-backs: each is one statement in its own
     transaction (autocommit; a single statement is atomic anyway), so one round trip, with no pool
-    checkout ping, BEGIN or COMMIT around it, and the server keeps its prepared plans."""
+    checkout ping, BEGIN or COMMIT around it, and the server keeps its prepared plans. Rows are read as
+    plain tuples from the driver's cursor: building SQLAlchemy rows cost 0.7 ms of a 256-row batch."""
 
     def __init__(self, engine: sa.Engine):
         self.engine = engine
         self.conn: sa.Connection | None = None
 
-    def execute(self, query: sa.TextClause, params: dict) -> sa.CursorResult:
+    def execute(self, query: sa.TextClause, params: dict) -> tuple[list[str], list[tuple]]:
+        """Run one statement; its column names and rows."""
         reused = self.conn is not None and not self.conn.invalidated
         try:
-            return self._open().execute(query, params)
+            result = self._open().execute(query, params)
         except sa.exc.DBAPIError as exc:
             # A connection idle since the last call may have been dropped (server restart): what the
             # pool's checkout ping would have caught. Reconnect once; any other error is the caller's.
             if not (reused and exc.connection_invalidated):
                 raise
             self.close()
-            return self._open().execute(query, params)
+            result = self._open().execute(query, params)
+        try:   # the driver has the whole result already: reading it does no I/O
+            return [c.name for c in result.cursor.description], result.cursor.fetchall()
+        finally:
+            result.close()
 
     def _open(self) -> sa.Connection:
         if self.conn is None or self.conn.closed or self.conn.invalidated:

@@ -236,3 +236,16 @@ def test_a_symbol_is_sampled_on_its_own(engine):
     assert buffer.size("BTC-PERP") == {"profitable": 1, "total": len(btc)}
     with pytest.raises(rb.EmptyReplay, match="SOL"):
         buffer.sample(4, symbol="SOL-PERP")
+
+
+def test_the_buffer_reconnects_once_when_its_connection_was_dropped(replay):
+    engine, ids, _ = replay
+    buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=21)
+    first = buffer.sample(8)
+    with engine.connect() as conn:   # what a server restart does to an idle connection
+        assert conn.execute(sa.text(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'")).scalar() >= 1
+    assert len(buffer.sample(8)) == 8
+    assert buffer.update_priorities(first.ids, np.ones(8)) >= 1
+    buffer.close()
