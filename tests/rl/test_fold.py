@@ -207,3 +207,28 @@ def test_migration_0010_round_trips_with_pending_logs(empty_db_url):
         assert_consistent(engine)
     finally:
         engine.dispose()
+
+
+def test_write_backs_of_the_same_row_log_in_the_order_they_reach_the_index(engine):
+    # The latest logged priority (what the views show) must be the one the index got last, so a write-back
+    # logs only once it holds the index lock: here one waits for it while another, holding it, writes.
+    a, _ = small_replay(engine, [1.0, 2.0], [False, True])
+    write_back = sa.text("SELECT rl_replay_write_back(CAST(:ids AS bigint[]), CAST(:p AS float8[]))")
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT 1 FROM rl_replay_config WHERE id = 1 FOR UPDATE"))
+        waiting = threading.Thread(target=lambda: _autocommit(engine, write_back, {"ids": [a], "p": [0.3]}))
+        waiting.start()
+        time.sleep(0.5)                                           # the thread's write-back waits for the lock
+        holder.execute(write_back, {"ids": [a], "p": [40.0]})
+        holder.commit()
+    waiting.join()
+    assert snapshot(engine)[a][0] == pytest.approx(0.3)           # the write-back that reached the index last
+    assert_consistent(engine)
+    rb.fold(engine)
+    assert snapshot(engine)[a][0] == pytest.approx(0.3)
+    assert_consistent(engine)
+
+
+def _autocommit(engine, statement, params) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(statement, params)

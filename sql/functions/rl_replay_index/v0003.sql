@@ -246,8 +246,10 @@ BEGIN
     IF NOT p_synchronous_commit THEN
         PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
-    INSERT INTO rl_replay_priority_log (experience_ids, priorities) VALUES (p_ids, p_priorities);
     PERFORM 1 FROM rl_replay_config WHERE id = 1 FOR UPDATE;
+    -- Logged under the lock: the log's order is the order in which write-backs reach the index, so the latest
+    -- entry of an experience (what the views show) is the priority its index row holds.
+    INSERT INTO rl_replay_priority_log (experience_ids, priorities) VALUES (p_ids, p_priorities);
     PERFORM rl_replay_raise_max((SELECT max(p) FROM unnest(p_priorities) AS p));
     WITH given AS (
         SELECT DISTINCT ON (u.id) u.id, u.priority
@@ -719,14 +721,14 @@ BEGIN
     IF reweigh IS NULL AND resync IS NULL THEN
         RETURN NULL;
     END IF;
-    IF set_ids IS NOT NULL AND EXISTS (SELECT 1 FROM rl_replay_priority_log) THEN
+    PERFORM 1 FROM rl_replay_config WHERE id = 1 FOR UPDATE;
+    IF set_ids IS NOT NULL AND EXISTS (SELECT 1 FROM rl_replay_priority_log) THEN   -- logged under the lock
         INSERT INTO rl_replay_priority_log (experience_ids, priorities)
         SELECT array_agg(u.id), array_agg(u.priority)
         FROM unnest(set_ids, set_priorities) AS u(id, priority)
         WHERE u.id IN (SELECT p.experience_id FROM v_rl_replay_pending_priorities p)
         HAVING count(*) > 0;
     END IF;
-    PERFORM 1 FROM rl_replay_config WHERE id = 1 FOR UPDATE;
     PERFORM rl_replay_raise_max(top);
     IF reweigh IS NOT NULL THEN
         PERFORM rl_replay_reweigh(reweigh);
