@@ -5,7 +5,7 @@ FROM v_system_stats
 ORDER BY table_name;
 
 -- name: integration
--- The integration statistics: packages, validity, completeness, outcomes, experiences, sessions, queue, storage.
+-- The integration statistics: packages, validity, completeness, outcomes, experiences, sessions, queue, RL logs, storage.
 SELECT
     (SELECT count(*) FROM input_packages) AS packages,
     (SELECT count(*) FROM input_packages WHERE is_valid) AS valid_packages,
@@ -27,5 +27,8 @@ SELECT
     (SELECT count(*) FROM jobs WHERE state = 'queued') AS queue_depth,
     (SELECT count(*) FROM jobs WHERE state = 'running') AS running_jobs,
     (SELECT count(*) FROM jobs WHERE state = 'failed') AS failed_jobs,
+    -- RL replay logs not folded into experiences yet (rl_replay_fold; the views include them already).
+    (SELECT count(*) FROM rl_replay_priority_log) AS rl_unfolded_write_backs,
+    (SELECT count(*) FROM rl_replay_draws) AS rl_unfolded_batches,
     pg_total_relation_size('gradient_blobs') AS gradient_bytes,
     pg_total_relation_size('checkpoints') AS checkpoint_bytes;

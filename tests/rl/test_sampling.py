@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from app.errors import ValidationError
 from app.replay import buffer as rb
 from app.replay.batch import BetaSchedule, importance_weights
+from app.stats import integration_stats
 
 from .support import experience, package, small_replay
 
@@ -135,6 +136,9 @@ def test_draws_never_written_back_are_folded_on_demand(replay):
     engine, ids, _ = replay
     batch = rb.ProfitWeightedExperienceBuffer(engine, seed=17).sample(40)
     assert rb.pending(engine) == {"write_backs": 0, "batches": 1}
+    with engine.connect() as conn:                                # what `trainsrv stats` shows ops
+        summary = integration_stats(conn)
+    assert (summary["rl_unfolded_write_backs"], summary["rl_unfolded_batches"]) == (0, 1)
     assert rb.fold(engine) == 1
     folded = sampling_counts(engine, "experiences")
     assert {i: n for i, (n, _) in folded.items() if n} == dict(Counter(batch.ids.tolist()))
