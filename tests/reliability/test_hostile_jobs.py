@@ -21,7 +21,9 @@ from app.jobs import queue, registry
 from app.jobs.worker import Worker
 
 TRIED: dict[str, int] = {}
-KINDS = sorted(registry.load_handlers())
+# The product's kinds: the job tests' own handlers (test_*) may be registered too, and some of them do
+# what their parameters say for as long as they say (test_watch with seconds=2**40 never ends).
+KINDS = sorted(kind for kind in registry.load_handlers() if not kind.startswith("test_"))
 # Small numbers only where a value may be valid: a noop must not sleep for long.
 VALUES = st.one_of(st.none(), st.booleans(), st.sampled_from([-1, 0, 1, 2**40, -2**63, 0.01, 1.5, 1e308, -0.0]),
                    st.sampled_from(["", " ", "abc", "0.01", "-1", "nan", "inf", "cpu", "bogus", "app.nets.cnn:build",

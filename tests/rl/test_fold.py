@@ -54,6 +54,7 @@ def test_folding_moves_the_logs_into_experiences_and_changes_no_view(engine):
         for i, p in zip(batch.ids.tolist(), np.abs(td) + buffer.priority_epsilon):
             largest[i] = max(p, largest.get(i, 0.0))
         written.update(largest)
+    assert set(written) <= set(ids)
     assert stored(engine) == before                           # nothing in experiences yet ...
     view = snapshot(engine)
     assert {i: view[i][0] for i in written} == pytest.approx(written)   # ... but the views show it all
@@ -232,3 +233,28 @@ def test_write_backs_of_the_same_row_log_in_the_order_they_reach_the_index(engin
 def _autocommit(engine, statement, params) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(statement, params)
+
+
+@pytest.mark.parametrize("priorities, null_id", [
+    ([0.0, 1.0], False), ([-1.0, 1.0], False), ([float("nan"), 1.0], False), ([float("inf"), 1.0], False),
+    ([None, 1.0], False), ([1.0, 1.0], True),
+])
+def test_write_back_refuses_what_experiences_would_and_logs_nothing(engine, priorities, null_id):
+    a, b = small_replay(engine, [1.0, 2.0], [False, True])
+    with pytest.raises(sa.exc.DBAPIError, match="priorities must be finite and > 0"):
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT rl_replay_write_back(CAST(:ids AS bigint[]), CAST(:p AS float8[]))"),
+                         {"ids": [None if null_id else a, b], "p": priorities})
+    assert rb.pending(engine)["write_backs"] == 0
+    assert_consistent(engine)
+
+
+def test_an_id_given_twice_keeps_its_last_priority_in_the_log_and_the_index(engine):
+    a, b = small_replay(engine, [1.0, 2.0], [False, True])
+    with engine.begin() as conn:
+        assert conn.execute(sa.text("SELECT rl_replay_write_back(CAST(:ids AS bigint[]), CAST(:p AS float8[]))"),
+                            {"ids": [a, b, a], "p": [5.0, 6.0, 0.25]}).scalar() == 2
+    assert snapshot(engine)[a][0] == 0.25
+    assert_consistent(engine)
+    rb.fold(engine)
+    assert stored(engine)[a][0] == 0.25

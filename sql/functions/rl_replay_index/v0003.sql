@@ -224,9 +224,10 @@ $$;
 -- rl_replay_fold() writes them into experiences later) and re-weigh the experiences' index rows. A row whose
 -- new weight its bucket tolerates (rl_replay_tolerates) stays and only changes weight and priority, a HOT
 -- update of a page the sample that drew it has just read; the others move (rl_replay_apply). Given twice, an
--- id keeps its last priority. Returns how many of the ids are replayable (in the index); the priorities of the
--- others are logged all the same, for the fold. synchronous_commit false: the commit does not wait for the
--- WAL flush (a database crash may undo the last write-backs, never half of one).
+-- id keeps its last priority; a NULL id or a priority that is not finite and > 0 is an error. Returns how
+-- many of the ids are replayable (in the index); the priorities of the others are logged all the same, for
+-- the fold. synchronous_commit false: the commit does not wait for the WAL flush (a database crash may undo
+-- the last write-backs, never half of one).
 CREATE OR REPLACE FUNCTION rl_replay_write_back(p_ids bigint[], p_priorities double precision[],
                                                 p_synchronous_commit boolean DEFAULT true)
 RETURNS integer
@@ -234,6 +235,7 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     indexed integer;
+    ids bigint[]; priorities float8[];
     m_ids bigint[]; m_symbols text[]; m_classes boolean[]; m_weights float8[]; m_priorities float8[];
 BEGIN
     IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_priorities) THEN
@@ -243,18 +245,28 @@ BEGIN
     IF coalesce(cardinality(p_ids), 0) = 0 THEN
         RETURN 0;
     END IF;
+    -- What experiences' CHECK would refuse must not reach the log, where only the fold would meet it.
+    IF EXISTS (SELECT 1 FROM unnest(p_ids, p_priorities) AS u(id, priority)
+               WHERE u.id IS NULL OR u.priority IS NULL OR NOT (u.priority > 0 AND u.priority < 'Infinity')) THEN
+        RAISE EXCEPTION 'rl_replay_write_back: ids must not be NULL and priorities must be finite and > 0'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- An id given twice keeps its last priority, in the log as in the index.
+    SELECT array_agg(g.id ORDER BY g.id), array_agg(g.priority ORDER BY g.id)
+    INTO ids, priorities
+    FROM (SELECT DISTINCT ON (u.id) u.id, u.priority
+          FROM unnest(p_ids, p_priorities) WITH ORDINALITY AS u(id, priority, k)
+          ORDER BY u.id, u.k DESC) AS g;
     IF NOT p_synchronous_commit THEN
         PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
     PERFORM 1 FROM rl_replay_config WHERE id = 1 FOR UPDATE;
     -- Logged under the lock: the log's order is the order in which write-backs reach the index, so the latest
     -- entry of an experience (what the views show) is the priority its index row holds.
-    INSERT INTO rl_replay_priority_log (experience_ids, priorities) VALUES (p_ids, p_priorities);
-    PERFORM rl_replay_raise_max((SELECT max(p) FROM unnest(p_priorities) AS p));
+    INSERT INTO rl_replay_priority_log (experience_ids, priorities) VALUES (ids, priorities);
+    PERFORM rl_replay_raise_max((SELECT max(p) FROM unnest(priorities) AS p));
     WITH given AS (
-        SELECT DISTINCT ON (u.id) u.id, u.priority
-        FROM unnest(p_ids, p_priorities) WITH ORDINALITY AS u(id, priority, k)
-        ORDER BY u.id, u.k DESC
+        SELECT u.id, u.priority FROM unnest(ids, priorities) AS u(id, priority)
     ), cur AS MATERIALIZED (
         SELECT g.id, g.priority, s.ctid AS row, s.bucket_id, s.weight AS old_weight, b.bucket, b.symbol,
                b.is_profitable, rl_replay_weight(g.priority, b.is_profitable, c.alpha, c.profit_boost) AS weight
