@@ -112,7 +112,7 @@ def run(url: str, rows: int, rounds: int, batch: int, fold_every: int) -> None:
     engine.dispose()
 
 
-ACCEPTANCE = "SELECT sum(weight_sum) / sum(n * rl_replay_bucket_top(bucket)) FROM rl_replay_buckets WHERE n > 0"
+ACCEPTANCE = "SELECT rl_replay_acceptance()"
 
 
 def _report_fold(engine: sa.Engine, buffer, durable, write_backs: int) -> None:

@@ -25,6 +25,14 @@ def create_function(name: str, version: int) -> None:
     op.execute(read(name, version, "functions"))
 
 
+def secure_functions(signatures) -> None:
+    """What migration 0008 gives every trainsrv function, for functions created later: no EXECUTE for
+    PUBLIC, EXECUTE for the trainer. Signatures are constants from migration code."""
+    for signature in signatures:
+        op.execute(f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC")
+        op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO trainsrv_trainer")
+
+
 ANALYST_ROLE = "trainsrv_analyst"
 
 

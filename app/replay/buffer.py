@@ -39,6 +39,7 @@ from app.replay import batch as batches
 
 log = logging.getLogger(__name__)
 
+
 class EmptyReplay(TrainsrvError):
     """There is nothing to replay (no valid experiences)."""
 
@@ -249,11 +250,15 @@ class _Folder:
             if self._stopping:
                 return
             try:
-                while not self._stopping and self._fold() >= self.CHUNK:
-                    pass
+                self._drain()
             except sa.exc.SQLAlchemyError as exc:
                 self.failures += 1
                 log.warning("replay fold failed (retried at the next wake-up): %s", exc)
+
+    def _drain(self) -> None:
+        """Fold until a transaction finds less than a full chunk."""
+        while self._fold() >= self.CHUNK:
+            pass
 
     def _fold(self) -> int:
         start = time.perf_counter()
@@ -263,7 +268,7 @@ class _Folder:
         return folded
 
     def stop(self) -> None:
-        """Stop the thread after the fold in progress, if any."""
+        """Stop the thread once the backlog it is folding, if any, is folded."""
         self._stopping = True
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -273,8 +278,7 @@ class _Folder:
     def fold_all(self) -> None:
         """Fold everything logged so far (when this buffer wrote anything)."""
         if self.count:
-            while self._fold() >= self.CHUNK:
-                pass
+            self._drain()
             self.count = 0
 
 
@@ -296,13 +300,11 @@ def rebuild(engine: sa.Engine) -> int:
         return int(conn.execute(queries.get("replay.rebuild")).scalar_one())
 
 
-COMPACT_BELOW = 0.75   # the sampler's acceptance under which a fold re-places rows left low in their buckets
-
-
-def fold(engine: sa.Engine, batches: int | None = None, compact_below: float = COMPACT_BELOW) -> int:
+def fold(engine: sa.Engine, batches: int | None = None, compact_below: float | None = None) -> int:
     """Fold the oldest ``batches`` logged write-backs and sampled batches (all when None) into
-    ``experiences``; when the sampler's acceptance is below ``compact_below``, the rows those write-backs left
-    more than two octaves under their bucket's top move to their natural bucket. Returns the log rows folded."""
+    ``experiences``; when the sampler's acceptance is below ``compact_below`` (None: the function's 0.75), the
+    rows those write-backs left more than two octaves under their bucket's top move to their natural bucket.
+    Returns the log rows folded."""
     with engine.begin() as conn:
         return int(conn.execute(queries.get("replay.fold"),
                                 {"batches": batches, "compact_below": compact_below}).scalar_one())

@@ -37,21 +37,15 @@ def upgrade():
     views.create_function("rl_replay_index", 2)
     for signature in V1_ONLY:
         op.execute(f"DROP FUNCTION {signature}")
-    _secure(V2_ONLY)
+    views.secure_functions(V2_ONLY)
 
 
 def downgrade():
     for signature in V2_ONLY:
         op.execute(f"DROP FUNCTION {signature}")
     views.create_function("rl_replay_index", 1)
-    _secure(V1_ONLY)
+    views.secure_functions(V1_ONLY)
     # v0002 leaves rows in buckets above their natural one; v0001's functions and checks expect the natural one.
     op.execute("SELECT rl_replay_rebuild()")
     op.execute("ALTER TABLE experiences RESET (fillfactor)")
 
-
-def _secure(signatures) -> None:
-    # As migration 0008 does for every trainsrv function: no EXECUTE for PUBLIC, EXECUTE for the trainer.
-    for signature in signatures:
-        op.execute(f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC")
-        op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO trainsrv_trainer")

@@ -33,7 +33,7 @@ TSTZ = sa.TIMESTAMP(timezone=True)
 V2_ONLY = ("rl_replay_write_back(bigint[], double precision[], bigint[], boolean)", "rl_replay_fold_draws()")
 WEIGHT = "rl_replay_weight(double precision, boolean, double precision, double precision)"
 V3_ONLY = ("rl_replay_write_back(bigint[], double precision[], boolean)", "rl_replay_fold(integer, double precision)",
-           "rl_replay_tolerates(double precision, integer)", WEIGHT)
+           "rl_replay_tolerates(double precision, integer)", "rl_replay_acceptance()", WEIGHT)
 
 
 def upgrade():
@@ -55,7 +55,7 @@ def upgrade():
     views.redefine("v_rl_replay_weights", 2)        # same columns: the views on it stay
     for signature in V2_ONLY:
         op.execute(f"DROP FUNCTION {signature}")
-    _secure(V3_ONLY)
+    views.secure_functions(V3_ONLY)
     # v_rl_replay_weights calls it, and a view's functions run with its reader's privileges.
     op.execute(f"GRANT EXECUTE ON FUNCTION {WEIGHT} TO trainsrv_analyst")
 
@@ -67,13 +67,7 @@ def downgrade():
     for signature in V3_ONLY:
         op.execute(f"DROP FUNCTION {signature}")
     views.create_function("rl_replay_index", 2)
-    _secure(V2_ONLY)
+    views.secure_functions(V2_ONLY)
     op.execute("SELECT rl_replay_rebuild()")
     op.drop_table("rl_replay_priority_log")
 
-
-def _secure(signatures) -> None:
-    # As migration 0008 does for every trainsrv function: no EXECUTE for PUBLIC, EXECUTE for the trainer.
-    for signature in signatures:
-        op.execute(f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC")
-        op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO trainsrv_trainer")

@@ -9,8 +9,8 @@ FROM rl_replay_buckets
 WHERE n > 0 AND (CAST(:symbol AS text) IS NULL OR symbol = CAST(:symbol AS text));
 
 -- name: sample
--- Draw a batch (need_all from all, need_profitable from profitable experiences), log the draws, return the rows with their probabilities and the draw-log row (rl_replay_sample).
-SELECT draw_row, stratum, id, symbol, state_package_id, next_state_package_id, action, reward, done, optimal_action,
+-- Draw a batch (need_all from all, need_profitable from profitable experiences), log the draws, return the rows with their probabilities (rl_replay_sample).
+SELECT stratum, id, symbol, state_package_id, next_state_package_id, action, reward, done, optimal_action,
        is_profitable, priority, sample_weight, sampling_probability, profitable_probability, replay_size
 FROM rl_replay_sample(CAST(:symbol AS text), CAST(:need_all AS integer), CAST(:need_profitable AS integer),
                       CAST(:seed AS float8), CAST(:synchronous_commit AS boolean));

@@ -24,6 +24,8 @@ REVIEWED = {
         "LISTEN takes no bind parameters; CHANNEL is a module constant",
     ("app/db/views.py", "create"):
         "view names and the analyst role are constants from migration code; the body is a versioned .sql file",
+    ("app/db/views.py", "secure_functions"):
+        "REVOKE / GRANT take no bind parameters; signatures and roles are constants from migration code",
     ("app/db/views.py", "redefine"):
         "the body is a versioned .sql file named by migration code; only its CREATE VIEW keyword is rewritten",
     ("app/db/views.py", "drop"):

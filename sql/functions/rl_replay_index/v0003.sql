@@ -84,6 +84,14 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN weight < rl_replay_bucket_top(bucket) AND weight >= rl_replay_bucket_top(bucket - 16);
 
+-- The share of the sampler's probes that are accepted over the whole index: its weight over its probe mass
+-- n * top. What the fold's compaction threshold is compared with (and what the bench reports).
+CREATE OR REPLACE FUNCTION rl_replay_acceptance()
+RETURNS double precision
+LANGUAGE sql STABLE
+RETURN (SELECT sum(b.weight_sum) / nullif(sum(b.n * rl_replay_bucket_top(b.bucket)), 0)
+        FROM rl_replay_buckets b WHERE b.n > 0);
+
 -- The profit-weighted prioritized-replay weight (Schaul et al. 2016): priority^alpha, times the profit boost
 -- for profitable experiences. The one definition: v_rl_replay_weights and the write-back call it. Inlined.
 CREATE OR REPLACE FUNCTION rl_replay_weight(priority double precision, is_profitable boolean,
@@ -303,14 +311,15 @@ $$;
 -- (the latest entry of each experience), times_sampled and last_sampled_at, in one UPDATE, marked
 -- (trainsrv.rl_replay_fold = this statement's start time) so that the update trigger skips it; the folded log
 -- rows go in the same statement, so the views' sums (experiences plus what is pending) never change. Then,
--- when the sampler's acceptance (index weight over probe mass n * top, all buckets) is below p_compact_below,
+-- when the sampler's acceptance (rl_replay_acceptance) is below p_compact_below (NULL: 0.75),
 -- the index rows of the folded priorities that the write-backs left below rl_replay_fits move to their natural
 -- buckets (acceptance back above 1/4 for each): moves cost about as much as the rest of the fold, and the
 -- sampler's time hardly changes above acceptance 0.6, so they are made only when the sampler would pay for
 -- them. Returns the log rows folded (write-backs + batches).
 -- Maintenance: the buffer runs it in the background, `trainsrv replay fold` by hand; nothing is exact only
 -- after it.
-CREATE OR REPLACE FUNCTION rl_replay_fold(p_batches integer DEFAULT NULL, p_compact_below double precision DEFAULT 0.75)
+CREATE OR REPLACE FUNCTION rl_replay_fold(p_batches integer DEFAULT NULL,
+                                          p_compact_below double precision DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET enable_seqscan = off
@@ -362,8 +371,7 @@ BEGIN
     WHERE e.id = c.id;
     PERFORM set_config('trainsrv.rl_replay_fold', '', true);
     -- Rows the write-backs left more than two octaves below their bucket's top go to their natural bucket.
-    IF written IS NULL OR (SELECT sum(b.weight_sum) / nullif(sum(b.n * rl_replay_bucket_top(b.bucket)), 0)
-                           FROM rl_replay_buckets b WHERE b.n > 0) >= p_compact_below THEN
+    IF written IS NULL OR rl_replay_acceptance() >= coalesce(p_compact_below, 0.75) THEN
         RETURN folded;
     END IF;
     PERFORM 1 FROM rl_replay_config WHERE id = 1 FOR UPDATE;  -- after the rows' locks, as in the trigger path
