@@ -1,9 +1,10 @@
-"""``trainsrv db ...``: migrations for ops."""
+"""``trainsrv db ...``: migrations for ops; ``db url`` / ``db start`` / ``db stop`` and ``trainsrv sql`` for
+people who want psql, Grafana or a notebook on the same database."""
 
 from __future__ import annotations
 
 from app import cli
-from app.db import migrate
+from app.db import migrate, server_commands
 
 
 def register(sub) -> None:
@@ -16,6 +17,7 @@ def register(sub) -> None:
     down.set_defaults(func=_downgrade)
     db.add_parser("current", help="show the database's revision").set_defaults(func=_current)
     db.add_parser("check", help="exit 1 when behind head or when models drift").set_defaults(func=_check)
+    server_commands.register(sub, db)
 
 
 def _upgrade(args) -> int:

@@ -82,8 +82,10 @@ def _print(s: dict) -> None:
     print(f"  replay         session {replay.get('session_id')}: exact={replay.get('exact')}, "
           f"{len(replay.get('checks', []))} checkpoints matched bit for bit; integrity problems: "
           f"{len(verify.get('problems', []))}")
-    print("\nNext, as an analyst (psql into the same database):\n")
-    for sql in s["analyst_sql"]:
+    print("\nNext, as an analyst: paste this to query the same database as trainsrv_analyst")
+    print(f"\n  {s['analyst_command']}\n")
+    print("or open psql on it (`trainsrv sql`; `trainsrv db start` keeps the server up for Grafana) and try:\n")
+    for sql in s["analyst_sql"][1:]:
         print(sql + "\n")
 
 
