@@ -4,7 +4,6 @@ analysts' commands against what it left behind."""
 import json
 
 import matplotlib.image
-import pytest
 import sqlalchemy as sa
 
 from app.db.embedded import EmbeddedServer
