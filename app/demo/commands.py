@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app import cli
+from app import cli, logs
 from app.db import migrate
 from app.errors import TrainsrvError
 
@@ -54,7 +54,7 @@ def _demo(args) -> int:
     migrate.upgrade(engine)  # a fresh data dir is migrated on the spot; an up-to-date one is untouched
     opts = DemoOptions(candles=args.candles, symbol=args.symbol, days=args.days, every_min=args.every_min,
                        horizon_s=args.horizon_s, cnn_epochs=args.cnn_epochs, rl_steps=args.rl_steps,
-                       seed=args.seed, progress=not args.json)
+                       seed=args.seed, progress=not args.json and logs.show_progress())
     summary = run_demo(engine, engine.url.render_as_string(hide_password=False), opts)
     if args.json:
         print(json.dumps(summary, default=str, indent=2))
