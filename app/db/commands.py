@@ -4,7 +4,7 @@ people who want psql, Grafana or a notebook on the same database."""
 from __future__ import annotations
 
 from app import cli
-from app.db import migrate, server_commands
+from app.db import drift, migrate, server_commands
 
 
 def register(sub) -> None:
@@ -43,12 +43,13 @@ def _current(args) -> int:
 
 def _check(args) -> int:
     engine = cli.open_db(require_head=True)
-    diffs = migrate.schema_drift(engine)
+    diffs = [str(d) for d in migrate.schema_drift(engine)] + drift.problems(engine)
     if diffs:
         for diff in diffs:
             print(f"drift: {diff}")
         return 1
-    print(f"database at head ({_fmt(migrate.current_revisions(engine))}); models match the schema")
+    print(f"database at head ({_fmt(migrate.current_revisions(engine))}); models match the schema; "
+          "views and functions match their newest files")
     return 0
 
 
