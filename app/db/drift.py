@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+import psycopg
 import sqlalchemy as sa
 
 from app.db import queries
@@ -34,6 +35,12 @@ def problems(engine: sa.Engine) -> list[str]:
     """One line per view or function that differs from its newest file (empty: no drift)."""
     with engine.connect() as conn:
         conn.execute(sa.text("SET LOCAL check_function_bodies = off"))
+        # Load pgvector's library, so that its settings (SET hnsw.* on functions) are known to a non-owner too.
+        try:
+            with conn.begin_nested():
+                conn.execute(sa.text("SELECT '[1]'::vector"))
+        except sa.exc.DBAPIError:
+            pass   # no pgvector: the files that need it will say so
         try:
             return _view_problems(conn) + _function_problems(conn)
         finally:
@@ -52,7 +59,7 @@ def _view_problems(conn: sa.Connection) -> list[str]:
         try:
             with conn.begin_nested():
                 _run_file(conn, temp_sql)
-        except sa.exc.DBAPIError as exc:
+        except (sa.exc.DBAPIError, psycopg.Error) as exc:
             found.append(f"view {name}: its newest file no longer applies ({_first_line(exc)})")
     wanted = {r.name: r.definition for r in conn.execute(queries.get("drift.view_definitions")) if r.temporary}
     for name, definition in sorted(wanted.items()):
@@ -74,7 +81,7 @@ def _function_problems(conn: sa.Connection) -> list[str]:
                     if r.temporary:
                         candidates.setdefault(r.signature, set()).add(r.body)
                 savepoint.rollback()   # the next folder may define the same functions again
-        except sa.exc.DBAPIError as exc:
+        except (sa.exc.DBAPIError, psycopg.Error) as exc:
             found.append(f"functions in sql/functions/{folder}: the newest file no longer applies ({_first_line(exc)})")
     for signature, bodies in sorted(candidates.items()):
         if signature not in stored:
