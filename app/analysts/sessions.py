@@ -9,7 +9,7 @@ import json
 
 import sqlalchemy as sa
 
-from app import cli
+from app import cli_common
 from app.db import queries
 from app.errors import TrainsrvError
 
@@ -27,7 +27,7 @@ def register(sub) -> None:
     ls = cmds.add_parser("list", help="sessions, newest first")
     ls.add_argument("--kind", choices=["cnn", "rl"])
     ls.add_argument("--status", choices=["running", "succeeded", "failed", "interrupted"])
-    ls.add_argument("--limit", type=cli.positive_int, default=20)
+    ls.add_argument("--limit", type=cli_common.positive_int, default=20)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_list)
     show = cmds.add_parser("show", help="one session: value, evaluation, storage, configuration")
@@ -75,7 +75,7 @@ def _flatten(mapping: dict, prefix: str = "") -> dict:
 
 
 def _list(args) -> int:
-    with cli.open_db().connect() as conn:
+    with cli_common.open_db().connect() as conn:
         rows = list_sessions(conn, args.kind, args.status, args.limit)
     if args.json:
         _print_json(rows)
@@ -89,7 +89,7 @@ def _list(args) -> int:
 
 
 def _show(args) -> int:
-    with cli.open_db().connect() as conn:
+    with cli_common.open_db().connect() as conn:
         (session,) = get_sessions(conn, [args.session_id])
     if args.json:
         _print_json(session)
@@ -106,7 +106,7 @@ def _show(args) -> int:
 def _compare(args) -> int:
     if len(set(args.session_ids)) < 2:
         raise TrainsrvError("compare needs at least two different session ids")
-    with cli.open_db().connect() as conn:
+    with cli_common.open_db().connect() as conn:
         sessions = get_sessions(conn, args.session_ids)
     differences = config_differences(sessions)
     if args.json:

@@ -18,8 +18,8 @@ from alembic import op
 
 from app.db import catalog, views
 
-revision = "0012"
-down_revision = "0010"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
