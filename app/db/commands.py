@@ -4,7 +4,7 @@ people who want psql, Grafana or a notebook on the same database."""
 from __future__ import annotations
 
 from app import cli_common
-from app.db import drift, migrate, server_commands
+from app.db import server_commands
 
 
 def register(sub) -> None:
@@ -21,6 +21,8 @@ def register(sub) -> None:
 
 
 def _upgrade(args) -> int:
+    from app.db import migrate  # alembic: loaded by the commands that need it
+
     engine = cli_common.open_db(require_head=False)
     migrate.upgrade(engine, args.revision)
     print(f"database at {_fmt(migrate.current_revisions(engine))}")
@@ -28,6 +30,8 @@ def _upgrade(args) -> int:
 
 
 def _downgrade(args) -> int:
+    from app.db import migrate  # alembic: loaded by the commands that need it
+
     engine = cli_common.open_db(require_head=False)
     migrate.downgrade(engine, args.revision)
     print(f"database at {_fmt(migrate.current_revisions(engine))}")
@@ -35,6 +39,8 @@ def _downgrade(args) -> int:
 
 
 def _current(args) -> int:
+    from app.db import migrate  # alembic: loaded by the commands that need it
+
     engine = cli_common.open_db(require_head=False)
     current, heads = migrate.current_revisions(engine), migrate.head_revisions()
     print(f"{_fmt(current)} ({'head' if current == heads else 'head is ' + _fmt(heads)})")
@@ -42,7 +48,11 @@ def _current(args) -> int:
 
 
 def _check(args) -> int:
+    from app.db import migrate  # alembic: loaded by the commands that need it
+
     engine = cli_common.open_db(require_head=True)
+    from app.db import drift  # psycopg's sql composition: only for the check
+
     diffs = [str(d) for d in migrate.schema_drift(engine)] + drift.problems(engine)
     if diffs:
         for diff in diffs:
