@@ -14,6 +14,7 @@ from app.errors import ConfigError
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+HANDLER_NAME = "trainsrv.stderr"
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,11 +43,19 @@ def configure(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else getattr(logging, level_name())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace only our own handler (configure may run twice in one process); others' handlers stay.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != HANDLER_NAME and not _default_stderr(h)]
+    root.addHandler(handler)
     # Libraries speak at WARNING and above unless we debug; trainsrv's own loggers follow the setting.
     root.setLevel(logging.DEBUG if verbose else max(level, logging.WARNING))
     logging.getLogger("app").setLevel(level)
+
+
+def _default_stderr(handler: logging.Handler) -> bool:
+    # logging.basicConfig's handler (a library or an earlier call set it up): it would print each line twice.
+    return type(handler) is logging.StreamHandler and getattr(handler, "stream", None) is sys.stderr
 
 
 def show_progress(stream=None) -> bool:

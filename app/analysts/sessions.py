@@ -35,7 +35,7 @@ def register(sub) -> None:
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=_show)
     compare = cmds.add_parser("compare", help="sessions side by side, and the configuration keys that differ")
-    compare.add_argument("session_ids", type=int, nargs="+", metavar="SESSION_ID")
+    compare.add_argument("session_ids", type=int, nargs="+", help="two or more session ids")
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(func=_compare)
 

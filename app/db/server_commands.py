@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+from app import cli_common
 from app.config import get_settings
 from app.db import access, keepalive
 from app.db.embedded import EmbeddedServer
@@ -24,7 +25,8 @@ def register(sub, db) -> None:
     sql = sub.add_parser("sql", help="open psql on the configured database",
                          description="psql on the configured database (the embedded server's own psql when "
                                      "installed); arguments after -- go to psql unchanged.")
-    sql.add_argument("-c", "--command", action="append", default=[], help="run this SQL and exit (repeatable)")
+    sql.add_argument("-c", "--command", action="append", default=[], type=cli_common.non_empty,
+                     help="run this SQL and exit (repeatable)")
     sql.add_argument("--analyst", action="store_true", help="as trainsrv_analyst: see what analysts see")
     sql.add_argument("psql_args", nargs="*", help="further psql arguments (after --)")
     sql.set_defaults(func=_sql)
@@ -82,6 +84,7 @@ def _sql(args) -> int:
 
 
 def _connect_url() -> str:
-    from app.db import engine as db_engine
-
-    return db_engine.resolve_url()   # starts the embedded server and holds it while psql runs
+    # Connect once ourselves first: an unreachable or misconfigured database is the usual one-line error
+    # (password hidden), and the embedded server is started and held while psql runs.
+    engine = cli_common.open_db(require_head=False)
+    return engine.url.render_as_string(hide_password=False)
