@@ -2,7 +2,7 @@
 
 The same file gives the database its ``COMMENT ON VIEW`` / ``COMMENT ON COLUMN`` (so ``\\d+`` in psql
 and Grafana show the meanings) and docs/analysts.md its view sections, so the two cannot disagree.
-``apply`` runs whenever a migration creates a view (``app.db.views.create``) and in migration 0017 for
+``apply`` runs whenever a migration creates a view (``app.db.views.create``) and in migration 0012 for
 every view; it comments only the columns a view has at that revision. Regenerate the docs with
 ``python -m app.db.catalog --write``; ``tests/analysts/test_catalog.py`` fails when a view column has
 no comment or the docs differ from the source.
@@ -84,7 +84,7 @@ def apply(conn: sa.Connection, names: list[str] | None = None) -> int:
 
 
 def remove(conn: sa.Connection) -> None:
-    """Drop every view and view-column comment (migration 0017's downgrade)."""
+    """Drop every view and view-column comment (migration 0012's downgrade)."""
     with conn.connection.cursor() as cur:
         for row in conn.execute(VIEW_COLUMNS).all():
             cur.execute(

@@ -18,7 +18,7 @@ from alembic import op
 
 from app.db import catalog, views
 
-revision = "0017"
+revision = "0012"
 down_revision = "0016"
 branch_labels = None
 depends_on = None
