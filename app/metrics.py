@@ -60,7 +60,7 @@ def on_event(event: str, fields: dict) -> None:
         _job_started[job_id] = time.monotonic()
         return
     outcome = {"job.succeeded": "succeeded", "job.failed": "failed", "job.retry_scheduled": "retry",
-               "job.released": "released", "job.lost": "lost"}.get(event)
+               "job.released": "released", "job.lost": "lost", "job.abandoned": "abandoned"}.get(event)
     if outcome is None or job_id is None:
         return
     kind = str(fields.get("kind", ""))
