@@ -8,7 +8,8 @@ from app.db import server_commands
 
 
 def register(sub) -> None:
-    db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
+    db = sub.add_parser("db", help="the database: migrations, drift check, URL, keeping the embedded server up")
+    db = db.add_subparsers(dest="db_command", required=True)
     up = db.add_parser("upgrade", help="migrate to REV (default: head)")
     up.add_argument("revision", nargs="?", default="heads")
     up.set_defaults(func=_upgrade)
