@@ -29,6 +29,7 @@ import torch
 from app.trainer.hooks import Hooks
 from app.db import models
 from app.errors import ValidationError
+from app.retention import locks as retention_locks
 from app.trainer import checkpoints, rebuild, stored_steps
 from app.trainer.capture import CapturePolicy
 from app.trainer.convergence import ConvergenceTracker
@@ -100,7 +101,14 @@ class _Run:
 
 def replay_onto(engine: sa.Engine, source_id: int, onto: str | Target, options: OntoOptions | None = None, *,
                 job_id: int | None = None, hooks: Hooks | None = None) -> dict:
-    """Apply ``source_id``'s stored gradients to the ``onto`` checkpoint as a new recorded session."""
+    """Apply ``source_id``'s stored gradients to the ``onto`` checkpoint as a new recorded session (holding
+    the replay lock on the source throughout: retention never prunes what it reads)."""
+    with retention_locks.reading(engine, source_id):
+        return _replay_onto(engine, source_id, onto, options, job_id, hooks)
+
+
+def _replay_onto(engine: sa.Engine, source_id: int, onto: str | Target, options: OntoOptions | None,
+                 job_id: int | None, hooks: Hooks | None) -> dict:
     opts = options or OntoOptions()
     opts.validate()
     target = onto if isinstance(onto, Target) else Target.parse(onto)
@@ -128,10 +136,16 @@ def resume_onto(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = Non
     replay = (row.config or {}).get("replay")
     if not replay:
         raise ValidationError("session", f"session {session_id} was not recorded by a replay onto a checkpoint")
+    with retention_locks.reading(engine, replay["source_session_id"]):
+        return _resume_onto(engine, session_id, row, replay, hooks)
+
+
+def _resume_onto(engine: sa.Engine, session_id: int, row, replay: dict, hooks: Hooks | None) -> dict:
     recorder, ckpt = SessionRecorder.resume(engine, session_id)
     try:
         with engine.connect() as conn:
             source = session_row(conn, replay["source_session_id"])
+        check_replayable(source, ReplayOptions(approximate=True))  # refuses a source pruned meanwhile
         model = rebuild.build_model(source.model_kind, source.model_name, source.config).to(row.device)
         optimizer = rebuild.optimizer_spec(source.config).build(model.parameters())
         checkpoints.restore(model, optimizer, ckpt.state, rng=False)
