@@ -69,7 +69,8 @@ def test_no_foreign_key_citus_could_not_enforce(engine):
 
 def test_every_per_session_table_is_listed(engine):
     # A new table keyed by a session belongs with the distributed ones (or the list says otherwise).
-    keyed = {r.src for r in _rows(engine, FOREIGN_KEYS) if r.dst == "training_sessions" and r.src != "training_sessions"}
+    keyed = {r.src for r in _rows(engine, FOREIGN_KEYS)
+             if r.dst == "training_sessions" and r.src != "training_sessions"}
     assert keyed == set(DISTRIBUTED)
 
 
