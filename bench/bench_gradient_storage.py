@@ -39,8 +39,8 @@ from bench import bench_capture as bc  # noqa: E402
 from bench.common import _autocommit, machine  # noqa: E402
 from app.db import migrate  # noqa: E402
 from app.db.engine import make_engine  # noqa: E402
-from app.trainer import stored_steps  # noqa: E402
-from app.trainer.session import WriterOptions  # noqa: E402
+from app.recording import stored_steps  # noqa: E402
+from app.recording.session import WriterOptions  # noqa: E402
 
 NEW_SESSION = ("INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, trainsrv_version, device, "
                "capture_policy, replay_exact) VALUES ('cnn', 'bench', 0, 'x', 'x', 'cpu', 'full', true) RETURNING id")

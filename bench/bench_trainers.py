@@ -3,7 +3,7 @@
 Each trainer is its own process with its own session, recorder and background writer (as
 ``trainsrv serve`` processes on one host would be). Two modes, each at 1, 2 and 4 processes:
 
-* ``train``: the reference CNN's training steps with ``full`` capture (``app.trainer.loop.train_step``);
+* ``train``: the reference CNN's training steps with ``full`` capture (``app.recording.step.train_step``);
   per-trainer median step time ÷ the single trainer's, and aggregate gradient bytes/s;
 * ``write``: the same gradients captured and written as fast as the writer takes them, no forward or
   backward (the database path alone): aggregate gradient bytes/s, and ÷ the single writer's.
@@ -40,10 +40,10 @@ def worker(url: str, mode: str, steps: int, model_config: dict, device: str, rea
 
     from app.db.engine import make_engine
     from app.nets import interface
-    from app.trainer.capture import CapturePolicy
-    from app.trainer.loop import Batch, train_step
-    from app.trainer.session import SessionRecorder, SessionSpec
-    from app.trainer.writer import StepRecord
+    from app.recording.capture import CapturePolicy
+    from app.recording.session import SessionRecorder, SessionSpec
+    from app.recording.step import Batch, train_step
+    from app.recording.writer import StepRecord
 
     torch.set_num_threads(1)
     bc.DEVICE = torch.device(device)

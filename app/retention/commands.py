@@ -9,8 +9,8 @@ import json
 
 from app import cli
 from app.config import get_settings
-from app.db import queries
 from app.errors import ValidationError
+from app.recording import sessions
 from app.retention import gc, policy
 
 GC_JOB = "gc"
@@ -47,8 +47,7 @@ def _gc(args) -> int:
 
 def _keep(args) -> int:
     with cli.open_db().begin() as conn:
-        row = conn.execute(queries.get("retention.set_keep"), {"session_id": args.session_id,
-                                                               "keep": not args.off}).first()
+        row = sessions.set_keep(conn, args.session_id, not args.off)
     if row is None:
         raise ValidationError("session", f"no training session with id {args.session_id}")
     state = "marked keep" if row.keep else "no longer marked keep"

@@ -22,6 +22,7 @@ import psycopg
 import sqlalchemy as sa
 
 from app.db import queries
+from app.recording import sessions
 from app.retention import policy as policy_mod
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,6 @@ def _remove(conn: sa.Connection, item: Pruned, params: dict) -> int:
     freed = conn.execute(queries.get("retention.drop_gradients"), params).scalar_one()
     if item.action == "all":
         freed += conn.execute(queries.get("retention.delete_checkpoints"), params).scalar_one()
-    conn.execute(queries.get("retention.mark_pruned"), {**params, "pruned": item.action, "reason": item.reason})
+    sessions.mark_pruned(conn, item.session_id, pruned=item.action, reason=item.reason)
     log.info("gc pruned session %s (%s): %s bytes, %s", item.session_id, item.action, freed, item.reason)
     return int(freed)

@@ -13,10 +13,13 @@ from app import cli, config
 from app.db.engine import make_engine
 from app.jobs import registry
 from app.jobs.scheduler import Scheduler
+from app.demo import candle_episodes as support
+from app.recording.optim import OptimizerSpec
 from app.retention import gc, policy
-from app.trainer import cnn_train, replay, replay_onto, verify
-from app.trainer.optim import OptimizerSpec
-from tests.trainer import support
+from app.session_replay import exact as replay
+from app.session_replay import onto as replay_onto
+from app.session_replay import verify
+from app.trainer import cnn_train
 
 OPTIONS = dict(symbol=support.SYMBOL, min_profitability=0.0, max_episodes=48, epochs=1, batch_size=16,
                model_config=support.SMALL_MODEL, checkpoint_every=1, seed=3, device="cpu",
