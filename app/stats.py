@@ -7,7 +7,7 @@ import json
 
 import sqlalchemy as sa
 
-from app import cli
+from app import cli_common
 from app.config import get_settings
 from app.db import queries
 from app.retention import commands as retention_commands
@@ -43,7 +43,7 @@ def register(sub) -> None:
 
 
 def _stats(args) -> int:
-    with cli.open_db().connect() as conn:
+    with cli_common.open_db().connect() as conn:
         summary, tables, retention = integration_stats(conn), system_stats(conn), retention_stats(conn)
     if args.json:
         print(json.dumps({"summary": summary, "tables": tables, "retention": retention}, default=str, indent=2))

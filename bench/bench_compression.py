@@ -34,11 +34,11 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bench_capture as bc  # noqa: E402
-from bench.common import bench_database, machine  # noqa: E402
 from app.db.engine import make_engine  # noqa: E402
 from app.demo import candle_episodes as support  # noqa: E402
 from app.trainer import cnn_train, rl_train  # noqa: E402
+from bench import bench_capture as bc  # noqa: E402
+from bench.common import bench_database, machine  # noqa: E402
 from tests.rl_replay import support as rl_support  # noqa: E402
 
 CANDLES = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "nautilus-ftx-btc-perp-1m"

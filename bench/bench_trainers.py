@@ -111,9 +111,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     print(machine())
     print(f"[load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}]")
+    from sqlalchemy.engine import make_url
+
     from app.db import migrate
     from app.db.engine import make_engine
-    from sqlalchemy.engine import make_url
 
     with bc.database() as admin:
         name = f"bench_{uuid.uuid4().hex[:8]}"

@@ -61,7 +61,7 @@ def schema_drift(engine: sa.Engine) -> list:
 
 def include_object(obj, name, type_, reflected, compare_to):
     """Views are versioned SQL files, not models; alembic's own table is not ours either, nor are the
-    per-session partitions of gradient_blobs (created and dropped at run time, migration 0013)."""
+    per-session partitions of gradient_blobs (created and dropped at run time, migration 0017)."""
     return not (type_ == "table" and (name.startswith("v_") or name == "alembic_version"
                                       or _GRADIENT_PARTITION.fullmatch(name)))
 

@@ -49,11 +49,11 @@ def set_keep(conn: sa.Connection, session_id: int, keep: bool):
     return conn.execute(queries.get("retention.set_keep"), {"session_id": session_id, "keep": keep}).first()
 
 
-def get(conn: sa.Connection, session_id: int):
-    """The row of ``session_id`` (ValidationError naming it when absent)."""
+def get(conn: sa.Connection, session_id: int, field: str = "session"):
+    """The row of ``session_id``; when absent, a ValidationError naming ``field`` (the caller's option)."""
     row = conn.execute(sa.select(_table).where(_table.c.id == session_id)).first()
     if row is None:
-        raise ValidationError("session", f"no training session with id {session_id}")
+        raise ValidationError(field, f"no training session with id {session_id}")
     return row
 
 

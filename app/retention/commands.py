@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from app import cli
+from app import cli_common
 from app.config import get_settings
 from app.errors import ValidationError
 from app.recording import sessions
@@ -24,20 +24,15 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_gc)
     k = sub.add_parser("keep", help="mark a session keep: retention never prunes it nor its lineage")
-    k.add_argument("session_id", type=cli.positive_int)
+    k.add_argument("session_id", type=cli_common.positive_int)
     k.add_argument("--off", action="store_true", help="clear the mark instead")
     k.set_defaults(func=_keep)
 
 
 def _gc(args) -> int:
-    engine = cli.open_db()
+    engine = cli_common.open_db()
     if args.enqueue:
-        from app.jobs import queue
-
-        with engine.begin() as conn:
-            job = queue.enqueue(conn, GC_JOB, {"dry_run": args.dry_run})
-        print(json.dumps({"job_id": job.id, "created": job.created}))
-        return 0
+        return cli_common.enqueue_and_print(engine, GC_JOB, {"dry_run": args.dry_run})
     settings = get_settings()
     report = gc.run_gc(engine, policy.Policy.from_settings(settings), dry_run=args.dry_run,
                        lock_timeout_s=settings.gc_lock_timeout_s)
@@ -46,7 +41,7 @@ def _gc(args) -> int:
 
 
 def _keep(args) -> int:
-    with cli.open_db().begin() as conn:
+    with cli_common.open_db().begin() as conn:
         row = sessions.set_keep(conn, args.session_id, not args.off)
     if row is None:
         raise ValidationError("session", f"no training session with id {args.session_id}")

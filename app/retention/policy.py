@@ -35,7 +35,7 @@ class Policy:
     budget_bytes: int = 0
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "Policy":
+    def from_settings(cls, s: Settings) -> Policy:
         return cls(s.gradient_keep_newest, s.gradient_max_age_days, s.checkpoint_max_age_days,
                    int(s.gradient_budget_gb * GB))
 

@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import sqlalchemy as sa
 import torch
@@ -31,8 +31,10 @@ from app.config import get_settings
 from app.db import models
 from app.errors import TrainsrvError, ValidationError
 from app.recording import checkpoints, sessions, stored_steps
+from app.recording.hooks import resolve_device
 from app.retention import locks as retention_locks
 from app.session_replay import rebuild
+from app.session_replay.options import ReplayOptions
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +49,6 @@ class GradientsPruned(NotReplayExact):
 
 class ReplayError(TrainsrvError):
     """The stored session is incomplete or does not fit the model it names."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplayOptions:
-    """What to replay: ``from_step`` picks the start checkpoint (the nearest at or before it)."""
-
-    from_step: int | None = None
-    to_step: int | None = None
-    verify: bool = False
-    approximate: bool = False
-    device: str = "cpu"
-    threads: int | None = None
 
 
 @dataclasses.dataclass
@@ -134,7 +124,7 @@ def replay_session(engine: sa.Engine, session_id: int, options: ReplayOptions | 
     (``trainsrv gc``) never prunes what it reads.
     """
     opts = options or ReplayOptions()
-    check_device(opts.device)
+    resolve_device(opts.device)
     with retention_locks.reading(engine, session_id):
         return _replay_locked(engine, session_id, opts, on_step)
 
@@ -170,16 +160,6 @@ def torch_threads(count: int | None = None):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def check_device(device: str) -> None:
-    """A ValidationError naming ``device`` when it does not exist on this machine."""
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise ValidationError("device", f"unknown device {device!r}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValidationError("device", f"{device!r} requested but CUDA is not available")
 
 
 def check_replayable(row, opts: ReplayOptions) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -173,7 +173,7 @@ def _no_start_checkpoint(conn: sa.Connection, params: dict) -> list[Problem]:
             for r in conn.execute(queries.get("replay_session.sessions_without_start"), params)]
 
 
-def _step_coverage(conn: sa.Connection, params: dict, models: "_ModelNames") -> list[Problem]:
+def _step_coverage(conn: sa.Connection, params: dict, models: _ModelNames) -> list[Problem]:
     problems = []
     for r in conn.execute(queries.get("replay_session.step_gradient_counts"), params):
         present = set(r.names)

@@ -25,11 +25,11 @@ import torch
 from app.config import Settings, get_settings
 from app.errors import ValidationError
 from app.nets import dqn
-from app.recording.capture import CapturePolicy
 from app.recording.convergence import ConvergenceTracker
 from app.recording.hooks import Hooks, check, resolve_device
 from app.recording.optim import OptimizerSpec
-from app.recording.session import SessionRecorder, SessionSpec, WriterOptions
+from app.recording.policy import CapturePolicy, WriterOptions
+from app.recording.session import SessionRecorder, SessionSpec
 from app.recording.step import Batch, train_step
 from app.rl_replay.batch import BetaSchedule
 from app.rl_replay.buffer import ProfitWeightedExperienceBuffer

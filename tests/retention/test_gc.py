@@ -11,9 +11,9 @@ import sqlalchemy as sa
 
 from app import cli, config
 from app.db.engine import make_engine
+from app.demo import candle_episodes as support
 from app.jobs import registry
 from app.jobs.scheduler import Scheduler
-from app.demo import candle_episodes as support
 from app.recording.optim import OptimizerSpec
 from app.retention import gc, policy
 from app.session_replay import exact as replay

@@ -8,10 +8,11 @@ from app import cli, config
 from app.db.engine import make_engine
 from app.jobs import registry
 from app.nets import dqn
-from app.recording.capture import CapturePolicy
 from app.recording.optim import OptimizerSpec
+from app.recording.policy import CapturePolicy
 from app.rl_replay import buffer as rb
-from app.trainer import rl_commands, rl_train
+from app.trainer import jobs as trainer_jobs
+from app.trainer import rl_train
 from tests.rl_replay.support import SYMBOL, real_experiences
 
 
@@ -96,7 +97,7 @@ def test_training_priorities_follow_td_errors(real):
 
 def test_job_and_cli_validate_parameters(real, monkeypatch):
     engine, _ = real
-    handler = registry.get(rl_commands.JOB_KIND)
+    handler = registry.get(trainer_jobs.RL_JOB)
     with pytest.raises(Exception, match="symbol"):
         handler.validate({})
     with pytest.raises(Exception, match="gamma"):

@@ -28,8 +28,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
 
 from app.db import views
 
-revision = "0013"
-down_revision = "0010"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
