@@ -8,13 +8,16 @@ import threading
 
 import pytest
 import sqlalchemy as sa
+import torch
 
 from app import cli, config
 from app.db.engine import make_engine
 from app.demo import candle_episodes as support
 from app.jobs import registry
 from app.jobs.scheduler import Scheduler
+from app.recording.capture import CapturePolicy, GradientCapture
 from app.recording.optim import OptimizerSpec
+from app.recording.writer import BackgroundWriter, StepRecord
 from app.retention import gc, policy
 from app.session_replay import exact as replay
 from app.session_replay import onto as replay_onto
@@ -231,3 +234,33 @@ def test_stats_show_storage_per_class_and_budget_headroom(world, sessions, monke
     assert "gradient budget:" in out and "of 1024 MB used, headroom" in out
     assert "gradient_blobs" in out and int(lines["gradient_blobs"].split()[2]) > 0
     assert dry.startswith("gc (dry run): would prune 0 session(s)")
+
+
+def test_gc_prunes_while_another_session_is_being_written(world, sessions):
+    """DETACH waits only for the writer's open batch: the prune succeeds and the writer loses nothing."""
+    model = torch.nn.Linear(256, 256)
+    model(torch.randn(8, 256)).sum().backward()
+    capture = GradientCapture(model.named_parameters(), CapturePolicy("full"), slots=4)
+    live = _exec(world.engine, "INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, "
+                               "trainsrv_version, device, capture_policy, replay_exact) VALUES ('other', 'linear', "
+                               "0, 'x', 'x', 'cpu', 'full', true) RETURNING id").scalar_one()
+    started = threading.Event()
+
+    def write():
+        writer = BackgroundWriter(world.engine, live, max_batch=4)
+        for step in range(1, 301):
+            writer.submit(StepRecord(step, 1.0, {}, 1.0, 1e-3, [1], {}, {}, capture.capture(step)))
+            started.set()
+        writer.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        assert started.wait(60)
+        item = gc.Pruned(sessions[0], "gradients", "test")
+        gc._prune(world.engine, item, 5.0)
+    finally:
+        thread.join(120)
+    assert item.skipped is None and item.freed_bytes > 0 and _partition(world.engine, sessions[0]) is None
+    stored = _exec(world.engine, "SELECT count(DISTINCT step) FROM gradient_blobs WHERE session_id = :s", s=live)
+    assert stored.scalar_one() == 300
