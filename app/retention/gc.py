@@ -73,15 +73,16 @@ def run_gc(engine: sa.Engine, policy: policy_mod.Policy, *, dry_run: bool = Fals
             _prune(engine, item, lock_timeout_s)
             heartbeat()
         done.append(item)
-    after = plan.gradient_bytes_after if dry_run else _gradient_bytes(engine)
+    after = plan if dry_run else _replan(engine, policy)  # a dry run's classes are today's
     log.info("gc%s: %s session(s) pruned, %s skipped", " (dry run)" if dry_run else "",
              sum(p.skipped is None for p in done), sum(p.skipped is not None for p in done))
-    return GcReport(dry_run, done, plan.gradient_bytes, after, policy.budget_bytes, plan.by_class())
+    return GcReport(dry_run, done, plan.gradient_bytes, plan.gradient_bytes_after if dry_run else after.gradient_bytes,
+                    policy.budget_bytes, after.by_class())
 
 
-def _gradient_bytes(engine: sa.Engine) -> int:
+def _replan(engine: sa.Engine, policy: policy_mod.Policy) -> policy_mod.Plan:
     with engine.connect() as conn:
-        return conn.execute(queries.get("retention.gradient_bytes")).scalar_one()
+        return policy_mod.plan(conn, policy)
 
 
 def _prune(engine: sa.Engine, item: Pruned, lock_timeout_s: float) -> None:
