@@ -1,7 +1,7 @@
 """Partitioned gradient storage (issue 20) against the unpartitioned table, same server, same run.
 
-Two databases on one server: one at head (gradient_blobs partitioned by session, migration 0017), one
-at migration 0016, the one before (the plain table). Rounds alternate between them (the order swapped every round):
+Two databases on one server: one at head (gradient_blobs partitioned by session, migration 0013), one
+at the migration before 0013 (the plain table). Rounds alternate between them (the order swapped every round):
 
 1. write: the background writer captures and writes ``--steps`` steps of the reference CNN's gradients
    into a new session (binary COPY, one transaction per batch), MB/s;
@@ -48,11 +48,11 @@ NEW_SESSION = ("INSERT INTO training_sessions (model_kind, model_name, seed, tor
 
 @contextlib.contextmanager
 def two_databases():
-    """Engines of a database at head and one at 0016 (plain gradient_blobs), on one server."""
+    """Engines of a database at head and one just before migration 0013 (plain gradient_blobs), on one server."""
     with bc.database() as admin:
         names, engines = [], {}
         try:
-            for label, revision in (("partitioned", "heads"), ("plain", "0016")):
+            for label, revision in (("partitioned", "heads"), ("plain", migrate.previous_revision("0013"))):
                 name = f"bench_{uuid.uuid4().hex[:8]}"
                 _autocommit(admin, f'CREATE DATABASE "{name}"')
                 names.append(name)

@@ -34,6 +34,15 @@ def current_revisions(engine: sa.Engine) -> set[str]:
         return set(MigrationContext.configure(conn).get_current_heads())
 
 
+def previous_revision(revision: str) -> str:
+    """The revision a migration follows (its ``down_revision``): e.g. a schema just before it, for tests
+    and benches that compare the two whatever the chain is re-ordered to."""
+    down = ScriptDirectory.from_config(alembic_config()).get_revision(revision).down_revision
+    if not isinstance(down, str):
+        raise TrainsrvError(f"migration {revision} does not follow exactly one revision ({down!r})")
+    return down
+
+
 def upgrade(engine: sa.Engine, revision: str = "heads") -> None:
     _run(engine, command.upgrade, revision)
 
@@ -61,7 +70,7 @@ def schema_drift(engine: sa.Engine) -> list:
 
 def include_object(obj, name, type_, reflected, compare_to):
     """Views are versioned SQL files, not models; alembic's own table is not ours either, nor are the
-    per-session partitions of gradient_blobs (created and dropped at run time, migration 0017)."""
+    per-session partitions of gradient_blobs (created and dropped at run time, migration 0013)."""
     return not (type_ == "table" and (name.startswith("v_") or name == "alembic_version"
                                       or _GRADIENT_PARTITION.fullmatch(name)))
 

@@ -293,7 +293,7 @@ class TrainingSession(Base):
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     started_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
     ended_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
-    # Migration 0017, retention (app/retention): never prune (keep); what was pruned, when and why.
+    # Migration 0013, retention (app/retention): never prune (keep); what was pruned, when and why.
     keep: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
     pruned: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     pruned_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
@@ -336,7 +336,7 @@ class TrainingStep(Base):
 class GradientBlob(Base):
     """One chunk of one parameter's gradient at one step (lossless unless the session says not).
 
-    Migration 0017: partitioned by LIST (session_id), one partition ``gradient_blobs_s<id>`` per session,
+    Migration 0013: partitioned by LIST (session_id), one partition ``gradient_blobs_s<id>`` per session,
     created by a trigger on ``training_sessions`` and dropped by retention (sql/functions/gradient_partitions).
     """
 
@@ -381,7 +381,7 @@ class Checkpoint(Base):
         sa.CheckConstraint("octet_length(content_hash) = 32 AND octet_length(params_hash) = 32 "
                            "AND octet_length(optimizer_hash) = 32", name="hashes_are_sha256"),
         sa.UniqueConstraint("session_id", "step"),
-        # Migration 0017: the key holds the session (distribution-ready, docs/scaling.md); ids stay unique
+        # Migration 0013: the key holds the session (distribution-ready, docs/scaling.md); ids stay unique
         # by their identity sequence and are looked up through a plain index.
         sa.PrimaryKeyConstraint("session_id", "id"),
         sa.Index("ix_checkpoints_id", "id"),

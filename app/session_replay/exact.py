@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from typing import Callable
 
 import sqlalchemy as sa
 import torch

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from typing import Callable
 
 import sqlalchemy as sa
 import torch

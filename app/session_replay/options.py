@@ -60,7 +60,7 @@ class Target:
     checkpoint_id: int | None = None
 
     @classmethod
-    def parse(cls, text: str) -> Target:
+    def parse(cls, text: str) -> "Target":
         m = _TARGET.match(text.strip())
         if m is None:
             raise ValidationError("onto", f"must be SESSION, SESSION@STEP or checkpoint:ID, got {text!r}")

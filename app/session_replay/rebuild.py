@@ -20,7 +20,7 @@ A trainer whose sessions follow a different convention registers its own model b
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Callable
 
 import torch
 

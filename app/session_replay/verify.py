@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from typing import Callable
 
 import sqlalchemy as sa
 

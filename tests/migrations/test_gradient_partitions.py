@@ -1,4 +1,4 @@
-"""Migration 0017 converts a database holding gradients in place (one partition per session) and back."""
+"""Migration 0013 converts a database holding gradients in place (one partition per session) and back."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from app.db import migrate
 from app.db.engine import make_engine
 
+BEFORE = migrate.previous_revision("0013")  # the plain gradient_blobs
 SESSION = ("INSERT INTO training_sessions (model_kind, model_name, config, seed, torch_version, trainsrv_version, "
            "device, capture_policy, replay_exact) VALUES ('cnn', 'pivot_cnn', '{\"symbol\": \"BTC-PERP\"}', 1, "
            "'2', '0', 'cpu', 'full', true) RETURNING id")
@@ -49,7 +50,7 @@ def _partitions(engine) -> list[str]:
 def test_upgrade_partitions_existing_gradients_and_downgrade_flattens_them(empty_db_url):
     engine = make_engine(empty_db_url)
     try:
-        migrate.upgrade(engine, "0016")
+        migrate.upgrade(engine, BEFORE)
         with engine.begin() as conn:
             old = [_add_session(conn) for _ in range(2)]
         flat = _blobs(engine)
@@ -67,7 +68,7 @@ def test_upgrade_partitions_existing_gradients_and_downgrade_flattens_them(empty
         at_head = _blobs(engine)
         assert {r.session_id for r in at_head} == {old[1], new}
 
-        migrate.downgrade(engine, "0016")
+        migrate.downgrade(engine, BEFORE)
         assert _relkind(engine, "gradient_blobs") == "r" and _blobs(engine) == at_head
         assert _relkind(engine, f"gradient_blobs_s{new}") is None
         with engine.connect() as conn:

@@ -1,4 +1,4 @@
--- gradient_partitions v0001 (migration 0017): gradient_blobs is partitioned by LIST (session_id), one
+-- gradient_partitions v0001 (migration 0013): gradient_blobs is partitioned by LIST (session_id), one
 -- partition per session, named gradient_blobs_s<id>. Dropping a session's gradients is then a DETACH and a
 -- DROP TABLE (metadata, no row-by-row delete, no bloat left for VACUUM).
 --

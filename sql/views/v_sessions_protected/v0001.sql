@@ -1,4 +1,4 @@
--- v_sessions_protected v0001 (migration 0017): THE rule of what retention (`trainsrv gc`) must never prune.
+-- v_sessions_protected v0001 (migration 0013): THE rule of what retention (`trainsrv gc`) must never prune.
 -- One row per (session, reason); a session may be listed for several reasons. Everything else is policy
 -- (newest N per kind and symbol, age, storage budget: app/retention) and may be pruned.
 --

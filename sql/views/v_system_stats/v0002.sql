@@ -1,4 +1,4 @@
--- v_system_stats v0002 (migration 0017): one row per trainsrv table with its exact row count, size and health.
+-- v_system_stats v0002 (migration 0013): one row per trainsrv table with its exact row count, size and health.
 -- Changed from v0001: a partitioned table (gradient_blobs, one partition per session) counts the sizes and
 -- the dead / live rows of all its partitions (pg_partition_tree); a plain table is its own one-leaf tree.
 -- health: 'ok', 'needs_vacuum' (dead rows above 20 % of live ones) or 'never_analyzed'.

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
 
 from app.db import views
 
-revision = "0017"
+revision = "0013"
 down_revision = "0016"
 branch_labels = None
 depends_on = None
