@@ -61,14 +61,17 @@ class GcReport:
 
 
 def run_gc(engine: sa.Engine, policy: policy_mod.Policy, *, dry_run: bool = False, lock_timeout_s: float = 2.0,
-           heartbeat=lambda: None) -> GcReport:
-    """Plan, then (unless ``dry_run``) prune every due session; see the module docstring."""
+           heartbeat=lambda: None, should_stop=lambda: False) -> GcReport:
+    """Plan, then (unless ``dry_run``) prune every due session; see the module docstring. ``should_stop``
+    ends the run between sessions (what is left is due again on the next run)."""
     with engine.connect() as conn:
         plan = policy_mod.plan(conn, policy)
     done = []
     for d in plan.actions:
-        item = Pruned(d.session_id, d.action, d.reason, d.gradient_bytes + (d.checkpoint_bytes if d.action == "all"
-                                                                              else 0))
+        if should_stop():
+            break
+        freed = d.gradient_bytes + (d.checkpoint_bytes if d.action == "all" else 0)
+        item = Pruned(d.session_id, d.action, d.reason, freed)
         if not dry_run:
             _prune(engine, item, lock_timeout_s)
             heartbeat()
