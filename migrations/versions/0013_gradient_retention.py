@@ -69,6 +69,18 @@ def _blob_table(name: str, **kw) -> None:
     op.execute(f"ALTER TABLE {name} ALTER COLUMN data SET STORAGE EXTERNAL")
 
 
+def _same_tablespace(source: str, target: str) -> None:
+    """Gradients kept on their own disk stay there (for the partitioned table: where new partitions go)."""
+    op.execute(f"""
+        DO $$ DECLARE space name; BEGIN
+            SELECT t.spcname INTO space FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace
+            WHERE c.oid = '{source}'::regclass;
+            IF space IS NOT NULL THEN
+                EXECUTE format('ALTER TABLE {target} SET TABLESPACE %I', space);
+            END IF;
+        END $$""")
+
+
 def upgrade():
     op.add_column("training_sessions", sa.Column("keep", sa.Boolean, server_default=sa.false(), nullable=False))
     op.add_column("training_sessions", sa.Column("pruned", sa.Text, nullable=True))
@@ -87,6 +99,7 @@ def upgrade():
     op.execute("ALTER TABLE gradient_blobs_unpartitioned RENAME CONSTRAINT pk_gradient_blobs "
                "TO pk_gradient_blobs_unpartitioned")
     _blob_table("gradient_blobs", postgresql_partition_by="LIST (session_id)")
+    _same_tablespace("gradient_blobs_unpartitioned", "gradient_blobs")
     views.create_function("gradient_partitions", 1)
     views.secure_functions(PARTITION_FUNCTIONS)
     op.execute("SELECT gradient_blobs_create_partition(id) FROM training_sessions ORDER BY id")
@@ -112,6 +125,7 @@ def downgrade():
     op.create_primary_key(op.f("pk_checkpoints"), "checkpoints", ["id"])
 
     _blob_table("gradient_blobs_unpartitioned")
+    _same_tablespace("gradient_blobs", "gradient_blobs_unpartitioned")
     op.execute(f"INSERT INTO gradient_blobs_unpartitioned ({BLOB_COLUMNS}) SELECT {BLOB_COLUMNS} "
                "FROM gradient_blobs ORDER BY session_id, step, param_name, chunk_index")
     op.execute("DROP TRIGGER training_sessions_gradient_partition ON training_sessions")

@@ -21,12 +21,19 @@ CREATE FUNCTION gradient_blobs_create_partition(p_session_id bigint) RETURNS voi
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     part text := gradient_blobs_partition(p_session_id);
+    space name;
 BEGIN
     IF to_regclass(part) IS NOT NULL THEN
         RETURN;
     END IF;
+    -- In gradient_blobs' own tablespace, if it has one (ALTER TABLE gradient_blobs SET TABLESPACE puts new
+    -- sessions' gradients on another disk).
+    SELECT t.spcname INTO space
+    FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace
+    WHERE c.oid = 'gradient_blobs'::regclass;
     EXECUTE format('CREATE TABLE %I (LIKE gradient_blobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
-                   'INCLUDING STORAGE)', part);
+                   'INCLUDING STORAGE)', part)
+            || CASE WHEN space IS NULL THEN '' ELSE format(' TABLESPACE %I', space) END;
     EXECUTE format('ALTER TABLE gradient_blobs ATTACH PARTITION %I FOR VALUES IN (%s)', part, p_session_id);
 END
 $$;
