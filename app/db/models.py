@@ -365,7 +365,7 @@ class Checkpoint(Base):
     """Model, optimizer and RNG state at a step, with a content hash: the anchor of exact replay."""
 
     __tablename__ = "checkpoints"
-    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity())
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
     session_id: Mapped[int] = mapped_column(sa.ForeignKey("training_sessions.id", ondelete="CASCADE"))
     step: Mapped[int] = mapped_column(sa.Integer)
     kind: Mapped[str] = mapped_column(sa.Text)
@@ -381,10 +381,6 @@ class Checkpoint(Base):
         sa.CheckConstraint("octet_length(content_hash) = 32 AND octet_length(params_hash) = 32 "
                            "AND octet_length(optimizer_hash) = 32", name="hashes_are_sha256"),
         sa.UniqueConstraint("session_id", "step"),
-        # Migration 0013: the key holds the session (distribution-ready, docs/scaling.md); ids stay unique
-        # by their identity sequence and are looked up through a plain index.
-        sa.PrimaryKeyConstraint("session_id", "id"),
-        sa.Index("ix_checkpoints_id", "id"),
     )
 
 

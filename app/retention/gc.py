@@ -99,7 +99,12 @@ def _prune(engine: sa.Engine, item: Pruned, lock_timeout_s: float) -> None:
     except sa.exc.OperationalError as exc:
         if not isinstance(exc.orig, psycopg.errors.LockNotAvailable):
             raise
-        item.skipped, item.freed_bytes = f"busy: no lock within {lock_timeout_s:g} s", 0
+        item.skipped = f"busy: no lock within {lock_timeout_s:g} s"
+    except sa.exc.IntegrityError as exc:
+        if not isinstance(exc.orig, psycopg.errors.ForeignKeyViolation):
+            raise
+        # e.g. a checkpoint another session started from (RESTRICT): the session keeps everything for now
+        item.skipped = f"still referenced: {str(exc.orig).splitlines()[0]}"
     if item.skipped is not None:
         item.freed_bytes = 0
         log.info("gc skips session %s: %s", item.session_id, item.skipped)

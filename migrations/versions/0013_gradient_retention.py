@@ -1,5 +1,4 @@
-"""Gradients at scale: gradient_blobs partitioned by session, retention bookkeeping, a distribution-ready
-checkpoints key.
+"""Gradients at scale: gradient_blobs partitioned by session, and retention bookkeeping.
 
 Why: full per-step capture writes hundreds of MB per step for large models and nothing removed it; a
 ``DELETE`` of a session's gradients is slow, bloats the table and left ``replay_exact = true`` behind.
@@ -13,10 +12,10 @@ Why: full per-step capture writes hundreds of MB per step for large models and n
 * ``training_sessions``: ``keep`` (never prune), ``pruned`` ('gradients' | 'all'), ``pruned_at`` and
   ``pruned_reason``; a pruned session is never ``replay_exact``;
 * ``v_sessions_protected``: the one rule of what retention must keep (a registry adds a version);
-* ``checkpoints``: primary key ``(session_id, id)`` instead of ``(id)``, so that the table can be
-  distributed by session (Citus needs the distribution column in every primary / unique key); a plain index
-  on ``id`` keeps ``checkpoint:ID`` look-ups fast;
 * ``v_system_stats`` v0002 counts a partitioned table's partitions.
+
+``checkpoints`` keeps its primary key ``(id)``, the one key that a distribution by session would change
+(docs/scaling.md): the model registry (migration 0015) references ``checkpoints(id)``.
 
 Downgrade copies the partitions back into one plain table (pruned sessions stay without gradients and
 ``replay_exact = false``) and restores the rest.
@@ -106,9 +105,6 @@ def upgrade():
     op.execute(f"INSERT INTO gradient_blobs ({BLOB_COLUMNS}) SELECT {BLOB_COLUMNS} FROM gradient_blobs_unpartitioned")
     op.drop_table("gradient_blobs_unpartitioned")
 
-    op.drop_constraint(op.f("pk_checkpoints"), "checkpoints", type_="primary")
-    op.create_primary_key(op.f("pk_checkpoints"), "checkpoints", ["session_id", "id"])
-    op.create_index("ix_checkpoints_id", "checkpoints", ["id"])
 
     views.create("v_session_value", 1)
     views.create("v_system_stats", 2)
@@ -120,9 +116,6 @@ def downgrade():
     for view in BLOB_VIEWS:
         views.drop(view)
 
-    op.drop_index("ix_checkpoints_id", "checkpoints")
-    op.drop_constraint(op.f("pk_checkpoints"), "checkpoints", type_="primary")
-    op.create_primary_key(op.f("pk_checkpoints"), "checkpoints", ["id"])
 
     _blob_table("gradient_blobs_unpartitioned")
     _same_tablespace("gradient_blobs", "gradient_blobs_unpartitioned")

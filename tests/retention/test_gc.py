@@ -264,3 +264,19 @@ def test_gc_prunes_while_another_session_is_being_written(world, sessions):
     assert item.skipped is None and item.freed_bytes > 0 and _partition(world.engine, sessions[0]) is None
     stored = _exec(world.engine, "SELECT count(DISTINCT step) FROM gradient_blobs WHERE session_id = :s", s=live)
     assert stored.scalar_one() == 300
+
+
+def test_a_checkpoint_still_referenced_is_skipped_not_an_error(world, sessions):
+    # The model registry's init checkpoints reference checkpoints(id) with RESTRICT; any such reference does.
+    old = sessions[0]
+    _exec(world.engine, "CREATE TABLE IF NOT EXISTS stray_inits (checkpoint_id bigint REFERENCES checkpoints (id))")
+    _exec(world.engine, "INSERT INTO stray_inits SELECT max(id) FROM checkpoints WHERE session_id = :s", s=old)
+    _age(world.engine, old, 40)
+    try:
+        report = gc.run_gc(world.engine, policy.Policy(keep_newest=2, gradient_max_age_days=0,
+                                                       checkpoint_max_age_days=30))
+    finally:
+        _exec(world.engine, "DROP TABLE stray_inits")
+    assert [(p.session_id, p.action) for p in report.pruned] == [(old, "all")]
+    assert report.pruned[0].skipped.startswith("still referenced") and report.pruned[0].freed_bytes == 0
+    assert _row(world.engine, old).pruned is None and _blob_rows(world.engine, old) > 0  # rolled back whole
