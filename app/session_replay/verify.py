@@ -91,6 +91,7 @@ def verify_integrity(engine: sa.Engine, session_id: int | None = None, *,
         bad = _checkpoint_hashes(conn, params)
         report.problems.extend(bad)
         report.problems.extend(_checkpoint_contents(conn, params, {p.row_id for p in bad}, models, heartbeat))
+        separate_pruned_from_missing(conn, params, report)
     log.info("verified %s: %s problem(s)", f"session {session_id}" if session_id else "database",
              len(report.problems))
     return report
@@ -172,7 +173,7 @@ def _no_start_checkpoint(conn: sa.Connection, params: dict) -> list[Problem]:
             for r in conn.execute(queries.get("replay_session.sessions_without_start"), params)]
 
 
-def _step_coverage(conn: sa.Connection, params: dict, models: "_ModelNames") -> list[Problem]:
+def _step_coverage(conn: sa.Connection, params: dict, models: _ModelNames) -> list[Problem]:
     problems = []
     for r in conn.execute(queries.get("replay_session.step_gradient_counts"), params):
         present = set(r.names)
@@ -218,6 +219,38 @@ class _ModelNames:
     def names(self, session_id: int) -> set[str]:
         model = self.model(session_id)
         return set() if model is None else {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+# -- pruned by retention, not missing ----------------------------------------------------------------
+
+# What retention removes, by ``training_sessions.pruned``: absent rows of these kinds are pruned, not lost.
+PRUNED_KINDS = {"gradients": {"missing_gradient"}, "all": {"missing_gradient", "missing_checkpoint"}}
+
+
+def separate_pruned_from_missing(conn: sa.Connection, params: dict, report: IntegrityReport) -> None:
+    """Move the absences retention caused out of ``report.problems`` into one note per pruned session.
+
+    A session that ``trainsrv gc`` pruned has no gradients (and with ``all`` no checkpoints) on purpose;
+    the same absence in a session not marked pruned stays a problem (missing). Corruption of what is left
+    (checksums, hashes) is never excused.
+    """
+    pruned = {r.session_id: r for r in conn.execute(queries.get("retention.pruned_sessions"), params)}
+    report.checked["pruned_sessions"] = len(pruned)
+    if not pruned:
+        return
+    kept, excused = [], {}
+    for p in report.problems:
+        row = pruned.get(p.session_id)
+        if row is not None and p.kind in PRUNED_KINDS[row.pruned]:
+            excused[p.session_id] = excused.get(p.session_id, 0) + 1
+        else:
+            kept.append(p)
+    report.problems[:] = kept
+    for sid, row in pruned.items():
+        what = "gradients" if row.pruned == "gradients" else "gradients and checkpoints"
+        when = row.pruned_at.isoformat(timespec="minutes")
+        report.notes.append(f"session {sid}: {what} pruned by retention at {when} ({row.pruned_reason}); "
+                            f"{excused.get(sid, 0)} absent row(s) are pruned, not missing")
 
 
 # -- checkpoints --------------------------------------------------------------------------------
