@@ -101,6 +101,8 @@ def upgrade():
     _same_tablespace("gradient_blobs_unpartitioned", "gradient_blobs")
     views.create_function("gradient_partitions", 1)
     views.secure_functions(PARTITION_FUNCTIONS)
+    op.execute("CREATE TRIGGER training_sessions_gradient_partition AFTER INSERT ON training_sessions "
+               "FOR EACH ROW EXECUTE FUNCTION training_sessions_gradient_partition()")
     op.execute("SELECT gradient_blobs_create_partition(id) FROM training_sessions ORDER BY id")
     op.execute(f"INSERT INTO gradient_blobs ({BLOB_COLUMNS}) SELECT {BLOB_COLUMNS} FROM gradient_blobs_unpartitioned")
     op.drop_table("gradient_blobs_unpartitioned")

@@ -186,6 +186,7 @@ def test_cli_replay_refuses_in_one_line_and_verify_tells_pruned_from_missing(wor
     _exec(world.engine, "SELECT gradient_blobs_drop_partition(:s)", s=damaged)  # lost, not pruned
     monkeypatch.setenv("TRAINSRV_DATABASE_URL", world.url)
     config.set_settings(None)
+    capsys.readouterr()  # gc's own log lines (an earlier in-process command configured logging): not the CLI's
     try:
         assert cli.main(["replay", "session", str(pruned), "--verify"]) == 1
         err = capsys.readouterr().err.strip()

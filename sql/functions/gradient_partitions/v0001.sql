@@ -66,7 +66,5 @@ BEGIN
     RETURN NULL;
 END
 $$;
-
-CREATE OR REPLACE TRIGGER training_sessions_gradient_partition
-AFTER INSERT ON training_sessions
-FOR EACH ROW EXECUTE FUNCTION training_sessions_gradient_partition();
+-- Fired by the trigger training_sessions_gradient_partition (AFTER INSERT ON training_sessions), created by
+-- migration 0013 itself: this file holds functions only, so it can be re-run to check for drift.
