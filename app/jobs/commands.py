@@ -56,7 +56,7 @@ def _serve(args) -> int:
     worker = Worker(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
     _install_signals(worker)
     worker.run(max_jobs=args.max_jobs, once=args.once)
-    return 0
+    return 1 if worker.schema_problem else 0
 
 
 def _install_signals(worker: Worker) -> None:
