@@ -22,9 +22,9 @@ JOB_KIND = "train_cnn"
 PARAMS = {
     "symbol": registry.Param(str),
     "min_profitability": registry.Param(float, default=0.7, min=0.0, max=1.0),
-    "max_episodes": registry.Param(int, default=500, min=1),
-    "epochs": registry.Param(int, default=10, min=1),
-    "batch_size": registry.Param(int, default=32, min=1),
+    "max_episodes": registry.Param(int, default=500, min=1, max=10_000_000),
+    "epochs": registry.Param(int, default=10, min=1, max=100_000),
+    "batch_size": registry.Param(int, default=32, min=1, max=65_536),
     "eval_fraction": registry.Param(float, default=0.2, min=0.01, max=0.99),
     **shared_params(model=REFERENCE, optimizer="adamw"),
 }

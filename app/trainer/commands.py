@@ -52,7 +52,7 @@ def shared_params(model: str, optimizer: str) -> dict:
 
     return {
         "model": registry.Param(str, default=model),
-        "model_config": registry.Param(str, default=None),
+        "model_config": registry.Param(str, default=None, check=lambda name, text: json_object(name)(text)),
         "optimizer": registry.Param(str, default=optimizer, choices=OPTIMIZERS),
         "lr": registry.Param(float, default=1e-3, min=1e-12),
         "capture": registry.Param(str, default="full", choices=POLICIES),

@@ -13,8 +13,8 @@ JOB_KIND = "train_rl"
 # One table of parameters: the CLI options and the job parameters are generated from it.
 PARAMS = {
     "symbol": registry.Param(str),
-    "steps": registry.Param(int, default=200, min=1),
-    "batch_size": registry.Param(int, default=64, min=1),
+    "steps": registry.Param(int, default=200, min=1, max=100_000_000),
+    "batch_size": registry.Param(int, default=64, min=1, max=65_536),
     "profitable_share": registry.Param(float, default=None, min=0.0, max=1.0),
     "beta_start": registry.Param(float, default=None, min=0.0, max=1.0),
     "gamma": registry.Param(float, default=0.9, min=0.0, max=0.999),
