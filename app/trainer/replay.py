@@ -350,6 +350,12 @@ class _Replay:
                               f"which {self.row.model_name} does not have")
         if self.exact and len(stored.gradients) != stored.gradients_stored:
             self._fewer(stored)
+        for name, grad in stored.gradients.items():
+            param = self.state.params[name]
+            if grad.shape != param.shape or grad.dtype != param.dtype:
+                raise ReplayError(f"session {self.row.id}, step {stored.step}: the stored gradient of {name!r} is "
+                                  f"{grad.dtype} {list(grad.shape)}, the parameter is {param.dtype} "
+                                  f"{list(param.shape)}; see `trainsrv verify --session {self.row.id}`")
 
     def _fewer(self, stored: stored_steps.StoredStep) -> None:
         missing = sorted(set(self.state.params) - set(stored.gradients))
