@@ -35,9 +35,9 @@ def connection_revisions(conn: sa.Connection) -> set[str]:
     return set(MigrationContext.configure(conn).get_current_heads())
 
 
-# Migrations hold an advisory lock (sql/queries/migrations.sql) for their whole transaction, so two `db upgrade`s (or an upgrade
-# and a downgrade) run one after the other: the second then finds the first one's work done. Since
-# migration 0011 only the trainer role and the owner may take advisory locks.
+# Migrations hold an advisory lock (sql/queries/migrations.sql) for their whole transaction, so two
+# `db upgrade`s (or an upgrade and a downgrade) run one after the other: the second then finds the
+# first one's work done. Since migration 0011 only the trainer role and the owner may take advisory locks.
 MIGRATION_LOCK_WAIT_S = 600.0
 
 

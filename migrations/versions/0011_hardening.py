@@ -40,7 +40,8 @@ ENTRY_POINTS = ("ingest_record(jsonb, jsonb, jsonb)", "ingest_package(jsonb, jso
                 "ingest_prediction(jsonb, jsonb)", "ingest_default_rules()")
 
 # Every view of this schema (those other migrations add later are created as barriers by app.db.views).
-ALL_VIEWS = "SELECT c.oid::regclass AS v FROM pg_class c WHERE c.relkind = 'v' AND c.relnamespace = current_schema()::regnamespace"
+ALL_VIEWS = ("SELECT c.oid::regclass AS v FROM pg_class c "
+             "WHERE c.relkind = 'v' AND c.relnamespace = current_schema()::regnamespace")
 ADVISORY = ("SELECT p.oid::regprocedure AS fn FROM pg_proc p "
             "WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname LIKE 'pg%advisory%'")
 

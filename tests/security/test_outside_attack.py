@@ -269,7 +269,8 @@ def test_cli_refuses_unbounded_values_in_one_line(candle_engine, tmp_path, monke
     with candle_engine.begin() as conn:
         session = conn.execute(sa.text(
             "INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, trainsrv_version, device, "
-            "capture_policy, replay_exact) VALUES ('cnn', 'm', 1, 't', 'v', 'cpu', 'full', true) RETURNING id")).scalar()
+            "capture_policy, replay_exact) VALUES ('cnn', 'm', 1, 't', 'v', 'cpu', 'full', true) RETURNING id")
+        ).scalar()
         conn.execute(sa.text("INSERT INTO training_steps (session_id, step, loss_total, learning_rate, batch_ids) "
                              "VALUES (:s, 1, 1.0, 0.001, '{}')"), {"s": session})
         before = conn.execute(sa.text("SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM candles)")).one()
