@@ -81,6 +81,7 @@ class EmbeddedServer:
             self._ensure_initialised()
             changed = self._secure_auth()
             if not self._running_pid():
+                self._check_reachable(self.pgdata)  # a parent may have been closed since initdb
                 self._remove_stale_pidfile()
                 self._start()
             elif changed:
