@@ -28,7 +28,8 @@ def stand_ins(monkeypatch):
                                min_profitability=registry.Param(float, default=0.7)),
         "train_rl": _stand_in("train_rl"),
     }
-    monkeypatch.setattr(registry, "load_handlers", lambda: handlers)
+    monkeypatch.setattr(registry, "load_handlers", lambda settings=None: handlers)
+    monkeypatch.setattr(registry, "_handlers", handlers)  # what registry.get() looks up first
     return handlers
 
 

@@ -305,7 +305,7 @@ def test_every_view_is_a_security_barrier(candle_engine):  # noqa: F811
 
 
 def test_a_readers_function_sees_only_the_rows_a_view_lets_through(candle_engine, logins):  # noqa: F811
-    from tests.rl.support import experience, package
+    from tests.rl_replay.support import experience, package
 
     with candle_engine.begin() as conn:
         hidden = experience(conn, 1.0, state=package(conn, valid=False))  # v_rl_replay leaves it out
