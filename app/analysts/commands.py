@@ -7,6 +7,7 @@ from pathlib import Path
 
 from app import cli_common
 from app.errors import ValidationError
+from app.analysts import sessions
 
 
 def register(sub) -> None:
@@ -19,6 +20,7 @@ def register(sub) -> None:
     r.add_argument("session_id", type=int)
     r.add_argument("--out", type=Path, required=True, help="output folder (created)")
     r.set_defaults(func=_report)
+    sessions.register(sub)
 
 
 def _similar(args) -> int:

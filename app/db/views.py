@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from alembic import op
 
+from app.db import catalog
 from app.paths import SQL_DIR
 
 
@@ -41,10 +42,11 @@ INTERNAL_VIEWS = frozenset({"v_rl_replay_pending_draws", "v_rl_replay_pending_pr
 
 
 def create(name: str, version: int) -> None:
-    """Create the view as a security barrier; analysts may read it once their role exists (migration 0008
-    on), unless it is internal."""
+    """Create the view as a security barrier, with the comments ``sql/views/catalog.toml`` gives it and its
+    columns; analysts may read it once their role exists (migration 0008 on), unless it is internal."""
     op.execute(read(name, version))
     _security_barrier(name)
+    catalog.apply(op.get_bind(), [name])
     if name in INTERNAL_VIEWS:
         return
     # Re-created views lose their grants, so every creation grants again.
@@ -70,6 +72,7 @@ def redefine(name: str, version: int) -> None:
         raise ValueError(f"{path(name, version)} has no CREATE VIEW statement")
     op.execute(statement.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))
     _security_barrier(name)  # CREATE OR REPLACE VIEW resets the view's options
+    catalog.apply(op.get_bind(), [name])  # columns a version appends need their comments
 
 
 def drop(name: str) -> None:

@@ -21,7 +21,9 @@ class TrainerProcess:
     """Starts ``trainsrv serve`` against ``url`` and stops it with SIGTERM (a clean shutdown)."""
 
     def __init__(self, url: str, log_path: str):
-        env = {**os.environ, "TRAINSRV_DATABASE_URL": url, "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8")}
+        # stdout (job transitions) and stderr (the log) share one file: JSON lines for both.
+        env = {**os.environ, "TRAINSRV_DATABASE_URL": url, "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8"),
+               "TRAINSRV_LOG_FORMAT": "json"}
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-schedule"],
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT)

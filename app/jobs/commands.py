@@ -18,6 +18,9 @@ def register(sub) -> None:
     serve.add_argument("--max-jobs", type=cli_common.positive_int, metavar="N", help="exit after running N jobs")
     serve.add_argument("--worker-id", help="name in jobs.locked_by (default: host:pid:random)")
     serve.add_argument("--no-schedule", action="store_true", help="do not enqueue scheduled / threshold jobs")
+    serve.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="serve Prometheus metrics on /metrics and a health check on /health (0: any free port)")
+    serve.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
     serve.set_defaults(func=_serve)
 
     jobs = sub.add_parser("jobs", help="the job queue").add_subparsers(dest="jobs_command", required=True)
@@ -55,7 +58,17 @@ def _serve(args) -> int:
     transitions.to_stream()
     worker = Worker(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
     _install_signals(worker)
-    worker.run(max_jobs=args.max_jobs, once=args.once)
+    server = None
+    if args.metrics_port is not None:
+        from app import metrics
+
+        server = metrics.serve(engine, args.metrics_port, args.metrics_host)
+        transitions.emit("metrics.listening", host=args.metrics_host, port=server.server_address[1])
+    try:
+        worker.run(max_jobs=args.max_jobs, once=args.once)
+    finally:
+        if server is not None:
+            server.shutdown()
     return 1 if worker.schema_problem else 0
 
 
