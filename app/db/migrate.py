@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -12,6 +14,8 @@ from alembic.script import ScriptDirectory
 from app.db import models
 from app.errors import SchemaOutOfDate, TrainsrvError
 from app.paths import ALEMBIC_INI
+
+_GRADIENT_PARTITION = re.compile(r"gradient_blobs_s[0-9]+")
 
 
 def alembic_config(connection: sa.Connection | None = None) -> Config:
@@ -49,6 +53,15 @@ def serialise(conn: sa.Connection, wait_s: float | None = None) -> None:
                MIGRATION_LOCK_WAIT_S if wait_s is None else wait_s)
 
 
+def previous_revision(revision: str) -> str:
+    """The revision a migration follows (its ``down_revision``): e.g. a schema just before it, for tests
+    and benches that compare the two whatever the chain is re-ordered to."""
+    down = ScriptDirectory.from_config(alembic_config()).get_revision(revision).down_revision
+    if not isinstance(down, str):
+        raise TrainsrvError(f"migration {revision} does not follow exactly one revision ({down!r})")
+    return down
+
+
 def upgrade(engine: sa.Engine, revision: str = "heads") -> None:
     _run(engine, command.upgrade, revision)
 
@@ -75,8 +88,10 @@ def schema_drift(engine: sa.Engine) -> list:
 
 
 def include_object(obj, name, type_, reflected, compare_to):
-    """Views are versioned SQL files, not models; alembic's own table is not ours either."""
-    return not (type_ == "table" and (name.startswith("v_") or name == "alembic_version"))
+    """Views are versioned SQL files, not models; alembic's own table is not ours either, nor are the
+    per-session partitions of gradient_blobs (created and dropped at run time, migration 0013)."""
+    return not (type_ == "table" and (name.startswith("v_") or name == "alembic_version"
+                                      or _GRADIENT_PARTITION.fullmatch(name)))
 
 
 def require_head(engine: sa.Engine) -> None:

@@ -32,6 +32,7 @@ SESSION_STATES = ("running", "succeeded", "failed", "interrupted")
 CAPTURE_POLICIES = ("full", "every_k", "half", "none")
 EVENT_KINDS = ("velocity", "volatility_spike")
 OUTCOME_STATES = ("validated", "pending")
+PRUNED = ("gradients", "all")
 
 TSTZ = sa.DateTime(timezone=True)
 NOW = sa.text("now()")
@@ -292,12 +293,21 @@ class TrainingSession(Base):
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     started_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
     ended_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
+    # Migration 0013, retention (app/retention): never prune (keep); what was pruned, when and why.
+    keep: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    pruned: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    pruned_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
+    pruned_reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     __table_args__ = (
         sa.CheckConstraint(_in("model_kind", MODEL_KINDS), name="known_model_kind"),
         sa.CheckConstraint(_in("status", SESSION_STATES), name="known_status"),
         sa.CheckConstraint(_in("capture_policy", CAPTURE_POLICIES), name="known_capture_policy"),
         sa.CheckConstraint("NOT replay_exact OR capture_policy = 'full'", name="exact_needs_full_capture"),
         sa.CheckConstraint("ended_at IS NULL OR ended_at >= started_at", name="ordered_times"),
+        sa.CheckConstraint(f"pruned IS NULL OR {_in('pruned', PRUNED)}", name="known_pruned"),
+        sa.CheckConstraint("pruned IS NULL OR NOT replay_exact", name="pruned_not_exact"),
+        sa.CheckConstraint("(pruned IS NULL) = (pruned_at IS NULL) AND (pruned IS NULL) = (pruned_reason IS NULL)",
+                           name="pruned_complete"),
     )
 
 
@@ -324,7 +334,11 @@ class TrainingStep(Base):
 
 
 class GradientBlob(Base):
-    """One chunk of one parameter's gradient at one step (lossless unless the session says not)."""
+    """One chunk of one parameter's gradient at one step (lossless unless the session says not).
+
+    Migration 0013: partitioned by LIST (session_id), one partition ``gradient_blobs_s<id>`` per session,
+    created by a trigger on ``training_sessions`` and dropped by retention (sql/functions/gradient_partitions).
+    """
 
     __tablename__ = "gradient_blobs"
     session_id: Mapped[int] = mapped_column(
@@ -343,6 +357,7 @@ class GradientBlob(Base):
         sa.CheckConstraint("chunk_index >= 0 AND chunk_index < chunk_count", name="chunk_in_range"),
         sa.CheckConstraint("byte_length = octet_length(data)", name="length_matches"),
         sa.CheckConstraint("octet_length(checksum) = 32", name="checksum_is_sha256"),
+        {"postgresql_partition_by": "LIST (session_id)"},
     )
 
 

@@ -2,6 +2,7 @@
 
 * Periodic: with ``enable_background_validation``, one ``validate_outcomes`` and one
   ``detect_events`` job (all symbols) per ``validation_interval_s`` window.
+* Retention: one ``gc`` job per ``gc_interval_s`` window (app/retention).
 * Thresholds: ``train_cnn`` once ``min_episodes_for_cnn_training`` replay episodes exist (valid
   packages with a validated outcome of ``profitability_score >= min_profitability_for_replay``),
   ``train_rl`` once ``min_experiences_for_rl_training`` experiences exist — and again each time
@@ -74,7 +75,7 @@ class Scheduler:
 
     def due(self, conn: sa.Connection, handlers: dict[str, registry.Handler]) -> list[Due]:
         """Every job the settings call for right now among registered kinds (enqueued ones included)."""
-        found = [*self._periodic(conn), *self._thresholds(conn, handlers)]
+        found = [*self._periodic(conn), *self._gc(conn), *self._thresholds(conn, handlers)]
         for due in found:
             if due.kind not in handlers:
                 self._skip_once(due.kind, "no handler registered in this trainer")
@@ -96,6 +97,14 @@ class Scheduler:
         now = conn.execute(sa.text("SELECT extract(epoch FROM now())")).scalar()
         window = math.floor(float(now) / s.validation_interval_s)
         return [Due(kind, f"auto:{kind}:{window}", f"every {s.validation_interval_s:g} s") for kind in PERIODIC_KINDS]
+
+    def _gc(self, conn: sa.Connection) -> list[Due]:
+        """One retention run (``gc``, app/retention) per ``gc_interval_s`` window."""
+        interval = self.settings.gc_interval_s
+        if interval <= 0:
+            return []
+        window = math.floor(float(conn.execute(sa.text("SELECT extract(epoch FROM now())")).scalar()) / interval)
+        return [Due("gc", f"auto:gc:{window}", f"every {interval:g} s")]
 
     def _thresholds(self, conn: sa.Connection, handlers: dict[str, registry.Handler]) -> list[Due]:
         found = []

@@ -32,6 +32,7 @@ from app.db import models
 from app.errors import TrainsrvError, ValidationError
 from app.recording import checkpoints, sessions, stored_steps
 from app.recording.hooks import resolve_device
+from app.retention import locks as retention_locks
 from app.session_replay import completeness, rebuild
 from app.session_replay.options import ReplayOptions
 
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 
 class NotReplayExact(TrainsrvError):
     """The session's gradients were captured lossily: it cannot be verified bit for bit."""
+
+
+class GradientsPruned(NotReplayExact):
+    """Retention removed the session's gradients (``training_sessions.pruned``): nothing to replay."""
 
 
 class ReplayError(TrainsrvError):
@@ -123,10 +128,18 @@ def replay_session(engine: sa.Engine, session_id: int, options: ReplayOptions | 
     """Replay ``session_id`` from its stored gradients (see the module docstring).
 
     ``on_step(step)`` is called after every applied step; returning False stops the replay there.
-    Raises NotReplayExact, ReplayError, CorruptedBlob (naming the blob) or CheckpointError.
+    Raises NotReplayExact (GradientsPruned when retention removed its gradients), ReplayError, CorruptedBlob
+    (naming the blob) or CheckpointError. Holds the replay lock on the session throughout, so retention
+    (``trainsrv gc``) never prunes what it reads.
     """
     opts = options or ReplayOptions()
     resolve_device(opts.device)
+    with retention_locks.reading(engine, session_id):
+        return _replay_locked(engine, session_id, opts, on_step)
+
+
+def _replay_locked(engine: sa.Engine, session_id: int, opts: ReplayOptions,
+                   on_step: Callable[[int], bool] | None) -> ReplayReport:
     started = time.perf_counter()
     with engine.connect() as conn:
         row = sessions.get(conn, session_id)
@@ -185,7 +198,9 @@ def torch_threads(count: int | None = None):
 
 
 def check_replayable(row, opts: ReplayOptions) -> None:
-    """Lossy sessions refuse verification, and replay unless ``approximate`` is asked for."""
+    """Pruned sessions refuse replay; lossy ones refuse verification, and replay unless ``approximate``."""
+    if row.pruned is not None:
+        raise GradientsPruned(pruned_reason(row))
     if row.replay_exact:
         return
     why = lossy_reason(row)
@@ -195,6 +210,14 @@ def check_replayable(row, opts: ReplayOptions) -> None:
     if not opts.approximate:
         raise NotReplayExact(f"session {row.id} is not replay-exact: {why}; pass --approximate to replay it "
                              "anyway (checkpoints are then compared by distance, not hash)")
+
+
+def pruned_reason(row) -> str:
+    """One line: the session cannot be replayed because retention removed its gradients (and when, why)."""
+    what = "gradients" if row.pruned == "gradients" else "gradients and checkpoints"
+    left = "; its checkpoints remain" if row.pruned == "gradients" else ""
+    return (f"session {row.id} cannot be replayed: its {what} were pruned by retention at "
+            f"{row.pruned_at.isoformat(timespec='minutes')} ({row.pruned_reason}){left}")
 
 
 def lossy_reason(row) -> str:

@@ -97,6 +97,7 @@ def verify_integrity(engine: sa.Engine, session_id: int | None = None, *,
         report.problems.extend(bad)
         report.problems.extend(_checkpoint_contents(conn, params, {p.row_id for p in bad}, models, heartbeat))
         report.problems[:] = _unique(report.problems)
+        separate_pruned_from_missing(conn, params, report)
     log.info("verified %s: %s problem(s)", f"session {session_id}" if session_id else "database",
              len(report.problems))
     return report
@@ -202,7 +203,7 @@ def _unique(problems: list[Problem]) -> list[Problem]:
     return kept
 
 
-def _step_coverage(conn: sa.Connection, params: dict, models: "_ModelNames") -> list[Problem]:
+def _step_coverage(conn: sa.Connection, params: dict, models: _ModelNames) -> list[Problem]:
     problems = []
     for r in conn.execute(queries.get("replay_session.step_gradient_counts"), params):
         present = set(r.names)
@@ -301,6 +302,38 @@ class _ModelNames:
     def parameters(self, session_id: int) -> dict | None:
         model = self.model(session_id)
         return None if model is None else dict(model.named_parameters())
+
+
+# -- pruned by retention, not missing ----------------------------------------------------------------
+
+# What retention removes, by ``training_sessions.pruned``: absent rows of these kinds are pruned, not lost.
+PRUNED_KINDS = {"gradients": {"missing_gradient"}, "all": {"missing_gradient", "missing_checkpoint"}}
+
+
+def separate_pruned_from_missing(conn: sa.Connection, params: dict, report: IntegrityReport) -> None:
+    """Move the absences retention caused out of ``report.problems`` into one note per pruned session.
+
+    A session that ``trainsrv gc`` pruned has no gradients (and with ``all`` no checkpoints) on purpose;
+    the same absence in a session not marked pruned stays a problem (missing). Corruption of what is left
+    (checksums, hashes) is never excused.
+    """
+    pruned = {r.session_id: r for r in conn.execute(queries.get("retention.pruned_sessions"), params)}
+    report.checked["pruned_sessions"] = len(pruned)
+    if not pruned:
+        return
+    kept, excused = [], {}
+    for p in report.problems:
+        row = pruned.get(p.session_id)
+        if row is not None and p.kind in PRUNED_KINDS[row.pruned]:
+            excused[p.session_id] = excused.get(p.session_id, 0) + 1
+        else:
+            kept.append(p)
+    report.problems[:] = kept
+    for sid, row in pruned.items():
+        what = "gradients" if row.pruned == "gradients" else "gradients and checkpoints"
+        when = row.pruned_at.isoformat(timespec="minutes")
+        report.notes.append(f"session {sid}: {what} pruned by retention at {when} ({row.pruned_reason}); "
+                            f"{excused.get(sid, 0)} absent row(s) are pruned, not missing")
 
 
 # -- checkpoints --------------------------------------------------------------------------------
