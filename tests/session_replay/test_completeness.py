@@ -8,11 +8,10 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from app import cli, config
 from app.session_replay import verify
 from app.trainer import cnn_train
 from tests.session_replay.test_session_replay import OPTIONS, _exec, _first_param, victim, world  # noqa: F401
-from tests.security.support import error_line
+from tests.security.support import error_line, run_cli
 
 
 def _kinds(engine, session_id=None) -> set[tuple]:
@@ -20,15 +19,10 @@ def _kinds(engine, session_id=None) -> set[tuple]:
 
 
 def _cli(world, capsys, *argv) -> tuple[int, str, str]:  # noqa: F811
-    config.set_settings(None)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("TRAINSRV_DATABASE_URL", world.url)
-            config.set_settings(None)
-            code = cli.main(list(argv))
-    finally:
-        config.set_settings(None)
-    out, err = capsys.readouterr()
+    """``trainsrv ARGV`` in this process against the world's database: (exit code, stdout, stderr)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRAINSRV_DATABASE_URL", world.url)
+        code, out, err, _ = run_cli(*argv)
     return code, out, err
 
 
