@@ -31,7 +31,26 @@ def head_revisions() -> set[str]:
 
 def current_revisions(engine: sa.Engine) -> set[str]:
     with engine.connect() as conn:
-        return set(MigrationContext.configure(conn).get_current_heads())
+        return connection_revisions(conn)
+
+
+def connection_revisions(conn: sa.Connection) -> set[str]:
+    """The revisions the database of ``conn`` is at (empty when never migrated)."""
+    return set(MigrationContext.configure(conn).get_current_heads())
+
+
+# Migrations hold an advisory lock (sql/queries/migrations.sql) for their whole transaction, so two
+# `db upgrade`s (or an upgrade and a downgrade) run one after the other: the second then finds the
+# first one's work done. Since migration 0011 only the trainer role and the owner may take advisory locks.
+MIGRATION_LOCK_WAIT_S = 600.0
+
+
+def serialise(conn: sa.Connection, wait_s: float | None = None) -> None:
+    """Take the migration lock in ``conn``'s transaction, waiting at most ``wait_s`` seconds."""
+    from app.db import locks
+
+    locks.take(conn, "migrations.lock", "migrations",
+               MIGRATION_LOCK_WAIT_S if wait_s is None else wait_s)
 
 
 def previous_revision(revision: str) -> str:

@@ -465,3 +465,18 @@ class RlReplayPriorityLog(Base):
     __table_args__ = (
         sa.CheckConstraint("cardinality(experience_ids) = cardinality(priorities)", name="one_priority_per_id"),
     )
+
+
+class IngestConfig(Base):
+    """Migration 0011: the one row of ingest validation rules (``ingest_rules()`` reads it over the
+    built-in defaults). Ops change it with SQL; callers of the ingest functions cannot."""
+
+    __tablename__ = "ingest_config"
+    id: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, server_default=sa.text("1"),
+                                    autoincrement=False)
+    rules: Mapped[dict] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    updated_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    __table_args__ = (
+        sa.CheckConstraint("id = 1", name="single_row"),
+        sa.CheckConstraint("ingest_checked_rules(ingest_default_rules() || rules) IS NOT NULL", name="rules_valid"),
+    )

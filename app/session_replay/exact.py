@@ -33,7 +33,7 @@ from app.errors import TrainsrvError, ValidationError
 from app.recording import checkpoints, sessions, stored_steps
 from app.recording.hooks import resolve_device
 from app.retention import locks as retention_locks
-from app.session_replay import rebuild
+from app.session_replay import completeness, rebuild
 from app.session_replay.options import ReplayOptions
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,14 @@ class ReplayReport:
     final_optimizer_hash: str
     elapsed_s: float
     notes: list[str]
+    # What of the recorded session this replay did not cover (from step 0, every step it recorded and
+    # every checkpoint it wrote); empty when the whole session was replayed.
+    incomplete: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def verified_whole(self) -> bool:
+        """Bit-exact from step 0 through every recorded step and checkpoint (what ``--verify`` requires)."""
+        return bool(self.exact) and not self.incomplete
 
     @property
     def steps_per_s(self) -> float:
@@ -101,6 +109,7 @@ class ReplayReport:
         data = dataclasses.asdict(self)
         data["steps_per_s"] = round(self.steps_per_s, 2)
         data["checkpoints_matched"] = sum(c.matches for c in self.checks)
+        data["verified_whole"] = self.verified_whole
         return data
 
 
@@ -137,12 +146,38 @@ def _replay_locked(engine: sa.Engine, session_id: int, opts: ReplayOptions,
         check_replayable(row, opts)
         start, to_step, targets = _plan(conn, row, opts)
         ckpt = checkpoints.load(conn, session_id, start)
+        last_stored = _last_stored_step(conn, session_id)
     state = restore_state(row, ckpt, opts.device)
     notes = _notes(row, opts)
     run = _Replay(engine, row, state, targets, notes)
     with torch_threads(opts.threads):
         run.apply(start + 1, to_step, on_step or (lambda step: True))
-    return run.report(start, time.perf_counter() - started)
+    report = run.report(start, time.perf_counter() - started)
+    report.incomplete = uncovered(row, report, [start, *targets], last_stored)
+    return report
+
+
+def _last_stored_step(conn: sa.Connection, session_id: int) -> int:
+    return conn.execute(sa.select(sa.func.max(models.TrainingStep.step))
+                        .where(models.TrainingStep.session_id == session_id)).scalar() or 0
+
+
+def uncovered(row, report: "ReplayReport", compared: list[int], last_stored: int) -> list[str]:
+    """What of the recorded session a replay did not reproduce: its start, its tail, its checkpoints."""
+    missing = []
+    if report.start_checkpoint != 0:
+        missing.append(f"started at the checkpoint of step {report.start_checkpoint}, not at step 0")
+    total = completeness.recorded_steps(row.status, row.metrics)
+    end = last_stored if total is None else total
+    if report.to_step < end:
+        why = "recorded" if total is not None else "stored"
+        missing.append(f"stopped at step {report.to_step} of the {end} steps the session {why}")
+    checked = {c.step for c in report.checks} | {report.start_checkpoint}
+    absent = [s for s in completeness.expected_checkpoints(row.config, end)
+              if s not in checked and s not in compared and report.start_checkpoint <= s <= report.to_step]
+    if absent:
+        missing.append(f"no stored checkpoint to compare at step(s) {_brief(absent)}")
+    return missing
 
 
 @contextlib.contextmanager
@@ -310,6 +345,12 @@ class _Replay:
                               f"which {self.row.model_name} does not have")
         if self.exact and len(stored.gradients) != stored.gradients_stored:
             self._fewer(stored)
+        for name, grad in stored.gradients.items():
+            param = self.state.params[name]
+            if grad.shape != param.shape or grad.dtype != param.dtype:
+                raise ReplayError(f"session {self.row.id}, step {stored.step}: the stored gradient of {name!r} is "
+                                  f"{grad.dtype} {list(grad.shape)}, the parameter is {param.dtype} "
+                                  f"{list(param.shape)}; see `trainsrv verify --session {self.row.id}`")
 
     def _fewer(self, stored: stored_steps.StoredStep) -> None:
         missing = sorted(set(self.state.params) - set(stored.gradients))
