@@ -56,6 +56,8 @@ class StreamSpec:
     warmup: dt.timedelta = WARMUP
     start: dt.datetime = START
     tick_s: float = 0.2
+    # Volatility bursts per simulated day, so rapid-change events show up in a few market hours.
+    spikes_per_day: float = 6.0
 
     @property
     def stream_start(self) -> dt.datetime:
@@ -76,19 +78,26 @@ def rule_models(seed: int = 11, horizon_s: int = 900) -> PredictionSource:
     return source
 
 
+def simulated(spec: StreamSpec, index: int) -> dict[str, np.ndarray]:
+    """The simulated market of the ``index``-th symbol: warm-up, streamed hours and the last horizon."""
+    span = spec.warmup + dt.timedelta(hours=spec.hours, seconds=spec.horizon_s)
+    return market.simulate(market.MarketSpec(minutes=int(span.total_seconds() // 60) + 2, start=spec.start,
+                                             seed=spec.seed + 7 + index, start_price=40_000.0 / (index + 1),
+                                             spikes_per_day=spec.spikes_per_day))
+
+
 class Streamer:
     """Releases candles and decisions as the accelerated market clock passes them."""
 
     def __init__(self, engine: sa.Engine, spec: StreamSpec, source: PredictionSource | None = None,
-                 on_decision: Callable[[str, dt.datetime], None] = lambda symbol, ts: None):
+                 on_decision: Callable[[str, dt.datetime], None] = lambda symbol, ts: None,
+                 markets: dict[str, dict[str, np.ndarray]] | None = None):
+        """``markets``: 1-minute OHLCV columns per symbol (``timestamp`` as datetime64[s], from
+        ``spec.start``) to stream instead of simulated ones."""
         self.engine, self.spec = engine, spec
         self.source = source or rule_models(spec.seed + 11, spec.horizon_s)
         self.on_decision = on_decision
-        span = spec.warmup + dt.timedelta(hours=spec.hours, seconds=spec.horizon_s)
-        minutes = int(span.total_seconds() // 60) + 2
-        self.markets = {sym: market.simulate(market.MarketSpec(minutes=minutes, start=spec.start, seed=spec.seed + 7 + i,
-                                                               start_price=40_000.0 / (i + 1)))
-                        for i, sym in enumerate(spec.symbols)}
+        self.markets = markets or {sym: simulated(spec, i) for i, sym in enumerate(spec.symbols)}
         self.released = {sym: 0 for sym in spec.symbols}   # bars stored so far, per symbol
         self.next_decision = spec.stream_start
         self.counts = {"candles": 0, "packages": 0, "invalid_packages": 0, "predictions": 0, "decisions": 0}
