@@ -20,6 +20,7 @@ Nothing here waits for the trainer: outcomes, events, experiences and training a
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import datetime as dt
 import json
@@ -76,6 +77,25 @@ def rule_models(seed: int = 11, horizon_s: int = 900) -> PredictionSource:
         return orchestrator.calls(package, horizon_s, rng)
 
     return source
+
+
+def read_candles_csv(path) -> dict[str, np.ndarray]:
+    """1-minute OHLCV columns from a CSV with header ``timestamp,open,high,low,close,volume`` (UTC
+    ISO times), sorted by time; rows that do not parse are skipped (``ingest`` reports them)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        for row in reader:
+            try:
+                ts = np.datetime64(row["timestamp"].strip().replace("Z", "").replace("+00:00", ""), "s")
+                rows.append((ts, *(float(row[c]) for c in ("open", "high", "low", "close", "volume"))))
+            except (KeyError, ValueError, TypeError):
+                continue
+    rows.sort(key=lambda r: r[0])
+    columns = {"timestamp": np.array([r[0] for r in rows], dtype="datetime64[s]")}
+    for i, name in enumerate(("open", "high", "low", "close", "volume"), start=1):
+        columns[name] = np.array([r[i] for r in rows], dtype=np.float64)
+    return columns
 
 
 def simulated(spec: StreamSpec, index: int) -> dict[str, np.ndarray]:
