@@ -70,7 +70,7 @@ def freshness(args) -> None:
 
 def _label(engine, settings) -> tuple[float, int]:
     t = time.perf_counter()
-    result = validate_outcomes(engine, settings)
+    result = validate_outcomes(engine, settings, symbol=SYMBOL)
     return time.perf_counter() - t, result.validated
 
 
@@ -97,9 +97,11 @@ def lag(args) -> None:
                              {"p": json.dumps({"seconds": args.train_s})})
             time.sleep(2)
             ends = _predict_every_second(engine, package_id, args.duration_s)
-            time.sleep(args.interval + 10)
+            time.sleep(120 + args.interval + 10)  # the last horizon ends 120 s after its prediction
             with engine.connect() as conn:
                 train = conn.execute(sa.text("SELECT started_at, finished_at FROM jobs WHERE kind = 'bench_train'")).one()
+                statuses = conn.execute(sa.text("SELECT status, pending_reason, count(*) FROM outcomes GROUP BY 1, 2")).all()
+                kinds = conn.execute(sa.text("SELECT kind, state, count(*) FROM jobs GROUP BY 1, 2")).all()
                 rows = conn.execute(sa.text(
                     "SELECT p.predicted_at + make_interval(secs => p.horizon_s) AS horizon_end, o.validated_at "
                     "FROM predictions p LEFT JOIN outcomes o ON o.prediction_id = p.id AND o.status = 'validated'"
@@ -108,12 +110,14 @@ def lag(args) -> None:
             trainer.send_signal(signal.SIGTERM)
             trainer.wait(timeout=120)
         engine.dispose()
-    during = [r for r in rows if train.started_at <= r.horizon_end <= (train.finished_at or r.horizon_end)]
+    train_end = train.finished_at or dt.datetime.now(UTC)
+    during = [r for r in rows if train.started_at <= r.horizon_end <= train_end]
     lags = [(r.validated_at - r.horizon_end).total_seconds() for r in during if r.validated_at is not None]
     missing = len(during) - len(lags)
     print(f"machine: {machine()}")
-    print(f"training job ran {(train.finished_at - train.started_at).total_seconds():.1f} s; {ends} predictions, "
+    print(f"training job ran {(train_end - train.started_at).total_seconds():.1f} s; {ends} predictions, "
           f"{len(during)} with horizons ending while it ran ({missing} not labelled)")
+    print(f"outcomes: {statuses}; jobs: {kinds}")
     print(f"validation lag while training: p50 {percentile(lags, 50):.1f} s, p99 {percentile(lags, 99):.1f} s, "
           f"max {max(lags):.1f} s; target p99 <= interval + 5 = {args.interval + 5:g} s")
 
@@ -129,7 +133,7 @@ def _one_package(engine, now) -> int:
 
 
 def _predict_every_second(engine, package_id: int, duration_s: int) -> int:
-    """One prediction per second, each with a 60 s horizon ending ~60 s later (real time)."""
+    """One prediction per second, each with a 120 s horizon (two 1-minute bars; real time)."""
     from app.client import Client, Prediction
 
     n = 0
@@ -137,7 +141,7 @@ def _predict_every_second(engine, package_id: int, duration_s: int) -> int:
         deadline = time.monotonic() + duration_s
         while time.monotonic() < deadline:
             client.insert_prediction(Prediction(model_kind="cnn", model_version="bench", action="long",
-                                                confidence=0.6, horizon_s=60,
+                                                confidence=0.6, horizon_s=120,
                                                 predicted_at=dt.datetime.now(UTC) - dt.timedelta(seconds=1)),
                                      package_id=package_id)
             n += 1
@@ -154,7 +158,7 @@ def main() -> None:
     f.set_defaults(func=freshness)
     g = sub.add_parser("lag")
     g.add_argument("--interval", type=float, default=15.0)
-    g.add_argument("--train-s", type=float, default=60.0)
+    g.add_argument("--train-s", type=float, default=200.0)
     g.add_argument("--duration-s", type=int, default=60)
     g.set_defaults(func=lag)
     args = p.parse_args()
