@@ -15,10 +15,16 @@ import sqlalchemy as sa
 
 from app import cli
 from app.db.engine import make_engine
+from app.demo import candle_episodes as episodes
 from app.errors import ValidationError
 from app.jobs import queue, registry
-from tests.security.support import PLAIN_TYPES, error_line, leaves, required_args, run_cli
-from tests.trainer import support as episodes
+from tests.security.support import (
+    PLAIN_TYPES,
+    error_line,
+    leaves,
+    required_args,
+    run_cli,
+)
 
 
 def _typed_arguments():
