@@ -28,6 +28,7 @@ import torch
 from app.config import Settings, get_settings
 from app.errors import ValidationError
 from app.nets import dqn
+from app.nets.interface import InputSpec
 from app.recording import checkpoints, sessions
 from app.recording.convergence import ConvergenceTracker
 from app.recording.hooks import Hooks, check, resolve_device
@@ -137,8 +138,7 @@ def resume_rl(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None,
         config = sessions.config_of(engine, session_id)
         opts = options_of(config)
         buffer = _buffer(engine, opts, settings)
-        with engine.connect() as conn:
-            states = PackageStates.for_symbol(conn, opts.symbol)
+        states = PackageStates(InputSpec(**config["input_spec"]))  # the inputs it was trained on
         device = resolve_device(config["device"])
         online = dqn.build_q_network(opts.model, states.spec, opts.model_config).to(device)
         agent = dqn.DoubleDQN(online, opts.agent)
@@ -269,7 +269,7 @@ def _config(opts: RlTrainOptions, spec: OptimizerSpec, states: PackageStates,
             buffer: ProfitWeightedExperienceBuffer, device: torch.device) -> dict:
     return {
         "symbol": opts.symbol, "model": opts.model, "model_config": opts.model_config,
-        "input_spec": {"timeframes": list(states.spec.timeframes), "window": states.spec.window},
+        "input_spec": states.spec.to_config(),
         "optimizer": spec.to_config(), "agent": dataclasses.asdict(opts.agent), "reward_scale": opts.reward_scale,
         "batch_size": opts.batch_size, "steps": opts.steps, "seed": opts.seed, "patience": opts.patience,
         "replay": {"profitable_share": buffer.profitable_share, "beta_start": buffer.beta.start,
