@@ -20,11 +20,14 @@ import logging
 import sys
 from typing import IO
 
+from app import metrics
+
 log = logging.getLogger("app.jobs.transitions")
 
 
 def emit(event: str, **fields) -> None:
     """Log one transition as a JSON object with a UTC timestamp and the event name first."""
+    metrics.on_event(event, fields)
     if not log.isEnabledFor(logging.INFO):
         return
     record = {"ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
