@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 
@@ -9,6 +10,7 @@ from app import cli_common
 from app.config import get_settings
 from app.errors import ValidationError
 from app.jobs import queue, registry, transitions
+from app.jobs.lanes import Lanes
 from app.jobs.worker import Worker
 
 
@@ -18,6 +20,8 @@ def register(sub) -> None:
     serve.add_argument("--max-jobs", type=cli_common.positive_int, metavar="N", help="exit after running N jobs")
     serve.add_argument("--worker-id", help="name in jobs.locked_by (default: host:pid:random)")
     serve.add_argument("--no-schedule", action="store_true", help="do not enqueue scheduled / threshold jobs")
+    serve.add_argument("--single-lane", action="store_true",
+                       help="one slot only: no maintenance lane for light jobs (implied by --once / --max-jobs)")
     serve.add_argument("--metrics-port", type=int, metavar="PORT",
                        help="serve Prometheus metrics on /metrics and a health check on /health (0: any free port)")
     serve.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
@@ -56,8 +60,14 @@ def register(sub) -> None:
 def _serve(args) -> int:
     engine = cli_common.open_db()  # refuses a database that is not at the migration head
     transitions.to_stream()
-    worker = Worker(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
-    _install_signals(worker)
+    if args.once or args.max_jobs is not None or args.single_lane:
+        worker = Worker(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
+        _install_signals(worker)
+        run = functools.partial(worker.run, max_jobs=args.max_jobs, once=args.once)
+    else:
+        trainer = Lanes(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
+        _install_signals(trainer)
+        run = trainer.run
     server = None
     if args.metrics_port is not None:
         from app import metrics
@@ -65,14 +75,14 @@ def _serve(args) -> int:
         server = metrics.serve(engine, args.metrics_port, args.metrics_host)
         transitions.emit("metrics.listening", host=args.metrics_host, port=server.server_address[1])
     try:
-        worker.run(max_jobs=args.max_jobs, once=args.once)
+        run()
     finally:
         if server is not None:
             server.shutdown()
     return 1 if worker.schema_problem else 0
 
 
-def _install_signals(worker: Worker) -> None:
+def _install_signals(worker: Worker | Lanes) -> None:
     def on_signal(signum, frame):
         # First signal: finish (or hand back) the current job, then exit. A second one while a
         # handler runs interrupts it, and the job is released for another trainer.

@@ -9,7 +9,7 @@ Events: ``worker.started`` / ``worker.stopped`` / ``worker.db_unavailable`` / ``
 ``job.enqueued`` (scheduler), ``job.started``, ``job.succeeded``, ``job.retry_scheduled``,
 ``job.failed``, ``job.released``, ``job.lost`` (the row stopped being ours: cancelled or
 rescued), ``job.abandoned`` (outcome not recorded: database down at shutdown), ``job.rescued``,
-``scheduler.error``.
+``scheduler.error``, ``worker.lane_failed`` (the maintenance lane died; the process stops).
 """
 
 from __future__ import annotations

@@ -113,7 +113,9 @@ def _resume_onto(engine: sa.Engine, session_id: int, row, replay: dict, hooks: H
 
 def is_onto_session(config: dict | None) -> bool:
     """Whether a session was recorded by ``replay_onto`` (and so resumes with ``resume_onto``)."""
-    return bool((config or {}).get("replay"))
+    # An RL training session's config also has a "replay" entry (its replay buffer's settings).
+    replay = (config or {}).get("replay")
+    return isinstance(replay, dict) and "source_session_id" in replay
 
 
 def _source_range(conn: sa.Connection, source, opts: OntoOptions) -> int:

@@ -45,6 +45,8 @@ class CnnTrainOptions:
 
     symbol: str
     min_profitability: float = 0.7
+    # Replay threshold on v_cnn_replay's profit_r scale (0 = break-even): episodes with profit_r above it.
+    min_profit_r: float | None = None
     max_episodes: int = 500
     epochs: int = 10
     batch_size: int = 32
@@ -62,6 +64,7 @@ class CnnTrainOptions:
     def validate(self) -> None:
         check("symbol", bool(self.symbol and self.symbol.strip()), "must be a non-empty string")
         check("min_profitability", 0 <= self.min_profitability <= 1, "must be in [0, 1]")
+        check("min_profit_r", self.min_profit_r is None or math.isfinite(self.min_profit_r), "must be finite")
         check("max_episodes", self.max_episodes >= 1, "must be >= 1")
         check("epochs", self.epochs >= 1, "must be >= 1")
         check("batch_size", self.batch_size >= 1, "must be >= 1")
@@ -107,9 +110,10 @@ def train_cnn(engine: sa.Engine, opts: CnnTrainOptions, *, job_id: int | None = 
     device = resolve_device(opts.device if opts.device != "auto" else settings.device)
     with engine.connect() as conn:
         split = episodes_mod.split(conn, opts.symbol, min_profitability=opts.min_profitability,
-                                   max_episodes=opts.max_episodes, eval_fraction=opts.eval_fraction)
+                                   min_profit_r=opts.min_profit_r, max_episodes=opts.max_episodes,
+                                   eval_fraction=opts.eval_fraction)
         split, packages = _decodable(conn, split)
-        spec_in = inputs.infer_spec(packages[split.train[0].package_id])
+        spec_in = inputs.infer_spec(packages[split.train[0].package_id], settings)
         train = _load(conn, split.train, spec_in, packages)
         evaluation = _load(conn, split.evaluation, spec_in, packages)
     steps_per_epoch = math.ceil(len(train.ids) / opts.batch_size)
@@ -133,7 +137,7 @@ def resume_cnn(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None
     recorder, ckpt = SessionRecorder.resume(engine, session_id, writer_options)
     try:
         config = sessions.config_of(engine, session_id)
-        spec_in = interface.InputSpec(tuple(config["input_spec"]["timeframes"]), config["input_spec"]["window"])
+        spec_in = interface.InputSpec(**config["input_spec"])
         with engine.connect() as conn:
             train = _load(conn, episodes_mod.by_ids(conn, config["train_episode_ids"]), spec_in)
             evaluation = _load(conn, episodes_mod.by_ids(conn, config["eval_episode_ids"]), spec_in)
@@ -264,11 +268,11 @@ def _config(opts: CnnTrainOptions, spec: OptimizerSpec, spec_in: interface.Input
             settings: Settings, device: torch.device) -> dict:
     return {
         "symbol": opts.symbol, "model": opts.model, "model_config": opts.model_config,
-        "input_spec": {"timeframes": list(spec_in.timeframes), "window": spec_in.window},
+        "input_spec": spec_in.to_config(),
         "optimizer": spec.to_config(), "loss_weights": dataclasses.asdict(opts.loss_weights),
         "batch_size": opts.batch_size, "epochs": opts.epochs, "seed": opts.seed,
         "steps_per_epoch": math.ceil(len(split.train) / opts.batch_size),
-        "min_profitability": opts.min_profitability, "max_episodes": opts.max_episodes,
+        "min_profitability": opts.min_profitability, "min_profit_r": opts.min_profit_r, "max_episodes": opts.max_episodes,
         "eval_fraction": opts.eval_fraction, "eval_cutoff": split.cutoff.isoformat(), "patience": opts.patience,
         "device": str(device), "cost": 2 * (settings.fee_rate + settings.slippage_rate),
         "train_episode_ids": [e.episode_id for e in split.train],

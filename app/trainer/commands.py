@@ -45,7 +45,7 @@ def _train_rl(args) -> int:
 def _resume(args) -> int:
     from app.recording import sessions
     from app.session_replay import onto
-    from app.trainer import cnn_train
+    from app.trainer import cnn_train, rl_train
 
     engine = cli_common.open_db()
     with engine.connect() as conn:
@@ -53,8 +53,11 @@ def _resume(args) -> int:
     if onto.is_onto_session(row.config):
         cli_common.print_result(onto.resume_onto(engine, args.session_id))
         return 0
+    if row.model_kind == rl_train.MODEL_KIND:
+        cli_common.print_result(rl_train.resume_rl(engine, args.session_id))
+        return 0
     if row.model_kind != cnn_train.MODEL_KIND:
-        raise ValidationError("session_id", f"session {args.session_id} is a {row.model_kind} session; RL sessions "
-                                            "are not resumed (a retried train_rl job starts a fresh session)")
+        raise ValidationError("session_id", f"session {args.session_id} is a {row.model_kind} session; "
+                                            "only cnn and rl training sessions are resumed")
     cli_common.print_result(cnn_train.resume_cnn(engine, args.session_id))
     return 0

@@ -38,6 +38,8 @@ def _shared_params(model: str, optimizer: str) -> dict:
 CNN_PARAMS = {
     "symbol": registry.Param(str),
     "min_profitability": registry.Param(float, default=0.7, min=0.0, max=1.0),
+    # The replay threshold on v_cnn_replay's profit_r scale (0 = break-even): profit_r above it.
+    "min_profit_r": registry.Param(float, default=None),
     "max_episodes": registry.Param(int, default=500, min=1, max=10_000_000),
     "epochs": registry.Param(int, default=10, min=1, max=100_000),
     "batch_size": registry.Param(int, default=32, min=1, max=65_536),
@@ -78,6 +80,7 @@ def cnn_options(params: dict):
 
     return cnn_train.CnnTrainOptions(
         symbol=params["symbol"], min_profitability=params["min_profitability"],
+        min_profit_r=params["min_profit_r"],
         max_episodes=params["max_episodes"], epochs=params["epochs"], batch_size=params["batch_size"],
         eval_fraction=params["eval_fraction"], loss_weights=LossWeights(),
         optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"]), **_shared_options(params))

@@ -10,6 +10,9 @@ profit, share of profitable experiences).
 
 The batches depend on the live priorities in the database, so an RL session is not re-sampled
 on replay: an exact replay reuses its stored gradients, which the full capture policy records.
+For the same reason a resumed session (``resume_rl``, ``trainsrv train resume``) continues from
+its last checkpoint — weights, optimizer, target network, beta schedule, convergence state —
+with batches drawn from the priorities as they are now, not the ones it would have drawn.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import torch
 from app.config import Settings, get_settings
 from app.errors import ValidationError
 from app.nets import dqn
+from app.nets.interface import InputSpec
+from app.recording import checkpoints, sessions
 from app.recording.convergence import ConvergenceTracker
 from app.recording.hooks import Hooks, check, resolve_device
 from app.recording.optim import OptimizerSpec
@@ -123,6 +128,50 @@ def train_rl(engine: sa.Engine, opts: RlTrainOptions, *, job_id: int | None = No
         _close(buffer)
 
 
+def resume_rl(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None, settings: Settings | None = None,
+              writer_options: WriterOptions | None = None) -> dict:
+    """Continue the RL session ``session_id`` from its last checkpoint to its configured steps."""
+    settings = settings or get_settings()
+    recorder, ckpt = SessionRecorder.resume(engine, session_id, writer_options)
+    buffer = None
+    try:
+        config = sessions.config_of(engine, session_id)
+        opts = options_of(config)
+        buffer = _buffer(engine, opts, settings)
+        states = PackageStates(InputSpec(**config["input_spec"]))  # the inputs it was trained on
+        device = resolve_device(config["device"])
+        online = dqn.build_q_network(opts.model, states.spec, opts.model_config).to(device)
+        agent = dqn.DoubleDQN(online, opts.agent)
+        spec = OptimizerSpec.from_config(config["optimizer"])
+        optimizer = spec.build(online.parameters())
+        extra = checkpoints.restore(online, optimizer, ckpt.state)
+        agent.target.load_state_dict(extra["target"])
+        buffer.samples_drawn = int(extra.get("beta_step", 0))
+    except BaseException as exc:
+        recorder.fail(exc)
+        if buffer is not None:
+            _close(buffer)
+        raise
+    run = _Run(opts, config, recorder, agent, optimizer, spec, buffer, states,
+               ConvergenceTracker.from_state(extra["tracker"]), device, last_checkpoint=ckpt.step)
+    try:
+        return recorder.guarded(lambda: _train_from(run, ckpt.step + 1, hooks or Hooks()))
+    finally:
+        _close(buffer)
+
+
+def options_of(config: dict) -> RlTrainOptions:
+    """The options a session was started with, from its stored config."""
+    replay = config.get("replay", {})
+    return RlTrainOptions(
+        symbol=config["symbol"], steps=config["steps"], batch_size=config["batch_size"],
+        profitable_share=replay.get("profitable_share"), beta_start=replay.get("beta_start"),
+        agent=dqn.DqnSettings(**config["agent"]), reward_scale=config["reward_scale"], model=config["model"],
+        model_config=config["model_config"], optimizer=OptimizerSpec.from_config(config["optimizer"]),
+        capture=CapturePolicy.from_config(config["capture"]), checkpoint_every=config["checkpoint_every"],
+        patience=config["patience"], seed=config["seed"], device=config["device"])
+
+
 def _close(buffer: ProfitWeightedExperienceBuffer) -> None:
     """Fold the session's logged write-backs and draws into experiences; a failure only leaves them logged
     (the views read the logs, the next fold takes them), so it must not hide how the session ended."""
@@ -139,10 +188,16 @@ def _buffer(engine: sa.Engine, opts: RlTrainOptions, settings: Settings) -> Prof
 
 
 def _train(run: _Run, hooks: Hooks) -> dict:
+    run.recorder.attach(run.agent.online)
+    run.recorder.checkpoint(0, "start", run.agent.online, run.optimizer, _extra(run))
+    return _train_from(run, 1, hooks)
+
+
+def _train_from(run: _Run, first_step: int, hooks: Hooks) -> dict:
     rec = run.recorder
-    rec.attach(run.agent.online)
-    rec.checkpoint(0, "start", run.agent.online, run.optimizer, _extra(run))
-    for step in range(1, run.opts.steps + 1):
+    if first_step > 1:
+        rec.attach(run.agent.online)
+    for step in range(first_step, run.opts.steps + 1):
         if hooks.should_stop():
             return _interrupt(run, step - 1)
         record = _step(run, step)
@@ -195,9 +250,10 @@ def _interrupt(run: _Run, step: int) -> dict:
 
 
 def _finish(run: _Run) -> dict:
+    # A resumed session knows the TD losses of its own steps only (the earlier ones are in training_steps).
     window = max(1, min(10, len(run.td_history) // 4))
-    first = sum(run.td_history[:window]) / window
-    last = sum(run.td_history[-window:]) / window
+    first = sum(run.td_history[:window]) / window if run.td_history else 0.0
+    last = sum(run.td_history[-window:]) / window if run.td_history else 0.0
     value = max(0.0, (first - last) / first) if first > 0 else 0.0
     metrics = {"steps": run.opts.steps, "td_loss_first": first, "td_loss_last": last,
                "replay": run.buffer.size(run.opts.symbol),
@@ -213,7 +269,7 @@ def _config(opts: RlTrainOptions, spec: OptimizerSpec, states: PackageStates,
             buffer: ProfitWeightedExperienceBuffer, device: torch.device) -> dict:
     return {
         "symbol": opts.symbol, "model": opts.model, "model_config": opts.model_config,
-        "input_spec": {"timeframes": list(states.spec.timeframes), "window": states.spec.window},
+        "input_spec": states.spec.to_config(),
         "optimizer": spec.to_config(), "agent": dataclasses.asdict(opts.agent), "reward_scale": opts.reward_scale,
         "batch_size": opts.batch_size, "steps": opts.steps, "seed": opts.seed, "patience": opts.patience,
         "replay": {"profitable_share": buffer.profitable_share, "beta_start": buffer.beta.start,

@@ -26,7 +26,7 @@ from app.db import views
 from app.paths import SQL_DIR
 
 revision = "0011"
-down_revision = "0013"  # chained on the head this branch has (0013 of issue 20); the lead re-chains
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
