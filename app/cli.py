@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "app.trainer.commands",
     "app.ingest.commands",
     "app.trainer.replay_commands",
+    "app.registry.commands",
 ]
 
 

@@ -90,6 +90,15 @@ class Settings:
     # 0: fold only when the buffer closes.
     rl_replay_fold_every: int = 16
 
+    # Model registry (app/registry, docs/models.md): the promotion gate. A candidate is promoted only when,
+    # on its clean evaluation slice, its profit per call beats the best constant policy (always long /
+    # short / hold) and the deployed model by more than gate_profit_margin (a fraction of the price), its
+    # accuracy minus the slice's majority baseline beats 0 and the deployed model's by more than
+    # gate_accuracy_margin, and the slice holds at least gate_min_eval_episodes episodes.
+    gate_profit_margin: float = 0.0
+    gate_accuracy_margin: float = 0.0
+    gate_min_eval_episodes: int = 20
+
     # Exact replay (app/trainer/replay.py): torch intra-op threads while replaying. Optimizer
     # updates of small parameter tensors are slower with more threads (wake-up costs); 0 keeps
     # torch's default. See docs/replay.md for why the count does not change the replayed bits.

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from app.db import models
 from app.jobs import registry
+from app.registry import jobs as registry_jobs
 from app.nets.interface import REFERENCE
 from app.nets.losses import LossWeights
 from app.trainer import cnn_train
@@ -60,6 +61,8 @@ def run_job(ctx: registry.JobContext, params: dict) -> dict:
     else:
         opts = options_from(params)
         result = cnn_train.train_cnn(ctx.engine, opts, job_id=ctx.job_id, hooks=hooks, settings=ctx.settings)
+    if result["status"] == "succeeded":
+        result = registry_jobs.after_training(ctx.engine, result, params["promote"])
     if result["status"] == "interrupted":
         raise registry.Interrupted(f"session {result['session_id']} interrupted; it resumes when the job runs again")
     return result

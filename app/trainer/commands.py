@@ -61,6 +61,9 @@ def shared_params(model: str, optimizer: str) -> dict:
         "checkpoint_every": registry.Param(int, default=50, min=1),
         "seed": registry.Param(int, default=0, min=0),
         "device": registry.Param(str, default="auto"),
+        # Warm start (app/registry/warm.py) and the promotion gate after a succeeded session (docs/models.md).
+        "init": registry.Param(str, default="deployed"),
+        "promote": registry.Param(bool, default=True),
     }
 
 
@@ -72,7 +75,8 @@ def shared_options(params: dict) -> dict:
     model_config = json_object("model_config")(params["model_config"]) if params.get("model_config") else {}
     return {"model": params["model"], "model_config": model_config,
             "capture": CapturePolicy(params["capture"], params["capture_k"], params["half_codec"]),
-            "checkpoint_every": params["checkpoint_every"], "seed": params["seed"], "device": params["device"]}
+            "checkpoint_every": params["checkpoint_every"], "seed": params["seed"], "device": params["device"],
+            "init": params["init"]}
 
 
 def add_param_arguments(parser, kind: str, params: dict) -> None:
@@ -81,7 +85,9 @@ def add_param_arguments(parser, kind: str, params: dict) -> None:
 
     for name, param in params.items():
         required = param.default is registry.REQUIRED
-        parser.add_argument("--" + name.replace("_", "-"), type=param.type, required=required, default=None,
+        # Booleans arrive as text (yes / no, true / false) and are parsed by the parameter, as job params are.
+        parser.add_argument("--" + name.replace("_", "-"), type=str if param.type is bool else param.type,
+                            required=required, default=None,
                             choices=param.choices, help="required" if required else f"default {param.default}")
     parser.add_argument("--enqueue", action="store_true", help=f"queue a {kind} job instead of running now")
 
@@ -94,7 +100,10 @@ def run_or_enqueue(args, kind: str, params: dict, run_inline) -> int:
     engine = cli.open_db()
     if args.enqueue:
         return enqueue_and_print(engine, kind, raw)
-    print_result(run_inline(engine, registry.get(kind).validate(raw)))
+    from app.registry import jobs as registry_jobs
+
+    params = registry.get(kind).validate(raw)
+    print_result(registry_jobs.after_training(engine, run_inline(engine, params), params["promote"], inline=True))
     return 0
 
 

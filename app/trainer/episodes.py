@@ -68,9 +68,12 @@ def split(conn: sa.Connection, symbol: str, *, min_profitability: float, max_epi
     # Priority decides which episodes; time decides the order they are stored and batched in, so a
     # session is reproducible whatever the priorities are when it is resumed or repeated.
     train.sort(key=lambda e: (e.ts, e.episode_id))
-    evaluation = _episodes(conn.execute(queries.get("trainer.evaluation_episodes"),
-                                        {"symbol": symbol, "cutoff": row.cutoff}))
-    return Split(row.cutoff, train, evaluation)
+    return Split(row.cutoff, train, evaluation(conn, symbol, row.cutoff))
+
+
+def evaluation(conn: sa.Connection, symbol: str, cutoff: dt.datetime) -> list[Episode]:
+    """The evaluation slice: every episode of ``symbol`` with package time at or after ``cutoff``, oldest first."""
+    return _episodes(conn.execute(queries.get("trainer.evaluation_episodes"), {"symbol": symbol, "cutoff": cutoff}))
 
 
 def by_ids(conn: sa.Connection, ids: list[int]) -> list[Episode]:
@@ -81,6 +84,12 @@ def by_ids(conn: sa.Connection, ids: list[int]) -> list[Episode]:
         raise TrainsrvError(f"episodes {missing[:5]} are no longer in v_cnn_replay (package invalidated or "
                             "outcome no longer validated)")
     return [found[i] for i in ids]
+
+
+def still_valid(conn: sa.Connection, ids: list[int]) -> list[Episode]:
+    """The episodes among ``ids`` that are still episodes, oldest first (a later evaluation of a slice)."""
+    found = _episodes(conn.execute(queries.get("trainer.episodes_by_id"), {"ids": ids}))
+    return sorted(found, key=lambda e: (e.ts, e.episode_id))
 
 
 def mark_trained(conn: sa.Connection, session_id: int, from_step: int, to_step: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.jobs import registry
+from app.registry import jobs as registry_jobs
 from app.nets import dqn
 from app.trainer import rl_train
 from app.trainer.commands import add_param_arguments, run_or_enqueue, shared_options, shared_params
@@ -21,6 +22,7 @@ PARAMS = {
     "target_update_every": registry.Param(int, default=50, min=1),
     "policy_weight": registry.Param(float, default=0.1, min=0.0),
     "reward_scale": registry.Param(float, default=1000.0, min=1e-9),
+    "eval_fraction": registry.Param(float, default=0.2, min=0.01, max=0.99),
     **shared_params(model=dqn.REFERENCE, optimizer="adam"),
 }
 
@@ -32,7 +34,7 @@ def options_from(params: dict) -> rl_train.RlTrainOptions:
         profitable_share=params["profitable_share"], beta_start=params["beta_start"],
         agent=dqn.DqnSettings(gamma=params["gamma"], target_update_every=params["target_update_every"],
                             policy_weight=params["policy_weight"]),
-        reward_scale=params["reward_scale"],
+        reward_scale=params["reward_scale"], eval_fraction=params["eval_fraction"],
         optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"], weight_decay=0.0, schedule="constant"),
         **shared_options(params))
 
@@ -53,6 +55,8 @@ def run_job(ctx: registry.JobContext, params: dict) -> dict:
     hooks = rl_train.Hooks(should_stop=ctx.should_stop, heartbeat=ctx.heartbeat)
     result = rl_train.train_rl(ctx.engine, options_from(params), job_id=ctx.job_id, hooks=hooks,
                                settings=ctx.settings)
+    if result["status"] == "succeeded":
+        result = registry_jobs.after_training(ctx.engine, result, params["promote"])
     if result["status"] == "interrupted":
         raise registry.Interrupted(f"session {result['session_id']} interrupted after {result['steps']} steps")
     return result

@@ -29,7 +29,7 @@ def test_session_value_ranks_and_flags_baseline_beaters(engine):
             "byte_length, checksum, data) VALUES (:s, 1, 'w', 0, 1, 'float32', '{2}', 'raw', 8, :c, :d)"),
             {"s": good, "c": b"\0" * 32, "d": b"\1" * 8})
         rows = {r.session_id: r for r in conn.execute(sa.text("SELECT * FROM v_session_value"))}
-    assert rows[good].steps == 3 and rows[good].last_step == 3 and rows[good].final_loss == 1.2
+    assert rows[good].steps == 3 and rows[good].last_step == 3 and rows[good].final_loss_raw == 1.2
     assert rows[good].gradient_bytes == 8 and rows[good].eval_episodes == 50
     assert rows[good].beats_baseline and not rows[lucky].beats_baseline and not rows[empty].beats_baseline
     assert [rows[s].value_rank for s in (good, lucky, empty)] == [1, 2, 3]

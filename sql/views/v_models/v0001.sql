@@ -33,4 +33,4 @@ LEFT JOIN v_deployed_models d ON d.model_kind = s.model_kind AND d.session_id = 
 WHERE s.status = 'succeeded'
   AND s.model_kind IN ('cnn', 'rl')
   AND s.config ? 'symbol'
-  AND NOT s.config ? 'replay';
+  AND s.parent_session_id IS NULL;  -- replays (replay_onto) record their source session there

@@ -1,0 +1,82 @@
+"""The RL agent's hold-out: train only on experiences whose data ended by the evaluation cutoff.
+
+An RL session is evaluated like the CNN, on the later slice of the symbol's episodes (package time at
+or after ``cutoff``, see ``app.trainer.episodes``), so it must not train on anything that slice's
+labels could leak into: an experience may be replayed only when its prediction's horizon, its state
+and its next state all ended by the cutoff (``v_training_data_end``, named query
+``registry.rl_training_items``).
+
+Batches are drawn from the replay as usual and the held-out rows dropped, drawing again until the
+batch is full. Dropping rows from draws made in proportion to the weights leaves draws in proportion
+to the weights among the kept rows, and the importance weights ``(N P(i)) ** -beta`` change only by a
+factor common to every kept row, which the normalisation by the batch maximum removes: so they are
+recomputed over the kept rows. Held-out rows that were drawn count in ``times_sampled`` (the draw log
+is written by the sampler) but get no priority write-back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import sqlalchemy as sa
+
+from app.db import queries
+from app.errors import TrainsrvError
+from app.replay import batch as batches
+from app.replay.buffer import ProfitWeightedExperienceBuffer
+
+MAX_DRAWS = 64
+
+
+def training_items(conn: sa.Connection, symbol: str, cutoff: dt.datetime) -> np.ndarray:
+    """Sorted ids of the experiences of ``symbol`` an RL session with this cutoff may train on."""
+    ids = conn.execute(queries.get("registry.rl_training_items"), {"symbol": symbol, "cutoff": cutoff}).scalars()
+    return np.array(sorted(ids), dtype=np.int64)
+
+
+def sample(buffer: ProfitWeightedExperienceBuffer, allowed: np.ndarray, batch_size: int, *, symbol: str,
+           beta: float) -> batches.ReplayBatch:
+    """A batch of ``batch_size`` draws among the ``allowed`` experiences (see the module docstring)."""
+    parts, have = [], 0
+    for _ in range(MAX_DRAWS):
+        drawn = buffer.sample(batch_size, symbol=symbol, beta=beta)
+        keep = np.isin(drawn.ids, allowed)
+        parts.append(_take(drawn, keep))
+        have += int(keep.sum())
+        if have >= batch_size:
+            return _first(_concat(parts), batch_size)
+    raise TrainsrvError(f"{MAX_DRAWS} draws of {batch_size} gave {have} experiences from before the evaluation "
+                        f"cutoff: too few of {symbol}'s replay weight lies before it (lower --eval-fraction)")
+
+
+def _take(b: batches.ReplayBatch, keep: np.ndarray) -> batches.ReplayBatch:
+    picked = {}
+    for field in dataclasses.fields(b):
+        value = getattr(b, field.name)
+        if isinstance(value, np.ndarray):
+            picked[field.name] = value[keep]
+        elif isinstance(value, list):
+            picked[field.name] = [v for v, k in zip(value, keep) if k]
+    return dataclasses.replace(b, **picked)
+
+
+def _concat(parts: list[batches.ReplayBatch]) -> batches.ReplayBatch:
+    first = parts[0]
+    joined = {}
+    for field in dataclasses.fields(first):
+        value = getattr(first, field.name)
+        if isinstance(value, np.ndarray):
+            joined[field.name] = np.concatenate([getattr(p, field.name) for p in parts])
+        elif isinstance(value, list):
+            joined[field.name] = [v for p in parts for v in getattr(p, field.name)]
+    return dataclasses.replace(first, **joined)
+
+
+def _first(b: batches.ReplayBatch, n: int) -> batches.ReplayBatch:
+    keep = np.zeros(len(b), dtype=bool)
+    keep[:n] = True
+    kept = _take(b, keep)
+    return dataclasses.replace(kept, weights=batches.importance_weights(kept.probabilities, kept.replay_size,
+                                                                          kept.beta))
