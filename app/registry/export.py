@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -55,9 +56,11 @@ def export(engine: sa.Engine, session_id: int, out: Path) -> dict:
 
 def _torchscript(model: loader.LoadedModel, path: Path) -> str | None:
     """Trace the module to TorchScript; the reason it cannot be, or None."""
-    example = torch.zeros((1, *model.input_spec.shape()))
+    # Two rows: some layers take a batch-of-one branch that the trace would bake in.
+    example = torch.zeros((2, *model.input_spec.shape()))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # TorchScript is what C++ / Java consumers load
             traced = torch.jit.trace(model.module, example, strict=False)
         traced.save(str(path))
     except Exception as exc:  # any model may refuse tracing; the state_dict is exported regardless
