@@ -31,7 +31,7 @@ COMMAND_MODULES = [
     "app.experiences.commands",
     "app.trainer.commands",
     "app.ingest.commands",
-    "app.trainer.replay_commands",
+    "app.session_replay.commands",
     "app.registry.commands",
 ]
 

@@ -76,7 +76,7 @@ class Settings:
     # durability. True: wait for the flush on every transition (fewer jobs/s on slow disks).
     job_synchronous_commit: bool = False
 
-    # RL replay (app/replay). alpha and the profit boost live in the database (rl_replay_config,
+    # RL replay (app/rl_replay). alpha and the profit boost live in the database (rl_replay_config,
     # read by v_rl_replay); these are the sampler's side.
     rl_profitable_share: float = 0.5
     rl_beta_start: float = 0.4
@@ -86,7 +86,7 @@ class Settings:
     # (3-4 ms on the 2-core test machines). After a database crash the last of them may be undone,
     # never half of one; the training steps themselves keep full durability. True: wait every time.
     rl_replay_synchronous_commit: bool = False
-    # Write-backs between background folds of the replay's logs into experiences (app/replay/buffer.py);
+    # Write-backs between background folds of the replay's logs into experiences (app/rl_replay/buffer.py);
     # 0: fold only when the buffer closes.
     rl_replay_fold_every: int = 16
 
@@ -99,9 +99,9 @@ class Settings:
     gate_accuracy_margin: float = 0.0
     gate_min_eval_episodes: int = 20
 
-    # Exact replay (app/trainer/replay.py): torch intra-op threads while replaying. Optimizer
+    # Exact replay (app/session_replay/exact.py): torch intra-op threads while replaying. Optimizer
     # updates of small parameter tensors are slower with more threads (wake-up costs); 0 keeps
-    # torch's default. See docs/replay.md for why the count does not change the replayed bits.
+    # torch's default. See docs/session_replay.md for why the count does not change the replayed bits.
     replay_threads: int = 1
 
     @classmethod

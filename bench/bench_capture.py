@@ -42,11 +42,11 @@ from app.db.embedded import EmbeddedServer  # noqa: E402
 from app.db.engine import make_engine, normalise_url  # noqa: E402
 from app.nets import interface  # noqa: E402
 from app.nets.losses import cnn_loss  # noqa: E402
-from app.trainer.capture import CapturePolicy, GradientCapture  # noqa: E402
-from app.trainer.loop import Batch, train_step  # noqa: E402
-from app.trainer.optim import OptimizerSpec  # noqa: E402
-from app.trainer.session import SessionRecorder, SessionSpec, WriterOptions  # noqa: E402
-from app.trainer.writer import BackgroundWriter, StepRecord  # noqa: E402
+from app.recording.capture import CapturePolicy, GradientCapture  # noqa: E402
+from app.recording.optim import OptimizerSpec  # noqa: E402
+from app.recording.session import SessionRecorder, SessionSpec, WriterOptions  # noqa: E402
+from app.recording.step import Batch, train_step  # noqa: E402
+from app.recording.writer import BackgroundWriter, StepRecord  # noqa: E402
 
 SPEC_IN = interface.InputSpec(("1m", "5m", "15m", "1h"), 60)
 BATCH = 32

@@ -30,9 +30,8 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy import orm
-
 from common import bench_database, machine
+from sqlalchemy import orm
 
 from app.config import Settings  # noqa: E402  (common puts the checkout on sys.path)
 from app.db import models  # noqa: E402

@@ -33,13 +33,13 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import bench_database, machine, percentile, summary  # noqa: E402
+from sumtree import SumTreeReplay  # noqa: E402
 
 from app.config import get_settings  # noqa: E402
 from app.db.engine import make_engine  # noqa: E402
-from app.replay import buffer as replay_buffer  # noqa: E402
-from app.replay.buffer import ProfitWeightedExperienceBuffer  # noqa: E402
-from app.replay.sumtree import SumTreeReplay  # noqa: E402
+from app.rl_replay import buffer as replay_buffer  # noqa: E402
+from app.rl_replay.buffer import ProfitWeightedExperienceBuffer  # noqa: E402
+from bench.common import bench_database, machine, percentile, summary  # noqa: E402
 
 SYMBOL = "BENCH-PERP"
 CHUNK = 100_000

@@ -34,12 +34,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import bench_database, machine  # noqa: E402
 from app.config import get_settings  # noqa: E402
 from app.db.engine import make_engine  # noqa: E402
-from app.trainer import cnn_train, rebuild, replay  # noqa: E402
-from app.trainer.optim import OptimizerSpec  # noqa: E402
-from tests.trainer import support  # noqa: E402
+from app.demo import candle_episodes as support  # noqa: E402
+from app.recording import sessions  # noqa: E402
+from app.recording.optim import OptimizerSpec  # noqa: E402
+from app.session_replay import exact, rebuild  # noqa: E402
+from app.trainer import cnn_train
+from bench.common import bench_database, machine  # noqa: E402
 
 CANDLES = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "nautilus-ftx-btc-perp-1m"
            / "btc-perp-20211231-20220201_1m.csv")
@@ -81,11 +83,11 @@ def loop_seconds(engine: sa.Engine, session_id: int) -> float:
     return total_ms / 1000.0
 
 
-def replay_seconds(engine: sa.Engine, session_id: int, repeats: int) -> tuple[list[float], replay.ReplayReport]:
+def replay_seconds(engine: sa.Engine, session_id: int, repeats: int) -> tuple[list[float], exact.ReplayReport]:
     times, report = [], None
     for _ in range(repeats):
         started = time.perf_counter()
-        report = replay.replay_session(engine, session_id, replay.ReplayOptions(verify=True))
+        report = exact.replay_session(engine, session_id, exact.ReplayOptions(verify=True))
         times.append(time.perf_counter() - started)
         if report.exact is not True:
             raise SystemExit(f"replay diverged: {report.divergence}")
@@ -94,7 +96,7 @@ def replay_seconds(engine: sa.Engine, session_id: int, repeats: int) -> tuple[li
 
 def parameter_count(engine: sa.Engine, session_id: int) -> int:
     with engine.connect() as conn:
-        row = replay.session_row(conn, session_id)
+        row = sessions.get(conn, session_id)
     return sum(p.numel() for p in rebuild.build_model(row.model_kind, row.model_name, row.config).parameters())
 
 

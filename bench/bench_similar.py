@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import sqlalchemy as sa
-
 from common import bench_database, machine, percentile, summary
 
 QUERY = sa.text("SELECT package_id FROM similar_setups(:p, 10)")

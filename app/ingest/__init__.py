@@ -8,8 +8,13 @@ so that the Python client (``app.client``) and orchestrators in other languages 
 
 from app.ingest.builder import DEFAULT_WINDOWS, package_from_candles, resample
 from app.ingest.candles import CandleReport, ingest_candles
-from app.ingest.package import (ModelInputPackage, PackageTampered, decode_payload, load_package,
-                                load_packages)
+from app.ingest.package import (
+                                ModelInputPackage,
+                                PackageTampered,
+                                decode_payload,
+                                load_package,
+                                load_packages,
+)
 
 __all__ = [
     "DEFAULT_WINDOWS", "CandleReport", "ModelInputPackage", "PackageTampered", "decode_payload",

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from app.config import Settings, get_settings
 from app.errors import TrainsrvError, ValidationError
 
-HANDLER_MODULES: list[str] = ["app.jobs.builtin", "app.outcomes.jobs", "app.events.jobs", "app.experiences.jobs", "app.trainer.cnn_commands", "app.trainer.replay_commands", "app.trainer.rl_commands", "app.registry.jobs"]
+HANDLER_MODULES: list[str] = ["app.jobs.builtin", "app.outcomes.jobs", "app.events.jobs", "app.experiences.jobs", "app.trainer.cnn_commands", "app.session_replay.commands", "app.trainer.rl_commands", "app.registry.jobs"]
 
 REQUIRED = object()
 

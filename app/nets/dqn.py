@@ -2,7 +2,7 @@
 
 Q-network plug-in, like the CNN's (``app.nets.interface``): ``factory(input_spec, **config)``
 returns a ``torch.nn.Module`` whose ``forward(x)`` takes the same input tensor as the CNN,
-``(batch, len(timeframes), CHANNELS, window)`` (``app.trainer.inputs``), and returns Q-values
+``(batch, len(timeframes), CHANNELS, window)`` (``app.nets.inputs``), and returns Q-values
 ``(batch, 3)`` in ``ACTIONS`` order (long, short, hold). The reference is ``app.nets.dqn:build``.
 
 ``DoubleDQN`` holds the online network (the one the optimizer trains and the session records)

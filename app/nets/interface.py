@@ -2,7 +2,7 @@
 
 A factory is any callable ``factory(input_spec: InputSpec, **config) -> torch.nn.Module``. The
 module's ``forward(x)`` takes ``x`` of shape ``(batch, len(timeframes), CHANNELS, window)``
-(float32; see ``app.trainer.inputs`` for the normalisation) and returns a dict of tensors:
+(float32; see ``app.nets.inputs`` for the normalisation) and returns a dict of tensors:
 
 * ``"logits"``     ``(batch, 3)`` — unnormalised scores of the actions, in ``ACTIONS`` order
   (long, short, hold): the direction / pivot classification head;

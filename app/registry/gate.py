@@ -23,8 +23,9 @@ import sqlalchemy as sa
 
 from app.config import Settings, get_settings
 from app.registry import lineage, loader, store
+from app.nets import inputs
 from app.trainer import episodes as episodes_mod
-from app.trainer import evaluate, inputs
+from app.trainer import evaluate
 
 
 @dataclasses.dataclass(frozen=True)

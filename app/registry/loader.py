@@ -15,9 +15,10 @@ import sqlalchemy as sa
 import torch
 
 from app.db import queries
-from app.nets import dqn, interface
+from app.nets import dqn, inputs, interface
+from app.recording import checkpoints
 from app.registry import store
-from app.trainer import checkpoints, evaluate, inputs
+from app.trainer import evaluate
 
 
 @dataclasses.dataclass

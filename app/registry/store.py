@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from app.db import models, queries
+from app.recording import sessions
 from app.errors import TrainsrvError, ValidationError
 
 KINDS = ("cnn", "rl")
@@ -36,8 +37,7 @@ def model(conn: sa.Connection, session_id: int) -> dict:
 
 def config(conn: sa.Connection, session_id: int) -> dict:
     """A session's stored config (model, input spec, evaluation slice, ...)."""
-    table = models.TrainingSession.__table__
-    return conn.execute(sa.select(table.c.config).where(table.c.id == session_id)).scalar_one()
+    return sessions.get(conn, session_id).config
 
 
 def models_list(conn: sa.Connection, model_kind: str | None = None, symbol: str | None = None,

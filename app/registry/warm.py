@@ -19,7 +19,8 @@ import logging
 
 import sqlalchemy as sa
 
-from app.db import models, queries
+from app.db import queries
+from app.recording import sessions
 from app.errors import ValidationError
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def resolve(conn: sa.Connection, text: str, *, model_kind: str, symbol: str, arc
         log.warning("deployed %s model for %s (session %s) %s: starting from scratch", model_kind, symbol,
                     session_id, problem)
         return WarmStart(text, note=f"deployed session {session_id} {problem}: scratch")
-    from app.trainer import checkpoints
+    from app.recording import checkpoints
 
     ckpt = checkpoints.load(conn, session_id)
     return WarmStart(text, session_id, ckpt.id, ckpt.state["model"],
@@ -79,12 +80,10 @@ def resolve(conn: sa.Connection, text: str, *, model_kind: str, symbol: str, arc
 
 
 def _source(conn: sa.Connection, session_id: int):
-    table = models.TrainingSession.__table__
-    row = conn.execute(sa.select(table.c.id, table.c.model_kind, table.c.status, table.c.config)
-                       .where(table.c.id == session_id)).first()
-    if row is None:
-        raise ValidationError("init", f"no training session with id {session_id}")
-    return row
+    try:
+        return sessions.get(conn, session_id)
+    except ValidationError:
+        raise ValidationError("init", f"no training session with id {session_id}") from None
 
 
 def _mismatch(source, model_kind: str, architecture: dict) -> str | None:

@@ -1,2 +1,2 @@
-"""Training: the model-agnostic recording layer (session, capture, writer, blobs, checkpoints,
-optim, loop) and the CNN trainer built on it (episodes, inputs, evaluate, cnn_train)."""
+"""The trainers: the CNN on profitable episodes (``cnn_train``, ``episodes``, ``evaluate``) and the RL
+agent with profit-weighted replay (``rl_train``), both recorded through ``app.recording``."""

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 
-import sqlalchemy as sa
-
-from app.db import models
 from app.jobs import registry
 from app.registry import jobs as registry_jobs
 from app.nets.interface import REFERENCE
 from app.nets.losses import LossWeights
+from app.recording import sessions
+from app.recording.hooks import Hooks
+from app.recording.optim import OptimizerSpec
 from app.trainer import cnn_train
-from app.trainer.commands import add_param_arguments, run_or_enqueue, shared_options, shared_params
-from app.trainer.optim import OptimizerSpec
+from app.trainer.commands import (
+    add_param_arguments,
+    run_or_enqueue,
+    shared_options,
+    shared_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +57,8 @@ def _train(args) -> int:
 @registry.handler(JOB_KIND, **PARAMS)
 def run_job(ctx: registry.JobContext, params: dict) -> dict:
     """The ``train_cnn`` job: a retried job resumes the session its earlier attempt started."""
-    hooks = cnn_train.Hooks(should_stop=ctx.should_stop, heartbeat=ctx.heartbeat)
-    earlier = _session_of_job(ctx.engine, ctx.job_id) if ctx.job_id is not None else None
+    hooks = Hooks(should_stop=ctx.should_stop, heartbeat=ctx.heartbeat)
+    earlier = sessions.resumable_of_job(ctx.engine, ctx.job_id) if ctx.job_id is not None else None
     if earlier is not None:
         log.info("job %s: resuming its session %s", ctx.job_id, earlier)
         result = cnn_train.resume_cnn(ctx.engine, earlier, hooks=hooks)
@@ -66,11 +70,3 @@ def run_job(ctx: registry.JobContext, params: dict) -> dict:
     if result["status"] == "interrupted":
         raise registry.Interrupted(f"session {result['session_id']} interrupted; it resumes when the job runs again")
     return result
-
-
-def _session_of_job(engine: sa.Engine, job_id: int) -> int | None:
-    table = models.TrainingSession.__table__
-    query = (sa.select(table.c.id).where(table.c.job_id == job_id, table.c.status.in_(("running", "failed",
-             "interrupted"))).order_by(table.c.id.desc()).limit(1))
-    with engine.connect() as conn:
-        return conn.execute(query).scalar()

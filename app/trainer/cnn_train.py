@@ -2,7 +2,7 @@
 
 ``train_cnn`` reads ``v_cnn_replay``, splits it chronologically (``app.trainer.episodes``),
 trains the model by import path with full step / gradient / checkpoint recording
-(``app.trainer.session``), evaluates on the later slice and stores the result on the session.
+(``app.recording.session``), evaluates on the later slice and stores the result on the session.
 ``resume_cnn`` continues a failed, interrupted or killed session from its last checkpoint.
 
 Everything a resume or replay needs is in ``training_sessions.config``: the model path and
@@ -17,24 +17,23 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-from typing import Callable
 
 import sqlalchemy as sa
 import torch
 
-from app.trainer.hooks import Hooks, check, resolve_device
 from app.config import Settings, get_settings
-from app.db import models
-from app.nets import interface
+from app.nets import inputs, interface
 from app.nets.losses import LossWeights, cnn_loss
+from app.recording import checkpoints, sessions
+from app.recording.capture import CapturePolicy
+from app.recording.convergence import ConvergenceTracker
+from app.recording.hooks import Hooks, check, resolve_device
+from app.recording.optim import OptimizerSpec
+from app.recording.session import SessionRecorder, SessionSpec, WriterOptions
+from app.recording.step import Batch, train_step
 from app.registry import lineage, warm
 from app.trainer import episodes as episodes_mod
-from app.trainer import checkpoints, evaluate, inputs
-from app.trainer.capture import CapturePolicy
-from app.trainer.convergence import ConvergenceTracker
-from app.trainer.loop import Batch, train_step
-from app.trainer.optim import OptimizerSpec
-from app.trainer.session import SessionRecorder, SessionSpec, WriterOptions
+from app.trainer import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +129,7 @@ def train_cnn(engine: sa.Engine, opts: CnnTrainOptions, *, job_id: int | None = 
         init_session_id=start.session_id, init_checkpoint_id=start.checkpoint_id), writer_options)
     run = _Run(config, recorder, model, optimizer, spec, train, evaluation, ConvergenceTracker(patience=opts.patience),
                total, steps_per_epoch, 0, config["cost"])
-    return _guarded(run, lambda: _train_from(run, 1, hooks or Hooks(), start=True))
+    return recorder.guarded(lambda: _train_from(run, 1, hooks or Hooks(), start=True))
 
 
 def resume_cnn(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None,
@@ -138,7 +137,7 @@ def resume_cnn(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None
     """Continue ``session_id`` from its last checkpoint (see SessionRecorder.resume)."""
     recorder, ckpt = SessionRecorder.resume(engine, session_id, writer_options)
     try:
-        config = _session_config(engine, session_id)
+        config = sessions.config_of(engine, session_id)
         spec_in = interface.InputSpec(tuple(config["input_spec"]["timeframes"]), config["input_spec"]["window"])
         with engine.connect() as conn:
             train = _load(conn, episodes_mod.by_ids(conn, config["train_episode_ids"]), spec_in)
@@ -154,23 +153,7 @@ def resume_cnn(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None
     run = _Run(config, recorder, model, optimizer, spec, train, evaluation,
                ConvergenceTracker.from_state(extra["tracker"]), spec.total_steps, config["steps_per_epoch"],
                ckpt.step, config["cost"])
-    return _guarded(run, lambda: _train_from(run, ckpt.step + 1, hooks or Hooks(), start=False))
-
-
-def _session_config(engine: sa.Engine, session_id: int) -> dict:
-    table = models.TrainingSession.__table__
-    with engine.connect() as conn:
-        return conn.execute(sa.select(table.c.config).where(table.c.id == session_id)).scalar_one()
-
-
-def _guarded(run: _Run, body: Callable[[], dict]) -> dict:
-    """Run ``body``; any failure marks the session failed (resumable) before propagating."""
-    try:
-        return body()
-    except BaseException as exc:
-        log.error("session %s failed: %s", run.recorder.session_id, exc)
-        run.recorder.fail(exc)
-        raise
+    return recorder.guarded(lambda: _train_from(run, ckpt.step + 1, hooks or Hooks(), start=False))
 
 
 def _train_from(run: _Run, first_step: int, hooks: Hooks, *, start: bool) -> dict:

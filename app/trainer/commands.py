@@ -9,8 +9,6 @@ from __future__ import annotations
 import importlib
 import json
 
-import sqlalchemy as sa
-
 from app import cli
 from app.errors import ValidationError
 
@@ -47,8 +45,8 @@ def print_result(result: dict) -> None:
 def shared_params(model: str, optimizer: str) -> dict:
     """The parameters every trainer takes (model, optimizer, capture, checkpoints, seed, device)."""
     from app.jobs import registry
-    from app.trainer.capture import HALF_CODECS, POLICIES
-    from app.trainer.optim import OPTIMIZERS
+    from app.recording.capture import HALF_CODECS, POLICIES
+    from app.recording.optim import OPTIMIZERS
 
     return {
         "model": registry.Param(str, default=model),
@@ -70,7 +68,7 @@ def shared_params(model: str, optimizer: str) -> dict:
 def shared_options(params: dict) -> dict:
     """Keyword arguments of the trainers' options built from the shared parameters (not the optimizer,
     whose spec differs per trainer)."""
-    from app.trainer.capture import CapturePolicy
+    from app.recording.capture import CapturePolicy
 
     model_config = json_object("model_config")(params["model_config"]) if params.get("model_config") else {}
     return {"model": params["model"], "model_config": model_config,
@@ -118,18 +116,15 @@ def enqueue_and_print(engine, kind: str, raw: dict) -> int:
 
 
 def _resume(args) -> int:
-    from app.db import models
-    from app.trainer import cnn_train, replay_onto
+    from app.recording import sessions
+    from app.session_replay import onto
+    from app.trainer import cnn_train
 
     engine = cli.open_db()
-    table = models.TrainingSession.__table__
     with engine.connect() as conn:
-        row = conn.execute(sa.select(table.c.model_kind, table.c.config)
-                           .where(table.c.id == args.session_id)).first()
-    if row is None:
-        raise ValidationError("session_id", f"no training session with id {args.session_id}")
-    if replay_onto.is_onto_session(row.config):
-        print_result(replay_onto.resume_onto(engine, args.session_id))
+        row = sessions.get(conn, args.session_id)
+    if onto.is_onto_session(row.config):
+        print_result(onto.resume_onto(engine, args.session_id))
         return 0
     if row.model_kind != cnn_train.MODEL_KIND:
         raise ValidationError("session_id", f"session {args.session_id} is a {row.model_kind} session; RL sessions "

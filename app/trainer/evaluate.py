@@ -34,7 +34,7 @@ from collections import Counter
 import torch
 
 from app.nets.interface import ACTIONS
-from app.trainer.convergence import ConvergenceTracker
+from app.recording.convergence import ConvergenceTracker
 from app.trainer.episodes import Episode
 
 

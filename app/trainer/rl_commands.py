@@ -5,9 +5,15 @@ from __future__ import annotations
 from app.jobs import registry
 from app.registry import jobs as registry_jobs
 from app.nets import dqn
+from app.recording.hooks import Hooks
+from app.recording.optim import OptimizerSpec
 from app.trainer import rl_train
-from app.trainer.commands import add_param_arguments, run_or_enqueue, shared_options, shared_params
-from app.trainer.optim import OptimizerSpec
+from app.trainer.commands import (
+    add_param_arguments,
+    run_or_enqueue,
+    shared_options,
+    shared_params,
+)
 
 JOB_KIND = "train_rl"
 
@@ -52,7 +58,7 @@ def _train(args) -> int:
 @registry.handler(JOB_KIND, **PARAMS)
 def run_job(ctx: registry.JobContext, params: dict) -> dict:
     """The ``train_rl`` job: a fresh session per attempt (batches follow the live priorities)."""
-    hooks = rl_train.Hooks(should_stop=ctx.should_stop, heartbeat=ctx.heartbeat)
+    hooks = Hooks(should_stop=ctx.should_stop, heartbeat=ctx.heartbeat)
     result = rl_train.train_rl(ctx.engine, options_from(params), job_id=ctx.job_id, hooks=hooks,
                                settings=ctx.settings)
     if result["status"] == "succeeded":

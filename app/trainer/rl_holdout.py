@@ -24,8 +24,8 @@ import sqlalchemy as sa
 
 from app.db import queries
 from app.errors import TrainsrvError
-from app.replay import batch as batches
-from app.replay.buffer import ProfitWeightedExperienceBuffer
+from app.rl_replay import batch as batches
+from app.rl_replay.buffer import ProfitWeightedExperienceBuffer
 
 MAX_DRAWS = 64
 

@@ -1,8 +1,8 @@
 """Train the RL agent (double DQN) with profit-weighted prioritized replay served from SQL.
 
 Each step: sample a batch of one symbol's experiences from ``ProfitWeightedExperienceBuffer``
-(part of it from profitable experiences only), turn it into tensors (``app.replay.states``), run
-the recorded optimizer step of ``app.trainer.loop.train_step`` — the same session / step /
+(part of it from profitable experiences only), turn it into tensors (``app.rl_replay.states``), run
+the recorded optimizer step of ``app.recording.step.train_step`` — the same session / step /
 gradient / checkpoint machinery as the CNN — then write the batch's |TD errors| back as
 priorities and refresh the target network when due. A step row stores the TD and policy loss
 components, Q-value statistics, the batch ids and the batch profitability (mean realised
@@ -23,22 +23,22 @@ import numpy as np
 import sqlalchemy as sa
 import torch
 
-from app.trainer.hooks import Hooks, check, resolve_device
 from app.config import Settings, get_settings
 from app.db import queries
 from app.errors import ValidationError
-from app.nets import dqn
+from app.nets import dqn, inputs
+from app.recording.capture import CapturePolicy
+from app.recording.convergence import ConvergenceTracker
+from app.recording.hooks import Hooks, check, resolve_device
+from app.recording.optim import OptimizerSpec
+from app.recording.session import SessionRecorder, SessionSpec, WriterOptions
+from app.recording.step import Batch, train_step
 from app.registry import lineage, warm
-from app.replay.batch import BetaSchedule
-from app.replay.buffer import ProfitWeightedExperienceBuffer
-from app.replay.states import PackageStates
+from app.rl_replay.batch import BetaSchedule
+from app.rl_replay.buffer import ProfitWeightedExperienceBuffer
+from app.rl_replay.states import PackageStates
 from app.trainer import episodes as episodes_mod
-from app.trainer import evaluate, inputs, rl_holdout
-from app.trainer.capture import CapturePolicy
-from app.trainer.convergence import ConvergenceTracker
-from app.trainer.loop import Batch, train_step
-from app.trainer.optim import OptimizerSpec
-from app.trainer.session import SessionRecorder, SessionSpec, WriterOptions
+from app.trainer import evaluate, rl_holdout
 
 log = logging.getLogger(__name__)
 

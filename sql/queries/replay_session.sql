@@ -1,4 +1,4 @@
--- Integrity checks behind `trainsrv verify` (app/trainer/verify.py). Every query takes
+-- Integrity checks behind `trainsrv verify` (app/session_replay/verify.py). Every query takes
 -- :session_id, NULL for the whole database. Checksums are recomputed by the server (sha256()),
 -- so blobs and checkpoint states never cross the wire just to be hashed.
 

@@ -5,13 +5,12 @@ import random
 
 import pytest
 import sqlalchemy as sa
+from outcomes.support import SYMBOL, UTC, insert_candles, package_at, read_candles
 
 from app.config import Settings
 from app.db.engine import make_engine
 from app.errors import ValidationError
 from app.events.detect import detect_events, velocity_thresholds
-
-from outcomes.support import SYMBOL, UTC, insert_candles, package_at, read_candles
 
 SETTINGS = Settings()
 

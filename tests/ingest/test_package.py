@@ -12,8 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.errors import ValidationError
-from app.ingest import (ModelInputPackage, PackageTampered, load_package, load_packages,
-                        package_from_candles, resample, timeframes)
+from app.ingest import (
+    ModelInputPackage,
+    PackageTampered,
+    load_package,
+    load_packages,
+    package_from_candles,
+    resample,
+    timeframes,
+)
 from tests.ingest.conftest import SYMBOL, T0
 
 UTC = dt.timezone.utc

@@ -4,11 +4,10 @@ import datetime as dt
 import json
 
 import pytest
+from e2e.cli import run
 
 from app.config import Settings
 from app.jobs import registry
-
-from e2e.cli import run
 
 from .support import UTC, insert_candles, outcome, read_candles, record
 

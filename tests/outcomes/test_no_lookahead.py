@@ -4,7 +4,8 @@ import datetime as dt
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.config import Settings
 from app.db.engine import make_engine

@@ -20,11 +20,11 @@ from app.errors import TrainsrvError, ValidationError
 from app.ingest.builder import package_from_candles
 from app.registry import export, gate, loader, store, warm
 from app.trainer import cnn_train, rl_train
-from app.trainer.capture import CapturePolicy
-from app.trainer.optim import OptimizerSpec
+from app.recording.capture import CapturePolicy
+from app.recording.optim import OptimizerSpec
 
-from tests.rl.support import SYMBOL, real_experiences
-from tests.trainer.support import SMALL_MODEL
+from tests.rl_replay.support import SYMBOL, real_experiences
+from app.demo.candle_episodes import SMALL_MODEL
 
 # Margins that let any clean candidate through: these tests are about the registry's bookkeeping;
 # the margins themselves are tested with a candidate that cannot clear them.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+
 def pytest_terminal_summary(terminalreporter):
     tallies = {}
     for name, module in list(sys.modules.items()):

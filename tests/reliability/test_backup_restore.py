@@ -16,10 +16,11 @@ from sqlalchemy.engine import make_url
 from app.db import migrate
 from app.db.embedded import bin_dir
 from app.db.engine import make_engine
+from app.demo import candle_episodes as episodes
 from app.jobs import registry
-from app.trainer import cnn_commands, cnn_train, replay, verify
+from app.session_replay import exact, verify
+from app.trainer import cnn_commands, cnn_train
 from tests.reliability.support import table_digest
-from tests.trainer import support as episodes
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +62,7 @@ def test_dump_restore_then_replay_verifies_on_the_copy(engine, db_url, restored_
         migrate.require_head(copy)
         assert table_digest(copy) == table_digest(engine)
         assert verify.verify_integrity(copy).ok
-        report = replay.replay_session(copy, session["session_id"], replay.ReplayOptions(verify=True))
+        report = exact.replay_session(copy, session["session_id"], exact.ReplayOptions(verify=True))
         assert report.exact and report.divergence is None and len(report.checks) >= 3
     finally:
         copy.dispose()

@@ -27,12 +27,13 @@ from app.client import Client, Prediction
 from app.db import migrate
 from app.db.embedded import EmbeddedServer
 from app.db.engine import make_engine
+from app.demo import candle_episodes as episodes
 from app.ingest.builder import package_from_candles
 from app.ingest.candles import ingest_candles
 from app.jobs import queue, registry
-from app.trainer import cnn_commands, cnn_train, verify
+from app.session_replay import verify
+from app.trainer import cnn_commands, cnn_train
 from tests.reliability.support import Trainer, scalar, wait_for
-from tests.trainer import support as episodes
 
 pytestmark = pytest.mark.slow
 

@@ -20,11 +20,12 @@ import pytest
 import sqlalchemy as sa
 
 from app.db.embedded import SYSTEM_USER
+from app.demo import candle_episodes as episodes
 from app.jobs import registry
-from app.trainer import cnn_commands, cnn_train, verify
-from app.trainer.writer import WriterError
+from app.recording.writer import WriterError
+from app.session_replay import verify
+from app.trainer import cnn_commands, cnn_train
 from tests.reliability.support import scalar
-from tests.trainer import support as episodes
 
 pytestmark = pytest.mark.slow
 

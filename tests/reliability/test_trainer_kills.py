@@ -25,11 +25,12 @@ import sys
 import pytest
 import sqlalchemy as sa
 
+from app.demo import candle_episodes as episodes
 from app.jobs import queue, registry
 from app.paths import REPO_ROOT
-from app.trainer import cnn_commands, cnn_train, verify
+from app.session_replay import verify
+from app.trainer import cnn_commands, cnn_train
 from tests.reliability.support import Trainer, scalar, wait_for
-from tests.trainer import support as episodes
 
 pytestmark = pytest.mark.slow
 

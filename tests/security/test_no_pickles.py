@@ -20,11 +20,12 @@ import pytest
 import sqlalchemy as sa
 import torch
 
+from app.demo import candle_episodes as episodes
 from app.jobs import registry
 from app.paths import REPO_ROOT
-from app.trainer import blobs, checkpoints, cnn_commands, cnn_train
+from app.recording import blobs, checkpoints
+from app.trainer import cnn_commands, cnn_train
 from tests.security.support import error_line, run_cli
-from tests.trainer import support as episodes
 
 
 class _Payload:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-
 import pytest
 import sqlalchemy as sa
 import torch
 
 from app.db.engine import make_engine
-from app.nets import interface
+from app.demo import candle_episodes as support
+from app.nets import inputs, interface
 from app.nets.losses import LossWeights, cnn_loss
-from app.trainer import blobs, checkpoints, cnn_train, episodes, inputs
-from app.trainer.capture import CapturePolicy
-from app.trainer.optim import OptimizerSpec
-from tests.trainer import support
+from app.recording import blobs, checkpoints
+from app.recording.capture import CapturePolicy
+from app.recording.hooks import Hooks
+from app.recording.optim import OptimizerSpec
+from app.trainer import cnn_train, episodes
 
 OPTIONS = dict(symbol=support.SYMBOL, min_profitability=0.0, max_episodes=200, epochs=16, batch_size=16,
                model_config=support.SMALL_MODEL, checkpoint_every=40, seed=7, device="cpu",
@@ -206,7 +207,7 @@ def test_interrupt_then_resume_continues_without_duplicate_steps(trained):
         calls["n"] += 1
         return calls["n"] > 5
 
-    first = cnn_train.train_cnn(engine, opts, hooks=cnn_train.Hooks(should_stop=stop_after_five))
+    first = cnn_train.train_cnn(engine, opts, hooks=Hooks(should_stop=stop_after_five))
     assert first["status"] == "interrupted" and first["steps"] == 5
     assert _session(engine, first["session_id"]).status == "interrupted"
     done = cnn_train.resume_cnn(engine, first["session_id"])

@@ -12,11 +12,11 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from app.demo import candle_episodes as support
 from app.jobs import registry
+from app.recording.checkpoints import CheckpointError
+from app.recording.session import SessionBusy, SessionRecorder, SessionSpec
 from app.trainer import cnn_commands, cnn_train
-from app.trainer.checkpoints import CheckpointError
-from app.trainer.session import SessionBusy, SessionRecorder, SessionSpec
-from tests.trainer import support
 
 ARGS = {"symbol": support.SYMBOL, "min_profitability": "0", "max_episodes": "1000", "epochs": "5",
         "batch_size": "16", "checkpoint_every": "10", "seed": "3", "device": "cpu",
