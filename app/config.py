@@ -58,9 +58,22 @@ class Settings:
     heartbeat_timeout_s: float = 30.0
     validation_interval_s: float = 60.0
     enable_background_validation: bool = True
+    # Automatic training (app/jobs/scheduler.py): a symbol's train_cnn / train_rl job is enqueued once this
+    # many NEW replay episodes / experiences exist since its last session (or job) of that kind.
     min_episodes_for_cnn_training: int = 100
     min_experiences_for_rl_training: int = 200
-    min_profitability_for_replay: float = 0.1
+    # The replay threshold on v_cnn_replay's profit_r scale (profit after costs in units of risk, 0 =
+    # break-even): auto CNN sessions train on episodes with profit_r above it; 0 = profitable calls only.
+    min_profit_r_for_replay: float = 0.0
+    # What auto jobs train, per model kind: the model factory (package.module:factory; empty = the
+    # reference model), its config (JSON object) and the job's other parameters as a JSON object
+    # (hyper-parameters: {"epochs": 3, "lr": 0.0005, "max_episodes": 1000, ...}; see `trainsrv jobs kinds`).
+    auto_cnn_model: str = ""
+    auto_cnn_model_config: str = ""
+    auto_cnn_params: str = ""
+    auto_rl_model: str = ""
+    auto_rl_model_config: str = ""
+    auto_rl_params: str = ""
     device: str = "auto"
 
     # Job queue (app/jobs): retries, scheduler cadence, extra handler modules (comma-separated).
@@ -68,6 +81,10 @@ class Settings:
     retry_backoff_base_s: float = 5.0
     retry_backoff_max_s: float = 600.0
     schedule_check_interval_s: float = 5.0
+    # Kinds the maintenance lane of `trainsrv serve` runs (comma-separated): a second slot in the same
+    # process that takes only these light jobs, so validation and events keep running while a model
+    # trains in the main slot (which takes any kind). Empty: one slot only.
+    maintenance_kinds: str = "validate_outcomes,detect_events,build_experiences,verify_integrity,noop"
     handler_modules: str = ""
     # False: poll only (e.g. behind a transaction-pooling PgBouncer, where LISTEN does not work).
     job_listen: bool = True

@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--cnn-epochs", type=_positive(int), default=3)
     p.add_argument("--rl-steps", type=_positive(int), default=150)
     p.add_argument("--seed", type=_at_least(int, 0), default=0)
+    p.add_argument("--stream-s", type=_positive(float), default=60.0,
+                   help="wall-clock seconds the market takes to stream (default 60; sets the accelerated clock)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary only")
     p.set_defaults(func=_demo)
 
@@ -54,7 +56,7 @@ def _demo(args) -> int:
     migrate.upgrade(engine)  # a fresh data dir is migrated on the spot; an up-to-date one is untouched
     opts = DemoOptions(candles=args.candles, symbol=args.symbol, days=args.days, every_min=args.every_min,
                        horizon_s=args.horizon_s, cnn_epochs=args.cnn_epochs, rl_steps=args.rl_steps,
-                       seed=args.seed, progress=not args.json)
+                       seed=args.seed, progress=not args.json, stream_s=args.stream_s)
     summary = run_demo(engine, engine.url.render_as_string(hide_password=False), opts)
     if args.json:
         print(json.dumps(summary, default=str, indent=2))
@@ -67,19 +69,26 @@ def _print(s: dict) -> None:
     m, o, st = s["market"], s["orchestrator"], s["stats"]
     print(f"\ntrainsrv demo: {s['symbol']} ({m['source']}), {m['bars']} one-minute bars "
           f"{m['first_ts']:%Y-%m-%d} .. {m['last_ts']:%Y-%m-%d}, {s['elapsed_s']} s")
-    print(f"  orchestrator   {o['packages']} packages ({o['invalid_packages']} invalid, kept for audit), "
-          f"{o['predictions']} predictions")
+    print(f"  orchestrator   streamed {o['candles']} bars in {o['elapsed_s']} s: {o['packages']} packages "
+          f"({o['invalid_packages']} invalid, kept for audit), {o['predictions']} predictions")
     print(f"  outcomes       {st['validated_outcomes']} validated, {st['pending_outcomes']} pending, "
           f"profitable share {_pct(st['profitable_share'])}")
     print(f"  events         {st['market_events']} rapid-change events, {st['premium_packages']} premium packages")
     print(f"  experiences    {st['experiences']} ({st['profitable_experiences']} profitable)")
+    print("\nThe loop, scheduled by `trainsrv serve` (seconds after the demo started):")
+    for stage in s["stages"]:
+        did = ", ".join(f"{k} {v}" for k, v in stage["did"].items() if v) or "-"
+        sessions = f", sessions {stage['sessions']}" if stage["sessions"] else ""
+        print(f"  {stage['stage']:<18} {stage['runs']:>4} runs  {stage['first_s']:>7.1f} .. {stage['last_s']:>7.1f} s  "
+              f"busy {stage['busy_s']:>6.1f} s  {did}{sessions}")
+    print()
     for sess in s["sessions"]:
         print(f"  session {sess['session_id']:<5}  {sess['model_kind']}: {sess['steps']} steps, final loss "
-              f"{sess['final_loss']:.4f}, training value {_num(sess['training_value'])}, "
-              f"{sess['gradient_bytes'] / 1e6:.1f} MB of gradients, {sess['checkpoints']} checkpoints")
+              f"{_num(sess['final_loss'])}, training value {_num(sess['training_value'])}, "
+              f"{(sess['gradient_bytes'] or 0) / 1e6:.1f} MB of gradients, {sess['checkpoints']} checkpoints")
     replay = s["jobs"]["replay_session"]["result"]
     verify = s["jobs"]["verify_integrity"]["result"]
-    print(f"  replay         session {replay.get('session_id')}: exact={replay.get('exact')}, "
+    print(f"  audit          session {replay.get('session_id')} replayed: exact={replay.get('exact')}, "
           f"{len(replay.get('checks', []))} checkpoints matched bit for bit; integrity problems: "
           f"{len(verify.get('problems', []))}")
     print("\nNext, as an analyst (psql into the same database):\n")

@@ -49,14 +49,14 @@ def run(engine: sa.Engine, spec: OrchestratorSpec, progress: Callable[[int], Non
             stored = client.insert_package(package)
             counts["packages"] += 1
             counts["invalid_packages"] += not stored.is_valid
-            for prediction in _calls(package, spec.horizon_s, rng):
+            for prediction in calls(package, spec.horizon_s, rng):
                 client.insert_prediction(prediction, package_id=stored.package_id)
                 counts["predictions"] += 1
             progress(1)
     return counts
 
 
-def _calls(package: ModelInputPackage, horizon_s: int, rng: np.random.Generator) -> list[Prediction]:
+def calls(package: ModelInputPackage, horizon_s: int, rng: np.random.Generator) -> list[Prediction]:
     closes = package.ohlcv["1m"][:, 3]
     if len(closes) < 16:
         return []

@@ -1,4 +1,4 @@
-"""The demo's trainer: a real ``trainsrv serve`` process fed through the job queue."""
+"""The demo's trainer: a real ``trainsrv serve`` process (its scheduler on or off)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 class TrainerProcess:
     """Starts ``trainsrv serve`` against ``url`` and stops it with SIGTERM (a clean shutdown)."""
 
-    def __init__(self, url: str, log_path: str):
-        env = {**os.environ, "TRAINSRV_DATABASE_URL": url, "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8")}
+    def __init__(self, url: str, log_path: str, schedule: bool = False, env: dict[str, str] | None = None):
+        env = {**os.environ, **(env or {}), "TRAINSRV_DATABASE_URL": url,
+               "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8")}
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-schedule"],
+        args = ["serve"] if schedule else ["serve", "--no-schedule"]
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args],
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def stop(self, timeout_s: float = 120) -> int:

@@ -9,6 +9,7 @@ from app import cli
 from app.config import get_settings
 from app.errors import ValidationError
 from app.jobs import queue, registry, transitions
+from app.jobs.lanes import Lanes
 from app.jobs.worker import Worker
 
 
@@ -18,6 +19,8 @@ def register(sub) -> None:
     serve.add_argument("--max-jobs", type=cli.positive_int, metavar="N", help="exit after running N jobs")
     serve.add_argument("--worker-id", help="name in jobs.locked_by (default: host:pid:random)")
     serve.add_argument("--no-schedule", action="store_true", help="do not enqueue scheduled / threshold jobs")
+    serve.add_argument("--single-lane", action="store_true",
+                       help="one slot only: no maintenance lane for light jobs (implied by --once / --max-jobs)")
     serve.set_defaults(func=_serve)
 
     jobs = sub.add_parser("jobs", help="the job queue").add_subparsers(dest="jobs_command", required=True)
@@ -53,13 +56,18 @@ def register(sub) -> None:
 def _serve(args) -> int:
     engine = cli.open_db()  # refuses a database that is not at the migration head
     transitions.to_stream()
-    worker = Worker(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
-    _install_signals(worker)
-    worker.run(max_jobs=args.max_jobs, once=args.once)
+    if args.once or args.max_jobs is not None or args.single_lane:
+        worker = Worker(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
+        _install_signals(worker)
+        worker.run(max_jobs=args.max_jobs, once=args.once)
+        return 0
+    trainer = Lanes(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
+    _install_signals(trainer)
+    trainer.run()
     return 0
 
 
-def _install_signals(worker: Worker) -> None:
+def _install_signals(worker: Worker | Lanes) -> None:
     def on_signal(signum, frame):
         # First signal: finish (or hand back) the current job, then exit. A second one while a
         # handler runs interrupts it, and the job is released for another trainer.

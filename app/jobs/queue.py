@@ -104,9 +104,13 @@ def enqueue_once(conn: sa.Connection, kind: str, params: dict | None, dedupe_key
 
 # -- a worker's side --------------------------------------------------------------------------
 
-def claim(conn: sa.Connection, worker: str) -> ClaimedJob | None:
-    """Claim the best ready job for ``worker`` (one statement, SKIP LOCKED); commit before working."""
-    row = conn.execute(queries.get("jobs.claim"), {"worker": worker}).first()
+def claim(conn: sa.Connection, worker: str, kinds: tuple[str, ...] | None = None) -> ClaimedJob | None:
+    """Claim the best ready job (of one of ``kinds``, when given) for ``worker`` (one statement, SKIP
+    LOCKED); commit before working."""
+    if kinds is None:
+        row = conn.execute(queries.get("jobs.claim"), {"worker": worker}).first()
+    else:
+        row = conn.execute(queries.get("jobs.claim_kinds"), {"worker": worker, "kinds": list(kinds)}).first()
     if row is None:
         return None
     return ClaimedJob(row.id, row.kind, row.params or {}, row.attempts, row.max_attempts, row.priority,

@@ -1,24 +1,29 @@
 """Automatic work, decided from the settings on every scheduler tick of ``trainsrv serve``.
 
-* Periodic: with ``enable_background_validation``, one ``validate_outcomes`` and one
-  ``detect_events`` job (all symbols) per ``validation_interval_s`` window.
-* Thresholds: ``train_cnn`` once ``min_episodes_for_cnn_training`` replay episodes exist (valid
-  packages with a validated outcome of ``profitability_score >= min_profitability_for_replay``),
-  ``train_rl`` once ``min_experiences_for_rl_training`` experiences exist — and again each time
-  another threshold's worth has accumulated. When the kind takes a ``symbol`` parameter the
-  count and the job are per symbol; otherwise over all symbols.
+* Periodic: with ``enable_background_validation``, one ``validate_outcomes``, one
+  ``detect_events`` and one ``build_experiences`` job (all symbols, in that order of claim) per
+  ``validation_interval_s`` window.
+* Training, per symbol: ``train_cnn`` once ``min_episodes_for_cnn_training`` **new** replay
+  episodes exist — ``v_cnn_replay`` rows with ``profit_r > min_profit_r_for_replay`` validated
+  since the symbol's last CNN session or ``train_cnn`` job began — and ``train_rl`` once
+  ``min_experiences_for_rl_training`` experiences were stored since its last RL session or
+  ``train_rl`` job began. A job of that kind queued or running for the symbol holds the next one
+  back. Counting from the last session means a threshold changed (and changed back) never
+  trains again on data a session already had.
 
-Each decision becomes a dedupe key (``auto:<kind>[:<symbol>]:<window or multiple>``) enqueued
-with ``queue.enqueue_once``: a key that was ever enqueued is never enqueued again, so ticks from
-any number of trainers add each job exactly once. The scheduler offers a kind the parameters it
-knows (``symbol``, ``min_profitability``) and passes those the kind accepts. Kinds without a
-registered handler, or needing parameters the scheduler cannot give, are skipped (logged once).
-A threshold or interval <= 0 turns its rule off.
+Each decision becomes a dedupe key enqueued with ``queue.enqueue_once`` (a key ever enqueued is
+never enqueued again): ``auto:<kind>:<window>`` for periodic jobs, and for training
+``auto:<kind>:<symbol>:s<last session id>:j<last job id>`` — the point its count starts from — so
+ticks from any number of trainers add each job exactly once. Training jobs get the symbol, the
+replay threshold (CNN) and the per-kind settings ``auto_<cnn|rl>_model``, ``..._model_config`` and
+``..._params``. Kinds without a registered handler, or whose parameters do not validate, are
+skipped (logged once). A threshold or interval <= 0 turns its rule off.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 
@@ -31,7 +36,9 @@ from app.jobs import queue, registry, transitions
 
 log = logging.getLogger(__name__)
 
-PERIODIC_KINDS = ("validate_outcomes", "detect_events")
+PERIODIC_KINDS = ("validate_outcomes", "detect_events", "build_experiences")
+# Light periodic work is claimed before queued training (a lane that is free takes it first).
+PERIODIC_PRIORITY = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,13 +49,15 @@ class Due:
     dedupe_key: str
     reason: str
     offered: dict = dataclasses.field(default_factory=dict)
+    priority: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Threshold:
-    """Enqueue ``kind`` each time the count from ``query`` reaches another multiple of ``minimum``."""
+    """Enqueue ``kind`` for a symbol once ``query`` counts ``minimum`` new items since its last session."""
 
     kind: str
+    model_kind: str
     what: str
     minimum: int
     query: str
@@ -83,10 +92,26 @@ class Scheduler:
     def thresholds(self) -> list[Threshold]:
         s = self.settings
         return [
-            Threshold("train_cnn", "replay episodes", s.min_episodes_for_cnn_training,
-                      "jobs.replay_episodes_by_symbol", {"min_profitability": s.min_profitability_for_replay}),
-            Threshold("train_rl", "experiences", s.min_experiences_for_rl_training, "jobs.experiences_by_symbol", {}),
+            Threshold("train_cnn", "cnn", "new replay episodes", s.min_episodes_for_cnn_training,
+                      "jobs.new_replay_episodes_by_symbol", {"min_profit_r": s.min_profit_r_for_replay}),
+            Threshold("train_rl", "rl", "new experiences", s.min_experiences_for_rl_training,
+                      "jobs.new_experiences_by_symbol", {}),
         ]
+
+    def auto_params(self, model_kind: str) -> dict:
+        """The parameters auto jobs of ``model_kind`` get from the settings (besides the symbol)."""
+        s = self.settings
+        params = _json_setting(f"auto_{model_kind}_params", getattr(s, f"auto_{model_kind}_params"))
+        if model_kind == "cnn":
+            params.setdefault("min_profit_r", s.min_profit_r_for_replay)
+            params.setdefault("min_profitability", 0.0)
+        model = getattr(s, f"auto_{model_kind}_model")
+        if model:
+            params["model"] = model
+        config = getattr(s, f"auto_{model_kind}_model_config")
+        if config:
+            params["model_config"] = json.dumps(_json_setting(f"auto_{model_kind}_model_config", config))
+        return params
 
     def _periodic(self, conn: sa.Connection) -> list[Due]:
         s = self.settings
@@ -95,37 +120,36 @@ class Scheduler:
         # The database clock, so trainers on different machines agree on the window.
         now = conn.execute(sa.text("SELECT extract(epoch FROM now())")).scalar()
         window = math.floor(float(now) / s.validation_interval_s)
-        return [Due(kind, f"auto:{kind}:{window}", f"every {s.validation_interval_s:g} s") for kind in PERIODIC_KINDS]
+        return [Due(kind, f"auto:{kind}:{window}", f"every {s.validation_interval_s:g} s", priority=PERIODIC_PRIORITY)
+                for kind in PERIODIC_KINDS]
 
     def _thresholds(self, conn: sa.Connection, handlers: dict[str, registry.Handler]) -> list[Due]:
         found = []
         for rule in self.thresholds():
             if rule.minimum <= 0 or rule.kind not in handlers:
                 continue
-            counts = dict(conn.execute(queries.get(rule.query), rule.query_params).all())
-            offered = {"min_profitability": self.settings.min_profitability_for_replay}
-            if "symbol" in handlers[rule.kind].params:
-                found += [self._crossing(rule, n, {**offered, "symbol": sym}, sym) for sym, n in counts.items()]
-            else:
-                found.append(self._crossing(rule, sum(counts.values()), offered, None))
-        return [due for due in found if due is not None]
-
-    @staticmethod
-    def _crossing(rule: Threshold, count: int, offered: dict, symbol: str | None) -> Due | None:
-        multiple = count // rule.minimum
-        if multiple < 1:
-            return None
-        scope = f"{symbol}:" if symbol is not None else ""
-        where = f" for {symbol}" if symbol is not None else ""
-        return Due(rule.kind, f"auto:{rule.kind}:{scope}{multiple}",
-                   f"{multiple * rule.minimum}+ {rule.what}{where} (threshold {rule.minimum})", offered)
+            if "symbol" not in handlers[rule.kind].params:
+                self._skip_once(rule.kind, "its handler takes no symbol parameter")
+                continue
+            try:
+                offered = self.auto_params(rule.model_kind)
+            except ValidationError as exc:
+                self._skip_once(rule.kind, str(exc))
+                continue
+            for row in conn.execute(queries.get(rule.query), rule.query_params).mappings():
+                if row["active"] or row["new_count"] < rule.minimum:
+                    continue
+                key = f"auto:{rule.kind}:{row['symbol']}:s{row['session_id']}:j{row['job_id']}"
+                reason = f"{row['new_count']} {rule.what} for {row['symbol']} (threshold {rule.minimum})"
+                found.append(Due(rule.kind, key, reason, {**offered, "symbol": row["symbol"]}))
+        return found
 
     def _enqueue(self, conn: sa.Connection, handler: registry.Handler, due: Due) -> int | None:
-        params = {k: v for k, v in due.offered.items() if k in handler.params}
         try:
-            job_id = queue.enqueue_once(conn, due.kind, params, due.dedupe_key, settings=self.settings)
+            job_id = queue.enqueue_once(conn, due.kind, due.offered, due.dedupe_key, priority=due.priority,
+                                        settings=self.settings)
         except ValidationError as exc:
-            self._skip_once(due.kind, f"it needs parameters the scheduler cannot give ({exc})")
+            self._skip_once(due.kind, f"its parameters from the settings do not validate ({exc})")
             return None
         if job_id is not None:
             transitions.emit("job.enqueued", job_id=job_id, kind=due.kind, dedupe_key=due.dedupe_key,
@@ -136,3 +160,15 @@ class Scheduler:
         if kind not in self._skipped:
             self._skipped.add(kind)
             log.info("scheduler skips %s: %s", kind, why)
+
+
+def _json_setting(name: str, text: str) -> dict:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(name, f"is not valid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise ValidationError(name, "must be a JSON object")
+    return value

@@ -65,11 +65,14 @@ class Worker:
     """One job at a time against ``engine``; ``run()`` until stopped, out of work (once) or max_jobs."""
 
     def __init__(self, engine: sa.Engine, settings: Settings | None = None, worker_id: str | None = None,
-                 scheduler: Scheduler | None = None, schedule: bool = True):
+                 scheduler: Scheduler | None = None, schedule: bool = True, kinds: tuple[str, ...] | None = None,
+                 rescue: bool = True):
         self.engine = engine
         self.settings = settings or get_settings()
         self.id = worker_id or default_worker_id()
         self.scheduler = (scheduler or Scheduler(self.settings)) if schedule else None
+        self.kinds = kinds  # None: any kind; else this worker (a lane) claims only these
+        self.rescues = rescue
         self.processed = 0
         self._stop = threading.Event()
         self._in_handler = False
@@ -120,7 +123,7 @@ class Worker:
     # -- one job ----------------------------------------------------------------------------
 
     def _claim(self) -> queue.ClaimedJob | None:
-        return self._on_loop_connection(lambda conn: queue.claim(conn, self.id))
+        return self._on_loop_connection(lambda conn: queue.claim(conn, self.id, self.kinds))
 
     def _execute(self, job: queue.ClaimedJob) -> None:
         transitions.emit("job.started", **self._fields(job), priority=job.priority)
@@ -221,7 +224,7 @@ class Worker:
 
     def _maintain(self) -> None:
         now = time.monotonic()
-        if now >= self._next_rescue:
+        if self.rescues and now >= self._next_rescue:
             self._next_rescue = now + max(0.05, self.settings.heartbeat_timeout_s / 2)
             self._db(self._rescue)
         if self.scheduler is not None and now >= self._next_schedule:
@@ -251,7 +254,8 @@ class Worker:
             self._stop.wait(timeout)
 
     def _idle_timeout(self) -> float:
-        until_maintenance = min(self._next_rescue, self._next_schedule if self.scheduler else float("inf"))
+        until_maintenance = min(self._next_rescue if self.rescues else float("inf"),
+                                self._next_schedule if self.scheduler else float("inf"))
         return max(0.0, min(self.settings.poll_interval_s, until_maintenance - time.monotonic()))
 
     def _db(self, step: Callable[[], Any]) -> Any:

@@ -27,6 +27,7 @@ JOB_KIND = "train_cnn"
 PARAMS = {
     "symbol": registry.Param(str),
     "min_profitability": registry.Param(float, default=0.7, min=0.0, max=1.0),
+    "min_profit_r": registry.Param(float, default=None),
     "max_episodes": registry.Param(int, default=500, min=1),
     "epochs": registry.Param(int, default=10, min=1),
     "batch_size": registry.Param(int, default=32, min=1),
@@ -39,6 +40,7 @@ def options_from(params: dict) -> cnn_train.CnnTrainOptions:
     """Training options from validated parameters (CLI or job)."""
     return cnn_train.CnnTrainOptions(
         symbol=params["symbol"], min_profitability=params["min_profitability"],
+        min_profit_r=params["min_profit_r"],
         max_episodes=params["max_episodes"], epochs=params["epochs"], batch_size=params["batch_size"],
         eval_fraction=params["eval_fraction"], loss_weights=LossWeights(),
         optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"]), **shared_options(params))

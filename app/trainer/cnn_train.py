@@ -46,6 +46,8 @@ class CnnTrainOptions:
 
     symbol: str
     min_profitability: float = 0.7
+    # Replay threshold on v_cnn_replay's profit_r scale (0 = break-even): episodes with profit_r above it.
+    min_profit_r: float | None = None
     max_episodes: int = 500
     epochs: int = 10
     batch_size: int = 32
@@ -65,6 +67,7 @@ class CnnTrainOptions:
         check("symbol", bool(self.symbol and self.symbol.strip()), "must be a non-empty string")
         warm.parse(self.init)
         check("min_profitability", 0 <= self.min_profitability <= 1, "must be in [0, 1]")
+        check("min_profit_r", self.min_profit_r is None or math.isfinite(self.min_profit_r), "must be finite")
         check("max_episodes", self.max_episodes >= 1, "must be >= 1")
         check("epochs", self.epochs >= 1, "must be >= 1")
         check("batch_size", self.batch_size >= 1, "must be >= 1")
@@ -110,7 +113,7 @@ def train_cnn(engine: sa.Engine, opts: CnnTrainOptions, *, job_id: int | None = 
     device = resolve_device(opts.device if opts.device != "auto" else settings.device)
     with engine.connect() as conn:
         split = episodes_mod.split(conn, opts.symbol, min_profitability=opts.min_profitability,
-                                   max_episodes=opts.max_episodes, eval_fraction=opts.eval_fraction)
+                                   min_profit_r=opts.min_profit_r, max_episodes=opts.max_episodes, eval_fraction=opts.eval_fraction)
         spec_in = _input_spec_of(conn, split.train)
         train, evaluation = _load(conn, split.train, spec_in), _load(conn, split.evaluation, spec_in)
         config = _config(opts, opts.optimizer, spec_in, split, settings, device)
@@ -264,7 +267,7 @@ def _config(opts: CnnTrainOptions, spec: OptimizerSpec, spec_in: interface.Input
         "optimizer": spec.to_config(), "loss_weights": dataclasses.asdict(opts.loss_weights),
         "batch_size": opts.batch_size, "epochs": opts.epochs, "seed": opts.seed,
         "steps_per_epoch": math.ceil(len(split.train) / opts.batch_size),
-        "min_profitability": opts.min_profitability, "max_episodes": opts.max_episodes,
+        "min_profitability": opts.min_profitability, "min_profit_r": opts.min_profit_r, "max_episodes": opts.max_episodes,
         "eval_fraction": opts.eval_fraction, "eval_cutoff": split.cutoff.isoformat(), "patience": opts.patience,
         "device": str(device), "cost": 2 * (settings.fee_rate + settings.slippage_rate),
         "train_episode_ids": [e.episode_id for e in split.train],

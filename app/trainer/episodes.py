@@ -6,7 +6,8 @@ A session splits a symbol's episodes chronologically:
   ``1 - eval_fraction`` quantile of package times;
 * **training candidates** are episodes whose outcome horizon ended at or before ``cutoff`` (so
   no training label overlaps the evaluation period), with ``profitability_score >=
-  min_profitability``; the ``max_episodes`` highest ``training_priority`` ones are used.
+  min_profitability`` and, when ``min_profit_r`` is given, ``profit_r > min_profit_r`` (the
+  replay threshold: 0 keeps profitable calls only); the ``max_episodes`` highest ``training_priority`` ones are used.
 """
 
 from __future__ import annotations
@@ -54,17 +55,19 @@ def _episodes(result) -> list[Episode]:
 
 
 def split(conn: sa.Connection, symbol: str, *, min_profitability: float, max_episodes: int,
-          eval_fraction: float) -> Split:
+          eval_fraction: float, min_profit_r: float | None = None) -> Split:
     """The training episodes and the later evaluation slice of ``symbol`` (see module docstring)."""
     row = conn.execute(queries.get("trainer.eval_cutoff"), {"symbol": symbol, "eval_fraction": eval_fraction}).one()
     if not row.episodes:
         raise NoEpisodes(f"symbol {symbol!r} has no episodes (valid package + validated outcome) in v_cnn_replay")
     train = _episodes(conn.execute(queries.get("trainer.training_episodes"), {
         "symbol": symbol, "cutoff": row.cutoff, "min_profitability": min_profitability,
-        "max_episodes": max_episodes}))
+        "min_profit_r": min_profit_r, "max_episodes": max_episodes}))
     if not train:
         raise NoEpisodes(f"symbol {symbol!r}: none of its {row.episodes} episodes before {row.cutoff} has "
-                         f"profitability_score >= {min_profitability} (lower --min-profitability)")
+                         f"profitability_score >= {min_profitability}"
+                         + (f" and profit_r > {min_profit_r}" if min_profit_r is not None else "")
+                         + " (lower --min-profitability / --min-profit-r)")
     # Priority decides which episodes; time decides the order they are stored and batched in, so a
     # session is reproducible whatever the priorities are when it is resumed or repeated.
     train.sort(key=lambda e: (e.ts, e.episode_id))

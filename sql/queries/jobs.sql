@@ -40,6 +40,22 @@ FROM next
 WHERE j.id = next.id
 RETURNING j.id, j.kind, j.params, j.attempts, j.max_attempts, j.priority, j.dedupe_key;
 
+-- name: claim_kinds
+-- Take the best ready job of one of :kinds (a lane's kinds) for this worker, skipping rows others hold.
+WITH next AS (
+    SELECT id FROM jobs
+    WHERE state = 'queued' AND run_after <= now() AND kind = ANY(CAST(:kinds AS text[]))
+    ORDER BY priority DESC, run_after, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs AS j
+SET state = 'running', locked_by = :worker, attempts = j.attempts + 1,
+    started_at = now(), heartbeat_at = now(), finished_at = NULL
+FROM next
+WHERE j.id = next.id
+RETURNING j.id, j.kind, j.params, j.attempts, j.max_attempts, j.priority, j.dedupe_key;
+
 -- name: heartbeat
 -- Mark this worker's running attempt alive; no row back means the job is no longer ours.
 UPDATE jobs SET heartbeat_at = now()
@@ -118,19 +134,53 @@ FROM jobs
 GROUP BY state
 ORDER BY state;
 
--- name: replay_episodes_by_symbol
--- Per symbol: valid packages with a validated outcome at least :min_profitability profitable.
-SELECT ip.symbol, count(*) AS n
-FROM outcomes AS o
-JOIN predictions AS p ON p.id = o.prediction_id
-JOIN input_packages AS ip ON ip.id = p.package_id
-WHERE o.status = 'validated' AND ip.is_valid AND o.profitability_score >= :min_profitability
-GROUP BY ip.symbol
-ORDER BY ip.symbol;
+-- name: new_replay_episodes_by_symbol
+-- Per symbol: CNN replay episodes (v_cnn_replay, profit_r > :min_profit_r) validated since its last train_cnn job or CNN session began.
+WITH since AS (
+    SELECT s.symbol, ls.id AS session_id, lj.id AS job_id,
+           greatest(ls.started_at, lj.created_at) AS since,
+           EXISTS (SELECT 1 FROM jobs a WHERE a.kind = 'train_cnn' AND a.state IN ('queued', 'running')
+                   AND a.params ->> 'symbol' = s.symbol) AS active
+    FROM (SELECT DISTINCT symbol FROM input_packages WHERE is_valid) AS s
+    LEFT JOIN LATERAL (
+        SELECT id, started_at FROM training_sessions t
+        WHERE t.model_kind = 'cnn' AND t.config ->> 'symbol' = s.symbol
+        ORDER BY id DESC LIMIT 1
+    ) AS ls ON true
+    LEFT JOIN LATERAL (
+        SELECT id, created_at FROM jobs j
+        WHERE j.kind = 'train_cnn' AND j.params ->> 'symbol' = s.symbol
+        ORDER BY id DESC LIMIT 1
+    ) AS lj ON true
+)
+SELECT since.symbol, coalesce(since.session_id, 0) AS session_id, coalesce(since.job_id, 0) AS job_id, since.active,
+       (SELECT count(*) FROM v_cnn_replay v
+        WHERE v.symbol = since.symbol AND v.profit_r > CAST(:min_profit_r AS float8)
+          AND (since.since IS NULL OR v.validated_at > since.since)) AS new_count
+FROM since
+ORDER BY since.symbol;
 
--- name: experiences_by_symbol
--- Per symbol: stored RL transitions.
-SELECT symbol, count(*) AS n
-FROM experiences
-GROUP BY symbol
-ORDER BY symbol;
+-- name: new_experiences_by_symbol
+-- Per symbol: RL experiences stored since its last train_rl job or RL session began.
+WITH since AS (
+    SELECT s.symbol, ls.id AS session_id, lj.id AS job_id,
+           greatest(ls.started_at, lj.created_at) AS since,
+           EXISTS (SELECT 1 FROM jobs a WHERE a.kind = 'train_rl' AND a.state IN ('queued', 'running')
+                   AND a.params ->> 'symbol' = s.symbol) AS active
+    FROM (SELECT DISTINCT symbol FROM experiences) AS s
+    LEFT JOIN LATERAL (
+        SELECT id, started_at FROM training_sessions t
+        WHERE t.model_kind = 'rl' AND t.config ->> 'symbol' = s.symbol
+        ORDER BY id DESC LIMIT 1
+    ) AS ls ON true
+    LEFT JOIN LATERAL (
+        SELECT id, created_at FROM jobs j
+        WHERE j.kind = 'train_rl' AND j.params ->> 'symbol' = s.symbol
+        ORDER BY id DESC LIMIT 1
+    ) AS lj ON true
+)
+SELECT since.symbol, coalesce(since.session_id, 0) AS session_id, coalesce(since.job_id, 0) AS job_id, since.active,
+       (SELECT count(*) FROM experiences x
+        WHERE x.symbol = since.symbol AND (since.since IS NULL OR x.created_at > since.since)) AS new_count
+FROM since
+ORDER BY since.symbol;

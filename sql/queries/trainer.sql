@@ -27,13 +27,14 @@ FROM v_cnn_replay
 WHERE symbol = :symbol;
 
 -- name: training_episodes
--- The highest-priority profitable episodes whose outcome horizon ended before the evaluation slice.
+-- The highest-priority episodes above the replay thresholds whose outcome horizon ended before the evaluation slice.
 SELECT episode_id, package_id, symbol, ts, horizon_end, optimal_action, move_pct, price_return,
        actual_profit, profitability_score, is_profitable, is_premium, times_trained, training_priority
 FROM v_cnn_replay
 WHERE symbol = :symbol
   AND horizon_end <= :cutoff
   AND profitability_score >= :min_profitability
+  AND (CAST(:min_profit_r AS float8) IS NULL OR profit_r > :min_profit_r)
 ORDER BY training_priority DESC, episode_id
 LIMIT :max_episodes;
 

@@ -83,7 +83,9 @@ def test_sigterm_releases_an_interruptible_job(jobs_engine, workers):
     assert proc.wait(timeout=30) == 0, proc.stderr()
     row = queue.get(jobs_engine.connect(), job_id)
     assert (row["state"], row["attempts"], row["locked_by"]) == ("queued", 0, None)
-    assert [e["event"] for e in proc.events()][-2:] == ["job.released", "worker.stopped"]
+    main_lane = [e["event"] for e in proc.events() if not e["worker"].endswith("/maintenance")]
+    assert main_lane[-2:] == ["job.released", "worker.stopped"]
+    assert [e["event"] for e in proc.events()].count("worker.stopped") == 2  # the maintenance lane stopped too
 
 
 def test_sigterm_lets_a_running_job_finish(jobs_engine, workers):
@@ -128,3 +130,27 @@ def test_worker_survives_a_postgresql_restart(own_server, workers):
     assert any(e["event"] == "worker.db_restored" for e in proc.events())
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0, proc.stderr()
+
+
+def test_light_jobs_run_in_the_maintenance_lane_while_a_long_job_runs(jobs_engine, workers):
+    # test_watch stands in for training (main lane only); test_record jobs are the light kind here.
+    with jobs_engine.begin() as conn:
+        long_job = queue.enqueue(conn, "test_watch", {"seconds": 4.0}).id
+    proc = workers(env={"TRAINSRV_MAINTENANCE_KINDS": "test_record"})
+    wait_for(lambda: scalar(jobs_engine, f"SELECT state = 'running' FROM jobs WHERE id = {long_job}"),
+             what="the long job to start")
+    light = _enqueue_many(jobs_engine, 20)
+    wait_for(lambda: _states(jobs_engine).get("succeeded", 0) >= 20, timeout=30, what="the light jobs")
+    # All light jobs finished while the long job was still running, in the maintenance lane.
+    assert scalar(jobs_engine, f"SELECT state FROM jobs WHERE id = {long_job}") == "running"
+    lanes = dict(scalar_rows(jobs_engine, "SELECT id, locked_by FROM jobs WHERE kind = 'test_record'"))
+    assert all(lanes[i].endswith("/maintenance") for i in light)
+    wait_for(lambda: _states(jobs_engine) == {"succeeded": 21}, timeout=30, what="the long job")
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, proc.stderr()
+    assert all(n == 1 for n in _runs_per_job(jobs_engine).values()) and _results(jobs_engine) == 20
+
+
+def scalar_rows(engine, sql: str) -> list:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql)).all()

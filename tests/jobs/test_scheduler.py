@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 
 import pytest
 import sqlalchemy as sa
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from app.jobs import queue, registry
 from app.jobs.scheduler import Scheduler
 
-SCHEDULED_KINDS = ("validate_outcomes", "detect_events", "train_cnn", "train_rl")
+SCHEDULED_KINDS = ("validate_outcomes", "detect_events", "build_experiences", "train_cnn", "train_rl")
 
 
 def _stand_in(kind: str, **params: registry.Param) -> registry.Handler:
@@ -20,13 +21,17 @@ def _stand_in(kind: str, **params: registry.Param) -> registry.Handler:
 
 @pytest.fixture
 def stand_ins(monkeypatch):
-    """Scheduled kinds with known parameters: train_cnn per symbol, train_rl over all symbols."""
+    """Scheduled kinds with known parameters: training per symbol."""
     handlers = {
         "validate_outcomes": _stand_in("validate_outcomes"),
         "detect_events": _stand_in("detect_events"),
+        "build_experiences": _stand_in("build_experiences"),
         "train_cnn": _stand_in("train_cnn", symbol=registry.Param(str),
-                               min_profitability=registry.Param(float, default=0.7)),
-        "train_rl": _stand_in("train_rl"),
+                               min_profitability=registry.Param(float, default=0.7),
+                               min_profit_r=registry.Param(float, default=None),
+                               epochs=registry.Param(int, default=10), model=registry.Param(str, default="ref"),
+                               model_config=registry.Param(str, default=None)),
+        "train_rl": _stand_in("train_rl", symbol=registry.Param(str), steps=registry.Param(int, default=200)),
     }
     monkeypatch.setattr(registry, "load_handlers", lambda: handlers)
     return handlers
@@ -35,13 +40,13 @@ def stand_ins(monkeypatch):
 @pytest.fixture
 def thresholds(settings):
     return dataclasses.replace(settings, enable_background_validation=False, min_episodes_for_cnn_training=3,
-                               min_profitability_for_replay=0.5, min_experiences_for_rl_training=2)
+                               min_profit_r_for_replay=0.0, min_experiences_for_rl_training=2)
 
 
 _counter = iter(range(1, 10**6))
 
 
-def _episode(conn, profitability: float, valid: bool = True, symbol: str = "BTC-PERP") -> int:
+def _episode(conn, profitability: float, valid: bool = True, symbol: str = "BTC-PERP", kind: str = "cnn") -> int:
     """A package, a prediction from it and its validated outcome; returns the package id."""
     n = next(_counter)
     package = conn.execute(sa.text(
@@ -50,19 +55,29 @@ def _episode(conn, profitability: float, valid: bool = True, symbol: str = "BTC-
         {"hash": hashlib.sha256(str(n).encode()).digest(), "valid": valid, "symbol": symbol}).scalar()
     prediction = conn.execute(sa.text(
         "INSERT INTO predictions (prediction_key, package_id, model_kind, model_version, action, confidence, "
-        "horizon_s, predicted_at) VALUES (:key, :pkg, 'cnn', 'v1', 'long', 0.7, 60, now() - interval '1 hour') "
-        "RETURNING id"), {"key": f"p{n}", "pkg": package}).scalar()
+        "horizon_s, predicted_at) VALUES (:key, :pkg, :kind, 'v1', 'long', 0.7, 60, now() - interval '1 hour') "
+        "RETURNING id"), {"key": f"p{n}", "pkg": package, "kind": kind}).scalar()
+    profit = 0.01 if profitability > 0.5 else -0.01
     conn.execute(sa.text(
-        "INSERT INTO outcomes (prediction_id, status, actual_profit, profitability_score, optimal_action, "
-        "is_profitable, validated_at) VALUES (:p, 'validated', 0.01, :score, 'long', true, now())"),
-        {"p": prediction, "score": profitability})
+        "INSERT INTO outcomes (prediction_id, status, price_return, actual_profit, profitability_score, "
+        "optimal_action, is_profitable, validated_at) "
+        "VALUES (:p, 'validated', :profit, :profit, :score, 'long', :profit > 0, clock_timestamp())"),
+        {"p": prediction, "score": profitability, "profit": profit})
     return package
 
 
 def _experience(conn, package: int, symbol: str = "BTC-PERP") -> None:
     conn.execute(sa.text(
-        "INSERT INTO experiences (symbol, state_package_id, action, reward, done, is_profitable, priority) "
-        "VALUES (:symbol, :pkg, 'long', 0.5, false, true, 1.0)"), {"pkg": package, "symbol": symbol})
+        "INSERT INTO experiences (symbol, state_package_id, action, reward, done, is_profitable, priority, created_at) "
+        "VALUES (:symbol, :pkg, 'long', 0.5, false, true, 1.0, clock_timestamp())"), {"pkg": package, "symbol": symbol})
+
+
+def _session(conn, model_kind: str, symbol: str) -> int:
+    return conn.execute(sa.text(
+        "INSERT INTO training_sessions (model_kind, model_name, config, seed, torch_version, trainsrv_version, device, "
+        "capture_policy, replay_exact, started_at) VALUES (:kind, 'm', CAST(:config AS jsonb), 0, 't', 't', 'cpu', "
+        "'none', false, clock_timestamp()) RETURNING id"),
+        {"kind": model_kind, "config": json.dumps({"symbol": symbol})}).scalar()
 
 
 def _jobs(engine, kind) -> list[dict]:
@@ -75,40 +90,81 @@ def _tick(engine, scheduler) -> list[int]:
         return scheduler.tick(conn)
 
 
-def test_training_is_enqueued_once_per_threshold_crossing(engine, thresholds, stand_ins):
+def _finish_all(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE jobs SET state = 'succeeded', locked_by = 'w', finished_at = now()"))
+
+
+def test_training_counts_new_data_since_the_symbols_last_session(engine, thresholds, stand_ins):
     scheduler = Scheduler(thresholds)
     with engine.begin() as conn:
-        packages = [_episode(conn, 0.9), _episode(conn, 0.5)]
-        _episode(conn, 0.2)  # below min_profitability_for_replay
+        packages = [_episode(conn, 0.9), _episode(conn, 0.6)]
+        _episode(conn, 0.3)  # a losing call: profit_r < 0, never a replay episode
         _episode(conn, 0.9, valid=False)  # invalid package: never a replay episode
+        _episode(conn, 0.9, kind="rl")  # another model's call on the setup: not a CNN episode
         _episode(conn, 0.9, symbol="ETH-PERP")
         _experience(conn, packages[0])
     assert _tick(engine, scheduler) == []
 
     with engine.begin() as conn:
         _episode(conn, 0.7)
-        _experience(conn, packages[1], symbol="ETH-PERP")  # RL counts over all symbols here
+        _experience(conn, packages[1])
+        _experience(conn, packages[1], symbol="ETH-PERP")  # RL counts per symbol
     assert len(_tick(engine, scheduler)) == 2
     [cnn], [rl] = _jobs(engine, "train_cnn"), _jobs(engine, "train_rl")
-    assert cnn["dedupe_key"] == "auto:train_cnn:BTC-PERP:1" and rl["dedupe_key"] == "auto:train_rl:1"
+    assert cnn["dedupe_key"] == "auto:train_cnn:BTC-PERP:s0:j0" and rl["dedupe_key"] == "auto:train_rl:BTC-PERP:s0:j0"
     with engine.connect() as conn:
-        assert queue.get(conn, cnn["id"])["params"] == {"symbol": "BTC-PERP", "min_profitability": 0.5}
-        assert queue.get(conn, rl["id"])["params"] == {}
+        assert queue.get(conn, cnn["id"])["params"] == {"symbol": "BTC-PERP", "min_profit_r": 0.0,
+                                                        "min_profitability": 0.0, "epochs": 10, "model": "ref",
+                                                        "model_config": None}
+        assert queue.get(conn, rl["id"])["params"] == {"symbol": "BTC-PERP", "steps": 200}
 
-    # Later ticks, by this trainer or another one, and after the job finished: nothing new.
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE jobs SET state = 'succeeded', locked_by = 'w', finished_at = now()"))
+    # Later ticks, by this trainer or another one, while queued and after the job finished: nothing new.
     assert _tick(engine, scheduler) == [] and _tick(engine, Scheduler(thresholds)) == []
+    _finish_all(engine)
+    assert _tick(engine, scheduler) == [] and _tick(engine, Scheduler(thresholds)) == []
+    # A threshold lowered (and raised back) never trains BTC-PERP again on the data its job had;
+    # ETH-PERP's data was never trained on, so it is due at the lower threshold.
+    low = dataclasses.replace(thresholds, min_episodes_for_cnn_training=1, min_experiences_for_rl_training=1)
+    assert len(_tick(engine, Scheduler(low))) == 2
+    assert {j["dedupe_key"].split(":")[2] for j in _jobs(engine, None) if j["state"] == "queued"} == {"ETH-PERP"}
+    _finish_all(engine)
+    assert _tick(engine, Scheduler(low)) == [] and _tick(engine, scheduler) == []
 
     with engine.begin() as conn:
         for _ in range(3):
             _episode(conn, 0.8)
         for _ in range(2):
             _episode(conn, 0.8, symbol="ETH-PERP")
-    assert len(_tick(engine, scheduler)) == 2
-    assert sorted(j["dedupe_key"] for j in _jobs(engine, "train_cnn")) == [
-        "auto:train_cnn:BTC-PERP:1", "auto:train_cnn:BTC-PERP:2", "auto:train_cnn:ETH-PERP:1"]
-    assert len(_jobs(engine, "train_rl")) == 1
+    assert len(_tick(engine, scheduler)) == 1  # BTC: 3 new; ETH: only 2 since its job
+    keys = sorted(j["dedupe_key"] for j in _jobs(engine, "train_cnn"))
+    eth = [j for j in _jobs(engine, "train_cnn") if j["dedupe_key"].startswith("auto:train_cnn:ETH")]
+    assert keys == ["auto:train_cnn:BTC-PERP:s0:j0", f"auto:train_cnn:BTC-PERP:s0:j{cnn['id']}",
+                    "auto:train_cnn:ETH-PERP:s0:j0"] and len(eth) == 1
+    _finish_all(engine)
+
+    # A session trained by hand counts as the symbol's last session.
+    with engine.begin() as conn:
+        _episode(conn, 0.8, symbol="ETH-PERP")  # 3 since its job...
+        _session(conn, "cnn", "ETH-PERP")
+        _episode(conn, 0.8, symbol="ETH-PERP")  # ...but 1 since its session
+    assert _tick(engine, scheduler) == []
+    assert len(_jobs(engine, "train_rl")) == 2
+
+
+def test_auto_jobs_train_the_models_and_parameters_the_settings_name(engine, thresholds, stand_ins):
+    named = dataclasses.replace(thresholds, min_episodes_for_cnn_training=1, min_experiences_for_rl_training=1,
+                                auto_cnn_model="pkg.mod:build", auto_cnn_model_config='{"width": 8}',
+                                auto_cnn_params='{"epochs": 2, "min_profit_r": 0.5}', auto_rl_params='{"steps": 7}')
+    with engine.begin() as conn:
+        _experience(conn, _episode(conn, 0.9))
+    assert len(_tick(engine, Scheduler(named))) == 2
+    with engine.connect() as conn:
+        [cnn], [rl] = _jobs(engine, "train_cnn"), _jobs(engine, "train_rl")
+        assert queue.get(conn, cnn["id"])["params"] == {
+            "symbol": "BTC-PERP", "min_profit_r": 0.5, "min_profitability": 0.0, "epochs": 2,
+            "model": "pkg.mod:build", "model_config": '{"width": 8}'}
+        assert queue.get(conn, rl["id"])["params"] == {"symbol": "BTC-PERP", "steps": 7}
 
 
 def test_background_validation_runs_once_per_interval_window(engine, settings, stand_ins):
@@ -117,7 +173,7 @@ def test_background_validation_runs_once_per_interval_window(engine, settings, s
     trainers = [Scheduler(on), Scheduler(on)]
     created = [job for s in trainers for job in _tick(engine, s)] + _tick(engine, trainers[0])
     kinds = sorted(j["kind"] for j in _jobs(engine, None))
-    assert kinds == ["detect_events", "validate_outcomes"] and len(created) == 2
+    assert kinds == ["build_experiences", "detect_events", "validate_outcomes"] and len(created) == 3
     assert all(j["dedupe_key"].startswith(f"auto:{j['kind']}:") for j in _jobs(engine, None))
 
     off = dataclasses.replace(on, enable_background_validation=False)
@@ -128,7 +184,8 @@ def test_background_validation_runs_once_per_interval_window(engine, settings, s
 
 def test_kinds_it_cannot_enqueue_are_skipped(engine, thresholds, stand_ins, caplog):
     del stand_ins["train_cnn"]  # not registered in this trainer
-    stand_ins["train_rl"] = _stand_in("train_rl", epochs=registry.Param(int))  # needs a value it lacks
+    stand_ins["train_rl"] = _stand_in("train_rl", symbol=registry.Param(str),
+                                      epochs=registry.Param(int))  # needs a value it lacks
     with engine.begin() as conn:
         packages = [_episode(conn, 0.9) for _ in range(3)]
         for package in packages:
@@ -146,7 +203,7 @@ def test_every_registered_scheduled_kind_accepts_what_the_scheduler_gives(engine
     # registered must be enqueueable by the scheduler, or automatic work silently never happens.
     registered = [k for k in SCHEDULED_KINDS if k in registry.load_handlers()]
     eager = dataclasses.replace(settings, enable_background_validation=True, min_episodes_for_cnn_training=1,
-                                min_experiences_for_rl_training=1, min_profitability_for_replay=0.1)
+                                min_experiences_for_rl_training=1, min_profit_r_for_replay=0.0)
     with engine.begin() as conn:
         _experience(conn, _episode(conn, 0.9))
     _tick(engine, Scheduler(eager))
