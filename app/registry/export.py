@@ -61,6 +61,7 @@ def _torchscript(model: loader.LoadedModel, path: Path) -> str | None:
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)   # TorchScript is what C++ / Java consumers load
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)   # shape checks; the tests compare batches
             traced = torch.jit.trace(model.module, example, strict=False)
         traced.save(str(path))
     except Exception as exc:  # any model may refuse tracing; the state_dict is exported regardless

@@ -25,7 +25,7 @@ from app.config import Settings, get_settings
 from app.registry import lineage, loader, store
 from app.nets import inputs
 from app.trainer import episodes as episodes_mod
-from app.trainer import evaluate
+from app.trainer import evaluate, rl_holdout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,9 @@ def run(engine: sa.Engine, session_id: int, *, settings: Settings | None = None,
 def _evidence(conn: sa.Connection, candidate: dict, current, settings: Settings) -> dict:
     config = store.config(conn, candidate["session_id"])
     start, cost = config["eval_cutoff"], config["cost"]
-    eps = episodes_mod.still_valid(conn, config.get("eval_episode_ids") or [])
+    ids = config.get("eval_episode_ids") or []
+    eps = (rl_holdout.episodes_by_id(conn, ids) if candidate["model_kind"] == "rl"
+           else episodes_mod.still_valid(conn, ids))
     cand = {**_metrics(conn, candidate["session_id"], eps, cost), "version": candidate["version"],
             "session_id": candidate["session_id"], **lineage.contamination(conn, candidate["session_id"], start)}
     incumbent = None

@@ -71,12 +71,9 @@ def split(conn: sa.Connection, symbol: str, *, min_profitability: float, max_epi
     # Priority decides which episodes; time decides the order they are stored and batched in, so a
     # session is reproducible whatever the priorities are when it is resumed or repeated.
     train.sort(key=lambda e: (e.ts, e.episode_id))
-    return Split(row.cutoff, train, evaluation(conn, symbol, row.cutoff))
-
-
-def evaluation(conn: sa.Connection, symbol: str, cutoff: dt.datetime) -> list[Episode]:
-    """The evaluation slice: every episode of ``symbol`` with package time at or after ``cutoff``, oldest first."""
-    return _episodes(conn.execute(queries.get("trainer.evaluation_episodes"), {"symbol": symbol, "cutoff": cutoff}))
+    evaluation = _episodes(conn.execute(queries.get("trainer.evaluation_episodes"),
+                                        {"symbol": symbol, "cutoff": row.cutoff}))
+    return Split(row.cutoff, train, evaluation)
 
 
 def by_ids(conn: sa.Connection, ids: list[int]) -> list[Episode]:

@@ -1,8 +1,9 @@
-"""The RL agent's hold-out: train only on experiences whose data ended by the evaluation cutoff.
+"""The RL agent's evaluation slice and hold-out: train only on experiences whose data ended by its start.
 
-An RL session is evaluated like the CNN, on the later slice of the symbol's episodes (package time at
-or after ``cutoff``, see ``app.trainer.episodes``), so it must not train on anything that slice's
-labels could leak into: an experience may be replayed only when its prediction's horizon, its state
+An RL session is evaluated like the CNN, on the later slice of the symbol's RL episodes
+(``v_rl_episodes``: validated RL calls on valid packages; the slice is every episode with package time
+at or after ``cutoff``, the ``1 - eval_fraction`` quantile of their times), so it must not train on
+anything that slice's labels could leak into: an experience may be replayed only when its prediction's horizon, its state
 and its next state all ended by the cutoff (``v_training_data_end``, named query
 ``registry.rl_training_items``).
 
@@ -26,8 +27,25 @@ from app.db import queries
 from app.errors import TrainsrvError
 from app.rl_replay import batch as batches
 from app.rl_replay.buffer import ProfitWeightedExperienceBuffer
+from app.trainer import episodes as episodes_mod
 
 MAX_DRAWS = 64
+
+
+def evaluation_slice(conn: sa.Connection, symbol: str, eval_fraction: float) -> tuple[dt.datetime | None,
+                                                                                   list[episodes_mod.Episode]]:
+    """The cutoff and the episodes of the RL evaluation slice of ``symbol`` (None, [] without RL episodes)."""
+    row = conn.execute(queries.get("registry.rl_eval_cutoff"), {"symbol": symbol, "eval_fraction": eval_fraction}).one()
+    if row.cutoff is None:
+        return None, []
+    rows = conn.execute(queries.get("registry.rl_evaluation_episodes"), {"symbol": symbol, "cutoff": row.cutoff})
+    return row.cutoff, [episodes_mod.Episode(**r) for r in rows.mappings()]
+
+
+def episodes_by_id(conn: sa.Connection, ids: list[int]) -> list[episodes_mod.Episode]:
+    """The RL episodes among ``ids`` that are still episodes, oldest first."""
+    rows = conn.execute(queries.get("registry.rl_episodes_by_id"), {"ids": ids})
+    return [episodes_mod.Episode(**r) for r in rows.mappings()]
 
 
 def training_items(conn: sa.Connection, symbol: str, cutoff: dt.datetime) -> np.ndarray:

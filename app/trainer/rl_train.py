@@ -24,7 +24,6 @@ import sqlalchemy as sa
 import torch
 
 from app.config import Settings, get_settings
-from app.db import queries
 from app.errors import ValidationError
 from app.nets import dqn, inputs
 from app.recording.capture import CapturePolicy
@@ -160,18 +159,15 @@ def _close(buffer: ProfitWeightedExperienceBuffer) -> None:
 
 def _holdout(conn: sa.Connection, opts: RlTrainOptions, states: PackageStates, settings: Settings) -> _Holdout:
     """The symbol's later episodes (evaluation) and the experiences whose data ended before them."""
-    row = conn.execute(queries.get("trainer.eval_cutoff"),
-                       {"symbol": opts.symbol, "eval_fraction": opts.eval_fraction}).one()
-    if row.cutoff is None:
-        raise ValidationError("symbol", f"{opts.symbol!r} has no episodes (validated outcomes) to evaluate on")
-    allowed = rl_holdout.training_items(conn, opts.symbol, row.cutoff)
+    cutoff, eps = rl_holdout.evaluation_slice(conn, opts.symbol, opts.eval_fraction)
+    if cutoff is None:
+        raise ValidationError("symbol", f"{opts.symbol!r} has no RL episodes (validated RL calls) to evaluate on")
+    allowed = rl_holdout.training_items(conn, opts.symbol, cutoff)
     if not len(allowed):
         raise ValidationError("eval_fraction", f"no experience of {opts.symbol!r} ended before the evaluation "
-                                               f"cutoff {row.cutoff} (lower --eval-fraction)")
-    eps = episodes_mod.evaluation(conn, opts.symbol, row.cutoff)
-    x = (inputs.load_inputs(conn, [e.package_id for e in eps], states.spec)[0] if eps
-         else torch.empty((0, *states.spec.shape())))
-    return _Holdout(row.cutoff, allowed, eps, x, 2 * (settings.fee_rate + settings.slippage_rate))
+                                               f"cutoff {cutoff} (lower --eval-fraction)")
+    x = inputs.load_inputs(conn, [e.package_id for e in eps], states.spec)[0]
+    return _Holdout(cutoff, allowed, eps, x, 2 * (settings.fee_rate + settings.slippage_rate))
 
 
 def _buffer(engine: sa.Engine, opts: RlTrainOptions, settings: Settings) -> ProfitWeightedExperienceBuffer:

@@ -12,7 +12,8 @@ run, whether a re-trained one was better on data it never saw, or whether that e
 * ``model_deployments``: every promotion, refusal and rollback per (model_kind, symbol) with its
   evidence; the newest promotion or rollback is the deployed model (``v_deployed_models``). A trigger
   NOTIFYs ``trainsrv_models`` on promotions and rollbacks.
-* Views: ``v_training_data_end``, ``v_model_lineage``, ``v_deployed_models``, ``v_models``,
+* Views: ``v_training_data_end``, ``v_rl_episodes`` (validated RL calls: the RL agent's evaluation slice),
+  ``v_model_lineage``, ``v_deployed_models``, ``v_models``,
   ``v_model_live_performance``, and ``v_session_value`` v0002 (losses named raw / smoothed, RL evaluated,
   beats_baseline also against the best constant action and a clean slice).
 * ``ix_predictions_model_version``: live performance reads the predictions of one version.
@@ -25,14 +26,14 @@ from sqlalchemy.dialects import postgresql
 from app.db import views
 
 revision = "0015"
-down_revision = "0010"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
 TSTZ = sa.TIMESTAMP(timezone=True)
 FUNCTIONS = ("model_version(text, bigint)", "session_trained_through(bigint)",
              "model_contamination(bigint, timestamp with time zone)", "model_deployments_notify()")
-NEW_VIEWS = ("v_deployed_models", "v_models", "v_model_lineage", "v_model_live_performance")
+NEW_VIEWS = ("v_rl_episodes", "v_deployed_models", "v_models", "v_model_lineage", "v_model_live_performance")
 
 
 def upgrade():

@@ -66,3 +66,18 @@ ORDER BY deployment_id DESC;
 -- The experiences of a symbol an RL session may train on: all data they depend on ended by the cutoff.
 SELECT item_id FROM v_training_data_end
 WHERE model_kind = 'rl' AND symbol = :symbol AND data_end <= :cutoff;
+
+-- name: rl_eval_cutoff
+-- Start of an RL session's evaluation slice: the package time below which (1 - :eval_fraction) of the symbol's RL episodes lie.
+SELECT percentile_disc(1 - CAST(:eval_fraction AS float8)) WITHIN GROUP (ORDER BY ts) AS cutoff,
+       count(*) AS episodes
+FROM v_rl_episodes
+WHERE symbol = :symbol;
+
+-- name: rl_evaluation_episodes
+-- Every RL episode of the evaluation slice (package time at or after the cutoff), oldest first.
+SELECT * FROM v_rl_episodes WHERE symbol = :symbol AND ts >= :cutoff ORDER BY ts, episode_id;
+
+-- name: rl_episodes_by_id
+-- RL episodes by id, oldest first (a later re-evaluation of a session's slice).
+SELECT * FROM v_rl_episodes WHERE episode_id = ANY(CAST(:ids AS bigint[])) ORDER BY ts, episode_id;

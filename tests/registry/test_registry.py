@@ -23,7 +23,7 @@ from app.trainer import cnn_train, rl_train
 from app.recording.capture import CapturePolicy
 from app.recording.optim import OptimizerSpec
 
-from tests.rl_replay.support import SYMBOL, real_experiences
+from tests.registry.support import SYMBOL, cnn_and_rl_calls
 from app.demo.candle_episodes import SMALL_MODEL
 
 # Margins that let any clean candidate through: these tests are about the registry's bookkeeping;
@@ -34,7 +34,7 @@ LENIENT = Settings(gate_profit_margin=-1.0, gate_accuracy_margin=-1.0, gate_min_
 @pytest.fixture(scope="module")
 def engine(module_db_url, real_candles_path):
     eng = make_engine(module_db_url)
-    real_experiences(eng, real_candles_path)
+    cnn_and_rl_calls(eng, real_candles_path)
     yield eng
     eng.dispose()
 
