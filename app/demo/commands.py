@@ -84,7 +84,8 @@ def _print(s: dict) -> None:
     print()
     for sess in s["sessions"]:
         print(f"  session {sess['session_id']:<5}  {sess['model_kind']}: {sess['steps']} steps, final loss "
-              f"{_num(sess['final_loss_raw'])} (smoothed {_num(sess['final_loss_smoothed'])}), training value {_num(sess['training_value'])}, "
+              f"{_num(sess['final_loss_raw'])} (smoothed {_num(sess['final_loss_smoothed'])}), "
+              f"training value {_num(sess['training_value'])}, "
               f"{(sess['gradient_bytes'] or 0) / 1e6:.1f} MB of gradients, {sess['checkpoints']} checkpoints")
     replay = s["jobs"]["replay_session"]["result"]
     verify = s["jobs"]["verify_integrity"]["result"]

@@ -28,7 +28,8 @@ from app.demo.candle_episodes import SMALL_MODEL
 
 # Margins that let any clean candidate through: these tests are about the registry's bookkeeping;
 # the margins themselves are tested with a candidate that cannot clear them.
-LENIENT = Settings(gate_profit_margin=-1.0, gate_accuracy_margin=-1.0, gate_min_eval_episodes=1)
+LENIENT = Settings(gate_profit_margin=-1.0, gate_accuracy_margin=-1.0, gate_deployed_profit_margin=-1.0,
+                   gate_deployed_accuracy_margin=-1.0, gate_min_eval_episodes=1)
 
 
 @pytest.fixture(scope="module")
