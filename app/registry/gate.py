@@ -70,7 +70,11 @@ def run(engine: sa.Engine, session_id: int, *, settings: Settings | None = None,
 
 def _evidence(conn: sa.Connection, candidate: dict, current, settings: Settings) -> dict:
     config = store.config(conn, candidate["session_id"])
-    start, cost = config["eval_cutoff"], config["cost"]
+    start, cost = config.get("eval_cutoff"), config.get("cost")
+    if start is None or cost is None:   # an RL session from before its evaluation existed (migration 0015)
+        return {"slice": None, "candidate": {"session_id": candidate["session_id"], "version": candidate["version"]},
+                "incumbent": None, "checks": [{"check": "evaluation_slice", "passed": False, "value": None,
+                                              "must_exceed": None}]}
     ids = config.get("eval_episode_ids") or []
     eps = (rl_holdout.episodes_by_id(conn, ids) if candidate["model_kind"] == "rl"
            else episodes_mod.still_valid(conn, ids))
