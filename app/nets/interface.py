@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from app.errors import ValidationError
+
+if TYPE_CHECKING:
+    import torch
 
 ACTIONS = ("long", "short", "hold")
 CHANNELS = 5  # open, high, low, close, volume per bar
 REFERENCE = "app.nets.cnn:build"
+RL_REFERENCE = "app.nets.dqn:build"  # the reference Q-network (same input, one value per action)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,8 @@ def load_factory(path: str) -> Callable[..., torch.nn.Module]:
 
 
 def build_model(path: str, input_spec: InputSpec, config: dict | None = None) -> torch.nn.Module:
+    import torch
+
     """Build the model at ``path`` and check its outputs on a dummy batch of two."""
     try:
         model = load_factory(path)(input_spec, **(config or {}))
@@ -71,6 +75,8 @@ def build_model(path: str, input_spec: InputSpec, config: dict | None = None) ->
 
 
 def check_outputs(path: str, model: torch.nn.Module, input_spec: InputSpec) -> None:
+    import torch
+
     was_training = model.training
     model.eval()
     with torch.no_grad():

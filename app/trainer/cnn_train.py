@@ -25,11 +25,11 @@ from app.config import Settings, get_settings
 from app.nets import inputs, interface
 from app.nets.losses import LossWeights, cnn_loss
 from app.recording import checkpoints, sessions
-from app.recording.capture import CapturePolicy
 from app.recording.convergence import ConvergenceTracker
 from app.recording.hooks import Hooks, check, resolve_device
 from app.recording.optim import OptimizerSpec
-from app.recording.session import SessionRecorder, SessionSpec, WriterOptions
+from app.recording.policy import CapturePolicy, WriterOptions
+from app.recording.session import SessionRecorder, SessionSpec
 from app.recording.step import Batch, train_step
 from app.registry import lineage, warm
 from app.trainer import episodes as episodes_mod

@@ -166,3 +166,14 @@ SELECT count(*) FILTER (WHERE status = 'validated') AS validated,
        count(*) FILTER (WHERE revision > 1) AS revised,
        count(*) FILTER (WHERE is_profitable) AS profitable
 FROM outcomes;
+
+-- name: stale_statistics
+-- Whether the planner's statistics of a table labelling reads are missing or behind its size (grown by more than 20 % + 8 pages since its last ANALYZE).
+SELECT coalesce(bool_or(c.reltuples < 0
+                        OR pg_relation_size(c.oid) / current_setting('block_size')::int > 1.2 * c.relpages + 8), false)
+FROM pg_class c
+WHERE c.oid IN ('predictions'::regclass, 'input_packages'::regclass, 'outcomes'::regclass, 'candles'::regclass);
+
+-- name: analyze_labelling_tables
+-- Refresh the statistics of the tables labelling reads (owner or MAINTAIN only; others get a warning).
+ANALYZE predictions, input_packages, outcomes, candles;

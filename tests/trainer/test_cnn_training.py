@@ -11,9 +11,9 @@ from app.demo import candle_episodes as support
 from app.nets import inputs, interface
 from app.nets.losses import LossWeights, cnn_loss
 from app.recording import blobs, checkpoints
-from app.recording.capture import CapturePolicy
 from app.recording.hooks import Hooks
 from app.recording.optim import OptimizerSpec
+from app.recording.policy import CapturePolicy
 from app.trainer import cnn_train, episodes
 
 OPTIONS = dict(symbol=support.SYMBOL, min_profitability=0.0, max_episodes=200, epochs=16, batch_size=16,
@@ -225,3 +225,27 @@ def test_bad_options_name_the_field(trained):
         cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, symbol="NO-SUCH")))
     with pytest.raises(episodes.NoEpisodes, match="min-profitability"):
         cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, min_profitability=1.0)))
+
+
+def test_profitability_filter_trains_only_on_episodes_at_or_above_it(trained):
+    engine, _ = trained
+    threshold = 0.6
+    opts = dict(OPTIONS, min_profitability=threshold, max_episodes=10_000, epochs=1, capture=CapturePolicy("none"))
+    result = cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**opts))
+    config = _session(engine, result["session_id"]).config
+    with engine.connect() as conn:
+        before_cutoff = dict(conn.execute(sa.text(
+            "SELECT episode_id, profitability_score FROM v_cnn_replay WHERE symbol = :s AND horizon_end <= :cutoff"),
+            {"s": support.SYMBOL, "cutoff": config["eval_cutoff"]}).all())
+    passing = {e for e, score in before_cutoff.items() if score >= threshold}
+    assert set(config["train_episode_ids"]) == passing
+    assert 0 < len(passing) < len(before_cutoff)  # the filter really left episodes out
+
+
+def test_a_plateau_marks_the_session_converged(trained):
+    engine, _ = trained
+    opts = dict(OPTIONS, max_episodes=64, epochs=6, patience=3, capture=CapturePolicy("none"))
+    result = cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**opts))
+    s = _session(engine, result["session_id"])
+    assert s.status == "succeeded"
+    assert s.converged is True and s.plateau_steps >= 3 and result["converged"] is True
