@@ -113,6 +113,7 @@ class _Holdout:
     episodes: list[episodes_mod.Episode]
     inputs: torch.Tensor
     cost: float
+    keep_share: float = 1.0   # share of the symbol's experiences in ``allowed`` (rl_holdout.sample draws for it)
 
 
 def train_rl(engine: sa.Engine, opts: RlTrainOptions, *, job_id: int | None = None, hooks: Hooks | None = None,
@@ -218,7 +219,8 @@ def _holdout(conn: sa.Connection, opts: RlTrainOptions, states: PackageStates, s
         raise ValidationError("eval_fraction", f"no experience of {opts.symbol!r} ended before the evaluation "
                                                f"cutoff {cutoff} (lower --eval-fraction)")
     x = inputs.load_inputs(conn, [e.package_id for e in eps], states.spec)[0]
-    return _Holdout(cutoff, allowed, eps, x, 2 * (settings.fee_rate + settings.slippage_rate))
+    return _Holdout(cutoff, allowed, eps, x, 2 * (settings.fee_rate + settings.slippage_rate),
+                    rl_holdout.keep_share(conn, opts.symbol, allowed))
 
 
 def _holdout_of(conn: sa.Connection, config: dict, opts: RlTrainOptions, states: PackageStates,
@@ -229,7 +231,8 @@ def _holdout_of(conn: sa.Connection, config: dict, opts: RlTrainOptions, states:
     cutoff = dt.datetime.fromisoformat(config["eval_cutoff"])
     eps = rl_holdout.episodes_by_id(conn, config["eval_episode_ids"])
     x = inputs.load_inputs(conn, [e.package_id for e in eps], states.spec)[0]
-    return _Holdout(cutoff, rl_holdout.training_items(conn, opts.symbol, cutoff), eps, x, config["cost"])
+    allowed = rl_holdout.training_items(conn, opts.symbol, cutoff)
+    return _Holdout(cutoff, allowed, eps, x, config["cost"], rl_holdout.keep_share(conn, opts.symbol, allowed))
 
 
 def _buffer(engine: sa.Engine, opts: RlTrainOptions, settings: Settings) -> ProfitWeightedExperienceBuffer:
@@ -265,7 +268,7 @@ def _step(run: _Run, step: int):
     """Sample, train one recorded step, write the TD errors back, refresh the target when due."""
     t0 = time.perf_counter()
     sampled = rl_holdout.sample(run.buffer, run.holdout.allowed, run.opts.batch_size, symbol=run.opts.symbol,
-                                beta=run.buffer.beta.at(step - 1))
+                                beta=run.buffer.beta.at(step - 1), keep_share=run.holdout.keep_share)
     with run.buffer.engine.connect() as conn:
         batch = run.states.transitions(conn, sampled, run.opts.reward_scale).to(run.device)
     load_ms = round((time.perf_counter() - t0) * 1000.0, 3)

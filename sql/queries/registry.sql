@@ -98,8 +98,12 @@ FROM model_deployments WHERE action = 'refuse' GROUP BY 1, 2 ORDER BY 3 DESC, 1,
 
 -- name: deployed_version
 -- The version string of the deployed model (NULL: none); works for the orchestrator's role.
-SELECT deployed_version(:model_kind, :symbol);
+SELECT deployed_version(:model_kind, :symbol) AS version;
 
 -- name: deployed_model
 -- The deployed model's session config and latest checkpoint; works for the orchestrator's role.
 SELECT * FROM deployed_model(:model_kind, :symbol);
+
+-- name: symbol_experiences
+-- How many experiences a symbol has (the RL hold-out's share of them sizes its draws).
+SELECT count(*) FROM experiences WHERE symbol = :symbol;
