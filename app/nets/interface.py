@@ -35,14 +35,40 @@ RL_REFERENCE = "app.nets.dqn:build"  # the reference Q-network (same input, one 
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    """The shape of one model input: which timeframes, how many bars each."""
+    """The shape of one model input: which timeframes, how many bars each, which feature arrays.
+
+    ``x`` is ``(batch, len(timeframes), channels, window)``. Timeframe ``i`` holds its newest
+    ``windows[i]`` bars (all ``window`` when ``windows`` is empty), right-aligned: the newest bar
+    is always the last position, and a timeframe with a shorter window is zero on the left.
+    Channels are OHLCV (``CHANNELS``) then one per name in ``features``: the package's feature
+    arrays (``app.ingest.features``, as stored), in the block of ``feature_timeframe`` (the series
+    they were computed on), right-aligned like the bars; zero in the other timeframes' blocks.
+    """
 
     timeframes: tuple[str, ...]
     window: int
     channels: int = CHANNELS
+    windows: tuple[int, ...] = ()
+    features: tuple[str, ...] = ()
+    feature_timeframe: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "timeframes", tuple(self.timeframes))
+        object.__setattr__(self, "windows", tuple(self.windows))
+        object.__setattr__(self, "features", tuple(self.features))
 
     def shape(self) -> tuple[int, int, int]:
         return (len(self.timeframes), self.channels, self.window)
+
+    def window_of(self, timeframe: str) -> int:
+        """Bars of ``timeframe`` the model sees (the rest of its row is zero padding)."""
+        return self.windows[self.timeframes.index(timeframe)] if self.windows else self.window
+
+    def to_config(self) -> dict:
+        """What a session stores to rebuild the spec (``InputSpec(**config)``)."""
+        return {"timeframes": list(self.timeframes), "window": self.window, "channels": self.channels,
+                "windows": list(self.windows), "features": list(self.features),
+                "feature_timeframe": self.feature_timeframe}
 
 
 def load_factory(path: str) -> Callable[..., torch.nn.Module]:

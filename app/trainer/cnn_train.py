@@ -141,7 +141,7 @@ def resume_cnn(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None
     recorder, ckpt = SessionRecorder.resume(engine, session_id, writer_options)
     try:
         config = sessions.config_of(engine, session_id)
-        spec_in = interface.InputSpec(tuple(config["input_spec"]["timeframes"]), config["input_spec"]["window"])
+        spec_in = interface.InputSpec(**config["input_spec"])
         with engine.connect() as conn:
             train = _load(conn, episodes_mod.by_ids(conn, config["train_episode_ids"]), spec_in)
             evaluation = _load(conn, episodes_mod.by_ids(conn, config["eval_episode_ids"]), spec_in)
@@ -263,7 +263,7 @@ def _config(opts: CnnTrainOptions, spec: OptimizerSpec, spec_in: interface.Input
             settings: Settings, device: torch.device) -> dict:
     return {
         "symbol": opts.symbol, "model": opts.model, "model_config": opts.model_config,
-        "input_spec": {"timeframes": list(spec_in.timeframes), "window": spec_in.window},
+        "input_spec": spec_in.to_config(),
         "optimizer": spec.to_config(), "loss_weights": dataclasses.asdict(opts.loss_weights),
         "batch_size": opts.batch_size, "epochs": opts.epochs, "seed": opts.seed,
         "steps_per_epoch": math.ceil(len(split.train) / opts.batch_size),

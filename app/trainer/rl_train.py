@@ -29,6 +29,7 @@ import torch
 from app.config import Settings, get_settings
 from app.errors import ValidationError
 from app.nets import dqn, inputs
+from app.nets.interface import InputSpec
 from app.recording import checkpoints, sessions
 from app.recording.convergence import ConvergenceTracker
 from app.recording.hooks import Hooks, check, resolve_device
@@ -163,8 +164,8 @@ def resume_rl(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None,
         config = sessions.config_of(engine, session_id)
         opts = options_of(config)
         buffer = _buffer(engine, opts, settings)
+        states = PackageStates(InputSpec(**config["input_spec"]))  # the inputs it was trained on
         with engine.connect() as conn:
-            states = PackageStates.for_symbol(conn, opts.symbol)
             holdout = _holdout_of(conn, config, opts, states, settings)
         device = resolve_device(config["device"])
         online = dqn.build_q_network(opts.model, states.spec, opts.model_config).to(device)
@@ -338,7 +339,7 @@ def _config(opts: RlTrainOptions, spec: OptimizerSpec, states: PackageStates,
             buffer: ProfitWeightedExperienceBuffer, device: torch.device, holdout: _Holdout) -> dict:
     return {
         "symbol": opts.symbol, "model": opts.model, "model_config": opts.model_config,
-        "input_spec": {"timeframes": list(states.spec.timeframes), "window": states.spec.window},
+        "input_spec": states.spec.to_config(),
         "optimizer": spec.to_config(), "agent": dataclasses.asdict(opts.agent), "reward_scale": opts.reward_scale,
         "batch_size": opts.batch_size, "steps": opts.steps, "seed": opts.seed, "patience": opts.patience,
         "replay": {"profitable_share": buffer.profitable_share, "beta_start": buffer.beta.start,

@@ -168,12 +168,21 @@ SELECT count(*) FILTER (WHERE status = 'validated') AS validated,
 FROM outcomes;
 
 -- name: stale_statistics
--- Whether the planner's statistics of a table labelling reads are missing or behind its size (grown by more than 20 % + 8 pages since its last ANALYZE).
-SELECT coalesce(bool_or(c.reltuples < 0
-                        OR pg_relation_size(c.oid) / current_setting('block_size')::int > 1.2 * c.relpages + 8), false)
+-- The tables labelling reads whose planner statistics are missing or behind their size (grown by more than 20 % + 8 pages since their last ANALYZE).
+SELECT c.relname
 FROM pg_class c
-WHERE c.oid IN ('predictions'::regclass, 'input_packages'::regclass, 'outcomes'::regclass, 'candles'::regclass);
+WHERE c.oid IN ('predictions'::regclass, 'input_packages'::regclass, 'outcomes'::regclass, 'candles'::regclass)
+  AND (c.reltuples < 0 OR pg_relation_size(c.oid) / current_setting('block_size')::int > 1.2 * c.relpages + 8)
+ORDER BY c.relname;
 
--- name: analyze_labelling_tables
--- Refresh the statistics of the tables labelling reads (owner or MAINTAIN only; others get a warning).
-ANALYZE predictions, input_packages, outcomes, candles;
+-- name: analyze_predictions
+-- Refresh the planner's statistics of predictions: size and the columns labelling reads (owner or MAINTAIN only; others get a warning).
+ANALYZE predictions (id, package_id, predicted_at, horizon_s);
+
+-- name: analyze_input_packages
+-- Refresh the planner's statistics of input_packages: size and the columns labelling reads, not the payloads (owner or MAINTAIN only).
+ANALYZE input_packages (id, symbol);
+
+-- name: analyze_outcomes
+-- Refresh the planner's statistics of outcomes: size and the columns labelling reads (owner or MAINTAIN only; others get a warning).
+ANALYZE outcomes (prediction_id, status);

@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 import torch
 
+from app import config
 from app.db.engine import make_engine
 from app.demo import candle_episodes as support
 from app.nets import inputs, interface
@@ -56,7 +57,7 @@ def _grads(conn, session_id, step) -> dict[str, torch.Tensor]:
 def _rebuild(engine, session_id, step):
     """Model and optimizer of ``session_id`` as they were after ``step`` (from its checkpoint)."""
     config = _session(engine, session_id).config
-    spec_in = interface.InputSpec(tuple(config["input_spec"]["timeframes"]), config["input_spec"]["window"])
+    spec_in = interface.InputSpec(**config["input_spec"])
     model = interface.build_model(config["model"], spec_in, config["model_config"])
     spec = OptimizerSpec.from_config(config["optimizer"])
     optimizer = spec.build(model.parameters())
@@ -242,8 +243,12 @@ def test_profitability_filter_trains_only_on_episodes_at_or_above_it(trained):
     assert 0 < len(passing) < len(before_cutoff)  # the filter really left episodes out
 
 
-def test_a_plateau_marks_the_session_converged(trained):
+def test_a_plateau_marks_the_session_converged(trained, monkeypatch):
     engine, _ = trained
+    # The small input (OHLCV cut to the shortest window) plateaus within these few epochs.
+    monkeypatch.setenv("TRAINSRV_INPUT_WINDOWS", "shortest")
+    monkeypatch.setenv("TRAINSRV_INPUT_FEATURES", "none")
+    monkeypatch.setattr(config, "_current", None)  # re-read now; the cached settings come back afterwards
     opts = dict(OPTIONS, max_episodes=64, epochs=6, patience=3, capture=CapturePolicy("none"))
     result = cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**opts))
     s = _session(engine, result["session_id"])
