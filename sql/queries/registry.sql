@@ -30,7 +30,7 @@ FROM v_model_lineage WHERE model_session_id = :session_id ORDER BY depth;
 
 -- name: lock_deployment
 -- Serialise the decisions on one (kind, symbol) until the end of the transaction.
-SELECT pg_advisory_xact_lock(29780, hashtext(CAST(:model_kind AS text) || '/' || CAST(:symbol AS text)));
+SELECT pg_advisory_xact_lock(29781, hashtext(CAST(:model_kind AS text) || '/' || CAST(:symbol AS text)));
 
 -- name: rollback_target
 -- The model a rollback restores: the newest earlier promoted model of the kind and symbol that is not
