@@ -185,6 +185,21 @@ class Client:
         batches = ([self._package_json(p) for p in batch] for batch in _batches(packages, batch_size))
         return _BulkLoad(self, workers).run(batches)
 
+    # -- the models it runs (docs/models.md) -----------------------------------------------------
+
+    def deployed_version(self, model_kind: str, symbol: str) -> str | None:
+        """The version string of the model deployed for ``model_kind`` and ``symbol`` (None: none); one cheap
+        query, so a bot can poll it (or LISTEN on ``trainsrv_models``) and reload only when it changes."""
+        return self._one("registry.deployed_version", {"model_kind": model_kind, "symbol": symbol}).version
+
+    def deployed_model(self, model_kind: str, symbol: str, device: str = "cpu"):
+        """The deployed model for ``model_kind`` and ``symbol`` as an ``app.registry.loader.LoadedModel``:
+        ``.module`` (a torch module in eval mode), ``.input_spec``, ``.version`` (record it as the
+        prediction's ``model_version``), ``.call(package)`` -> (action, confidence). None when none is deployed."""
+        from app.registry import loader
+
+        return loader.deployed(self.engine, model_kind, symbol, device)
+
     def load_package(self, package_id: int) -> ModelInputPackage:
         """Read a stored package back (its hash re-verified)."""
         with self.engine.connect() as conn:

@@ -143,6 +143,8 @@ class Prediction(Base):
         sa.CheckConstraint("horizon_s > 0", name="positive_horizon"),
         sa.Index("ix_predictions_package_id", "package_id"),
         sa.Index("ix_predictions_predicted_at", "predicted_at"),
+        # Migration 0015: v_model_live_performance reads one version's predictions.
+        sa.Index("ix_predictions_model_version", "model_version", "created_at"),
     )
 
 
@@ -284,6 +286,14 @@ class TrainingSession(Base):
     replay_exact: Mapped[bool] = mapped_column(sa.Boolean)
     parent_session_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("training_sessions.id", ondelete="SET NULL"), nullable=True)
+    # Migration 0015: the checkpoint this session's weights started from (--init), and the latest data
+    # its batches depend on (session_trained_through); see docs/models.md.
+    init_session_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("training_sessions.id", ondelete="RESTRICT"), nullable=True)
+    init_checkpoint_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("checkpoints.id", ondelete="RESTRICT", use_alter=True,
+                      name="fk_training_sessions_init_checkpoint_id_checkpoints"), nullable=True)
+    trained_through: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
     job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
     best_loss: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
@@ -308,6 +318,8 @@ class TrainingSession(Base):
         sa.CheckConstraint("pruned IS NULL OR NOT replay_exact", name="pruned_not_exact"),
         sa.CheckConstraint("(pruned IS NULL) = (pruned_at IS NULL) AND (pruned IS NULL) = (pruned_reason IS NULL)",
                            name="pruned_complete"),
+        sa.CheckConstraint("init_session_id IS NULL OR init_session_id < id", name="init_before_self"),
+        sa.CheckConstraint("(init_session_id IS NULL) = (init_checkpoint_id IS NULL)", name="init_both_or_neither"),
     )
 
 
@@ -479,4 +491,31 @@ class IngestConfig(Base):
     __table_args__ = (
         sa.CheckConstraint("id = 1", name="single_row"),
         sa.CheckConstraint("ingest_checked_rules(ingest_default_rules() || rules) IS NOT NULL", name="rules_valid"),
+    )
+
+
+DEPLOYMENT_ACTIONS = ("promote", "refuse", "rollback")
+
+
+class ModelDeployment(Base):
+    """Migration 0015: one decision of the model registry for a (model kind, symbol): a promotion, a
+    refusal or a rollback, with its evidence. The newest promotion or rollback is the deployed model."""
+
+    __tablename__ = "model_deployments"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    model_kind: Mapped[str] = mapped_column(sa.Text)
+    symbol: Mapped[str] = mapped_column(sa.Text)
+    action: Mapped[str] = mapped_column(sa.Text)
+    session_id: Mapped[int] = mapped_column(sa.ForeignKey("training_sessions.id", ondelete="RESTRICT"))
+    previous_session_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("training_sessions.id", ondelete="RESTRICT"), nullable=True)
+    source: Mapped[str] = mapped_column(sa.Text)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    decided_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    __table_args__ = (
+        sa.CheckConstraint("model_kind IN ('cnn', 'rl')", name="known_model_kind"),
+        sa.CheckConstraint(_in("action", DEPLOYMENT_ACTIONS), name="known_action"),
+        sa.Index("ix_model_deployments_model_kind_symbol_id", "model_kind", "symbol", "id"),
+        sa.Index("ix_model_deployments_session_id", "session_id"),
     )

@@ -62,6 +62,8 @@ class SessionSpec:
     checkpoint_every: int = 50
     job_id: int | None = None
     parent_session_id: int | None = None
+    init_session_id: int | None = None       # the checkpoint the weights started from (--init)
+    init_checkpoint_id: int | None = None
 
 
 class SessionRecorder:
@@ -93,7 +95,8 @@ class SessionRecorder:
                 lock_conn, model_kind=spec.model_kind, model_name=spec.model_name, config=config, seed=spec.seed,
                 torch_version=torch.__version__, trainsrv_version=__version__, device=spec.device,
                 status="running", capture_policy=spec.capture.name, replay_exact=spec.capture.replay_exact,
-                job_id=spec.job_id, parent_session_id=spec.parent_session_id)
+                job_id=spec.job_id, parent_session_id=spec.parent_session_id,
+                init_session_id=spec.init_session_id, init_checkpoint_id=spec.init_checkpoint_id)
             lock_conn.commit()
             _lock(lock_conn, session_id)
         except BaseException:
@@ -182,6 +185,12 @@ class SessionRecorder:
         def write(conn: sa.Connection) -> None:
             conn.execute(sessions.update(self.session_id, **values))
         return write
+
+    def mark_trained_through(self) -> None:
+        """Wait for every write, then store the latest data the recorded batches depend on
+        (``session_trained_through``); the contamination check reads it (docs/models.md)."""
+        self._close_writer()
+        self._set(trained_through=sa.func.session_trained_through(self.session_id))
 
     def finish(self, *, metrics: dict, training_value: float | None, tracker: ConvergenceTracker) -> None:
         """Wait for every write, then mark the session ``succeeded``."""

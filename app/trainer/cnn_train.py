@@ -31,6 +31,7 @@ from app.recording.optim import OptimizerSpec
 from app.recording.policy import CapturePolicy, WriterOptions
 from app.recording.session import SessionRecorder, SessionSpec
 from app.recording.step import Batch, train_step
+from app.registry import lineage, warm
 from app.trainer import episodes as episodes_mod
 from app.trainer import evaluate
 
@@ -60,9 +61,11 @@ class CnnTrainOptions:
     patience: int = 100
     seed: int = 0
     device: str = "auto"
+    init: str = "deployed"   # deployed | session:ID | scratch (app/registry/warm.py)
 
     def validate(self) -> None:
         check("symbol", bool(self.symbol and self.symbol.strip()), "must be a non-empty string")
+        warm.parse(self.init)
         check("min_profitability", 0 <= self.min_profitability <= 1, "must be in [0, 1]")
         check("min_profit_r", self.min_profit_r is None or math.isfinite(self.min_profit_r), "must be finite")
         check("max_episodes", self.max_episodes >= 1, "must be >= 1")
@@ -116,16 +119,20 @@ def train_cnn(engine: sa.Engine, opts: CnnTrainOptions, *, job_id: int | None = 
         spec_in = inputs.infer_spec(packages[split.train[0].package_id], settings)
         train = _load(conn, split.train, spec_in, packages)
         evaluation = _load(conn, split.evaluation, spec_in, packages)
+        config = _config(opts, opts.optimizer, spec_in, split, settings, device)
+        start = warm.resolve(conn, opts.init, model_kind=MODEL_KIND, symbol=opts.symbol,
+                             architecture={k: config[k] for k in ("model", "model_config", "input_spec")})
     steps_per_epoch = math.ceil(len(train.ids) / opts.batch_size)
     total = steps_per_epoch * opts.epochs
     spec = dataclasses.replace(opts.optimizer, total_steps=total)
-    config = _config(opts, spec, spec_in, split, settings, device)
+    config.update(optimizer=spec.to_config(), init=start.to_config())
     torch.manual_seed(opts.seed)
     model = interface.build_model(opts.model, spec_in, opts.model_config).to(device)
+    warm.apply(model, start)
     optimizer = spec.build(model.parameters())
     recorder = SessionRecorder.start(engine, SessionSpec(
-        MODEL_KIND, opts.model, config, opts.seed, str(device), opts.capture, opts.checkpoint_every, job_id),
-        writer_options)
+        MODEL_KIND, opts.model, config, opts.seed, str(device), opts.capture, opts.checkpoint_every, job_id,
+        init_session_id=start.session_id, init_checkpoint_id=start.checkpoint_id), writer_options)
     run = _Run(config, recorder, model, optimizer, spec, train, evaluation, ConvergenceTracker(patience=opts.patience),
                total, steps_per_epoch, 0, config["cost"])
     return recorder.guarded(lambda: _train_from(run, 1, hooks or Hooks(), start=True))
@@ -225,11 +232,14 @@ def _interrupt(run: _Run, step: int) -> dict:
 
 
 def _finish(run: _Run) -> dict:
-    result = evaluate.evaluate(run.model, run.evaluation.inputs, run.evaluation.episodes, run.cost)
-    value = evaluate.training_value(run.tracker, result, run.cost)
-    metrics = {"steps": run.total_steps, "train_episodes": len(run.train.ids), "final_loss": run.tracker.smoothed,
-               "first_loss": run.tracker.first_loss, "evaluation": result,
-               "writer": dataclasses.asdict(run.recorder.writer.stats)}
+    run.recorder.mark_trained_through()
+    result = lineage.judged(run.recorder.engine, run.recorder.session_id, run.config["eval_cutoff"],
+                            evaluate.evaluate(run.model, run.evaluation.inputs, run.evaluation.episodes, run.cost))
+    # A contaminated slice is no evidence of skill: no training value (the gate refuses it too).
+    value = None if result.get("contaminated") else evaluate.training_value(run.tracker, result, run.cost)
+    metrics = {"steps": run.total_steps, "train_episodes": len(run.train.ids),
+               "first_loss_smoothed": run.tracker.first_loss, "final_loss_smoothed": run.tracker.smoothed,
+               "evaluation": result, "writer": dataclasses.asdict(run.recorder.writer.stats)}
     run.recorder.finish(metrics=metrics, training_value=value, tracker=run.tracker)
     log.info("session %s finished: value %s, evaluation %s", run.recorder.session_id, value, result)
     return {"session_id": run.recorder.session_id, "status": "succeeded", "steps": run.total_steps,

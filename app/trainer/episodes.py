@@ -86,6 +86,12 @@ def by_ids(conn: sa.Connection, ids: list[int]) -> list[Episode]:
     return [found[i] for i in ids]
 
 
+def still_valid(conn: sa.Connection, ids: list[int]) -> list[Episode]:
+    """The episodes among ``ids`` that are still episodes, oldest first (a later evaluation of a slice)."""
+    found = _episodes(conn.execute(queries.get("trainer.episodes_by_id"), {"ids": ids}))
+    return sorted(found, key=lambda e: (e.ts, e.episode_id))
+
+
 def mark_trained(conn: sa.Connection, session_id: int, from_step: int, to_step: int) -> int:
     """Add how often each episode appeared in steps (from_step, to_step] to its times_trained."""
     result = conn.execute(queries.get("trainer.mark_trained"),

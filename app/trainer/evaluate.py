@@ -10,6 +10,11 @@ frequent optimal action), ``calls`` (long / short calls), ``hit_rate`` (share of
 positive profit), ``total_profit`` and ``mean_profit_per_call`` (fractions of the entry price),
 ``move_mae_pct``, ``mean_confidence``, and the slice's first / last package time.
 
+The same call metrics serve the RL agent (``policy_metrics``: its greedy policy's calls, argmax of
+the Q-values) and the promotion gate, with the constant policies a model must beat:
+``constant_profit_per_call`` (always long, always short) and ``best_constant_action`` /
+``best_constant_profit_per_call``, the best of always long, always short and always hold (0).
+
 ``training_value`` (0..1, 0.5 = no evidence of skill) weighs what the session learned and how it
 did on data it never saw:
 
@@ -51,9 +56,20 @@ def evaluate(model: torch.nn.Module, inputs: torch.Tensor, episodes: list[Episod
         return {}
     out = predict(model, inputs.to(next(model.parameters()).device))
     calls = [ACTIONS[i] for i in out["logits"].argmax(dim=1).tolist()]
+    moves = torch.tensor([e.move_pct for e in episodes], dtype=out["move"].dtype)
+    return {**policy_metrics(calls, episodes, cost),
+            "move_mae_pct": float((out["move"].cpu() - moves).abs().mean()),
+            "mean_confidence": float(torch.sigmoid(out["confidence"]).mean())}
+
+
+def policy_metrics(calls: list[str], episodes: list[Episode], cost: float) -> dict:
+    """Accuracy, profit and hit rate of ``calls`` (one action per episode) against the slice's baselines."""
+    if not episodes:
+        return {}
     profits = [_profit(c, e.price_return, cost) for c, e in zip(calls, episodes) if c != "hold"]
     majority = Counter(e.optimal_action for e in episodes).most_common(1)[0][1]
-    moves = torch.tensor([e.move_pct for e in episodes], dtype=out["move"].dtype)
+    constant = {a: sum(_profit(a, e.price_return, cost) for e in episodes) / len(episodes) for a in ("long", "short")}
+    best = max([*constant.items(), ("hold", 0.0)], key=lambda item: item[1])
     return {
         "episodes": len(episodes),
         "accuracy": sum(c == e.optimal_action for c, e in zip(calls, episodes)) / len(episodes),
@@ -62,11 +78,25 @@ def evaluate(model: torch.nn.Module, inputs: torch.Tensor, episodes: list[Episod
         "hit_rate": sum(p > 0 for p in profits) / len(profits) if profits else None,
         "total_profit": sum(profits),
         "mean_profit_per_call": sum(profits) / len(profits) if profits else 0.0,
-        "move_mae_pct": float((out["move"].cpu() - moves).abs().mean()),
-        "mean_confidence": float(torch.sigmoid(out["confidence"]).mean()),
+        "constant_profit_per_call": constant,
+        "best_constant_action": best[0],
+        "best_constant_profit_per_call": best[1],
         "from_ts": episodes[0].ts.isoformat(),
         "to_ts": episodes[-1].ts.isoformat(),
     }
+
+
+@torch.no_grad()
+def greedy_calls(q_network: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> list[str]:
+    """The greedy policy's action (argmax of the Q-values) per input, in eval mode."""
+    was_training = q_network.training
+    q_network.eval()
+    try:
+        device = next(q_network.parameters()).device
+        q = torch.cat([q_network(inputs[i:i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)])
+    finally:
+        q_network.train(was_training)
+    return [ACTIONS[i] for i in q.argmax(dim=1).tolist()]
 
 
 def _profit(call: str, price_return: float, cost: float) -> float:

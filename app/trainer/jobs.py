@@ -8,6 +8,7 @@ import logging
 
 from app.cli_common import json_object
 from app.jobs import registry
+from app.registry import jobs as registry_jobs
 from app.nets.interface import REFERENCE, RL_REFERENCE
 from app.recording.optim import OPTIMIZERS
 from app.recording.policy import HALF_CODECS, POLICIES
@@ -31,6 +32,9 @@ def _shared_params(model: str, optimizer: str) -> dict:
         "checkpoint_every": registry.Param(int, default=50, min=1),
         "seed": registry.Param(int, default=0, min=0),
         "device": registry.Param(str, default="auto"),
+        # Warm start (app/registry/warm.py) and the promotion gate after a succeeded session (docs/models.md).
+        "init": registry.Param(str, default="deployed"),
+        "promote": registry.Param(bool, default=True),
     }
 
 
@@ -57,6 +61,7 @@ RL_PARAMS = {
     "target_update_every": registry.Param(int, default=50, min=1),
     "policy_weight": registry.Param(float, default=0.1, min=0.0),
     "reward_scale": registry.Param(float, default=1000.0, min=1e-9),
+    "eval_fraction": registry.Param(float, default=0.2, min=0.01, max=0.99),
     **_shared_params(model=RL_REFERENCE, optimizer="adam"),
 }
 
@@ -69,7 +74,8 @@ def _shared_options(params: dict) -> dict:
     model_config = json_object("model_config")(params["model_config"]) if params.get("model_config") else {}
     return {"model": params["model"], "model_config": model_config,
             "capture": CapturePolicy(params["capture"], params["capture_k"], params["half_codec"]),
-            "checkpoint_every": params["checkpoint_every"], "seed": params["seed"], "device": params["device"]}
+            "checkpoint_every": params["checkpoint_every"], "seed": params["seed"], "device": params["device"],
+            "init": params["init"]}
 
 
 def cnn_options(params: dict):
@@ -97,7 +103,7 @@ def rl_options(params: dict):
         profitable_share=params["profitable_share"], beta_start=params["beta_start"],
         agent=dqn.DqnSettings(gamma=params["gamma"], target_update_every=params["target_update_every"],
                               policy_weight=params["policy_weight"]),
-        reward_scale=params["reward_scale"],
+        reward_scale=params["reward_scale"], eval_fraction=params["eval_fraction"],
         optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"], weight_decay=0.0, schedule="constant"),
         **_shared_options(params))
 
@@ -123,7 +129,7 @@ def run_cnn(ctx: registry.JobContext, params: dict) -> dict:
                                      settings=ctx.settings)
     if result["status"] == "interrupted":
         raise registry.Interrupted(f"session {result['session_id']} interrupted; it resumes when the job runs again")
-    return result
+    return registry_jobs.after_training(ctx.engine, result, params["promote"])
 
 
 @registry.handler(RL_JOB, **RL_PARAMS)
@@ -135,4 +141,4 @@ def run_rl(ctx: registry.JobContext, params: dict) -> dict:
                                settings=ctx.settings)
     if result["status"] == "interrupted":
         raise registry.Interrupted(f"session {result['session_id']} interrupted after {result['steps']} steps")
-    return result
+    return registry_jobs.after_training(ctx.engine, result, params["promote"])

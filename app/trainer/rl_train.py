@@ -22,12 +22,13 @@ import datetime as dt
 import logging
 import time
 
+import numpy as np
 import sqlalchemy as sa
 import torch
 
 from app.config import Settings, get_settings
 from app.errors import ValidationError
-from app.nets import dqn
+from app.nets import dqn, inputs
 from app.nets.interface import InputSpec
 from app.recording import checkpoints, sessions
 from app.recording.convergence import ConvergenceTracker
@@ -36,9 +37,12 @@ from app.recording.optim import OptimizerSpec
 from app.recording.policy import CapturePolicy, WriterOptions
 from app.recording.session import SessionRecorder, SessionSpec
 from app.recording.step import Batch, train_step
+from app.registry import lineage, warm
 from app.rl_replay.batch import BetaSchedule
 from app.rl_replay.buffer import ProfitWeightedExperienceBuffer
 from app.rl_replay.states import PackageStates
+from app.trainer import episodes as episodes_mod
+from app.trainer import evaluate, rl_holdout
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +69,13 @@ class RlTrainOptions:
     patience: int = 100
     seed: int = 0
     device: str = "auto"
+    eval_fraction: float = 0.2
+    init: str = "deployed"   # deployed | session:ID | scratch (app/registry/warm.py)
 
     def validate(self) -> None:
         check("symbol", bool(self.symbol and self.symbol.strip()), "must be a non-empty string")
+        warm.parse(self.init)
+        check("eval_fraction", 0 < self.eval_fraction < 1, "must be in (0, 1)")
         check("steps", self.steps >= 1, "must be >= 1")
         check("batch_size", self.batch_size >= 1, "must be >= 1")
         check("reward_scale", self.reward_scale > 0, "must be > 0")
@@ -92,8 +100,21 @@ class _Run:
     states: PackageStates
     tracker: ConvergenceTracker
     device: torch.device
+    holdout: "_Holdout"
     td_history: list[float] = dataclasses.field(default_factory=list)
     last_checkpoint: int = 0
+
+
+@dataclasses.dataclass
+class _Holdout:
+    """The evaluation slice (later episodes) and the experiences that may be trained on (before it)."""
+
+    cutoff: dt.datetime
+    allowed: np.ndarray
+    episodes: list[episodes_mod.Episode]
+    inputs: torch.Tensor
+    cost: float
+    keep_share: float = 1.0   # share of the symbol's experiences in ``allowed`` (rl_holdout.sample draws for it)
 
 
 def train_rl(engine: sa.Engine, opts: RlTrainOptions, *, job_id: int | None = None, hooks: Hooks | None = None,
@@ -106,18 +127,23 @@ def train_rl(engine: sa.Engine, opts: RlTrainOptions, *, job_id: int | None = No
     if buffer.size(opts.symbol)["total"] == 0:
         raise ValidationError("symbol", f"no replayable experiences for {opts.symbol!r} "
                                         "(build them with `trainsrv experiences build`)")
+    spec = dataclasses.replace(opts.optimizer, total_steps=opts.steps)
     with engine.connect() as conn:
         states = PackageStates.for_symbol(conn, opts.symbol)
-    spec = dataclasses.replace(opts.optimizer, total_steps=opts.steps)
+        holdout = _holdout(conn, opts, states, settings)
+        config = _config(opts, spec, states, buffer, device, holdout)
+        start = warm.resolve(conn, opts.init, model_kind=MODEL_KIND, symbol=opts.symbol,
+                             architecture={k: config[k] for k in ("model", "model_config", "input_spec")})
+    config["init"] = start.to_config()
     torch.manual_seed(opts.seed)
     online = dqn.build_q_network(opts.model, states.spec, opts.model_config).to(device)
+    warm.apply(online, start)
     agent = dqn.DoubleDQN(online, opts.agent)
-    config = _config(opts, spec, states, buffer, device)
     recorder = SessionRecorder.start(engine, SessionSpec(
-        MODEL_KIND, opts.model, config, opts.seed, str(device), opts.capture, opts.checkpoint_every, job_id),
-        writer_options)
+        MODEL_KIND, opts.model, config, opts.seed, str(device), opts.capture, opts.checkpoint_every, job_id,
+        init_session_id=start.session_id, init_checkpoint_id=start.checkpoint_id), writer_options)
     run = _Run(opts, config, recorder, agent, spec.build(online.parameters()), spec, buffer, states,
-               ConvergenceTracker(patience=opts.patience), device)
+               ConvergenceTracker(patience=opts.patience), device, holdout)
     try:
         return _train(run, hooks or Hooks())
     except BaseException as exc:
@@ -139,6 +165,8 @@ def resume_rl(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None,
         opts = options_of(config)
         buffer = _buffer(engine, opts, settings)
         states = PackageStates(InputSpec(**config["input_spec"]))  # the inputs it was trained on
+        with engine.connect() as conn:
+            holdout = _holdout_of(conn, config, opts, states, settings)
         device = resolve_device(config["device"])
         online = dqn.build_q_network(opts.model, states.spec, opts.model_config).to(device)
         agent = dqn.DoubleDQN(online, opts.agent)
@@ -153,7 +181,7 @@ def resume_rl(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None,
             _close(buffer)
         raise
     run = _Run(opts, config, recorder, agent, optimizer, spec, buffer, states,
-               ConvergenceTracker.from_state(extra["tracker"]), device, last_checkpoint=ckpt.step)
+               ConvergenceTracker.from_state(extra["tracker"]), device, holdout, last_checkpoint=ckpt.step)
     try:
         return recorder.guarded(lambda: _train_from(run, ckpt.step + 1, hooks or Hooks()))
     finally:
@@ -169,7 +197,8 @@ def options_of(config: dict) -> RlTrainOptions:
         agent=dqn.DqnSettings(**config["agent"]), reward_scale=config["reward_scale"], model=config["model"],
         model_config=config["model_config"], optimizer=OptimizerSpec.from_config(config["optimizer"]),
         capture=CapturePolicy.from_config(config["capture"]), checkpoint_every=config["checkpoint_every"],
-        patience=config["patience"], seed=config["seed"], device=config["device"])
+        patience=config["patience"], seed=config["seed"], device=config["device"],
+        eval_fraction=config.get("eval_fraction", 0.2))
 
 
 def _close(buffer: ProfitWeightedExperienceBuffer) -> None:
@@ -179,6 +208,32 @@ def _close(buffer: ProfitWeightedExperienceBuffer) -> None:
         buffer.close()
     except sa.exc.SQLAlchemyError as exc:
         log.warning("replay fold at the end of the session failed, the logs stay for the next one: %s", exc)
+
+
+def _holdout(conn: sa.Connection, opts: RlTrainOptions, states: PackageStates, settings: Settings) -> _Holdout:
+    """The symbol's later episodes (evaluation) and the experiences whose data ended before them."""
+    cutoff, eps = rl_holdout.evaluation_slice(conn, opts.symbol, opts.eval_fraction)
+    if cutoff is None:
+        raise ValidationError("symbol", f"{opts.symbol!r} has no RL episodes (validated RL calls) to evaluate on")
+    allowed = rl_holdout.training_items(conn, opts.symbol, cutoff)
+    if not len(allowed):
+        raise ValidationError("eval_fraction", f"no experience of {opts.symbol!r} ended before the evaluation "
+                                               f"cutoff {cutoff} (lower --eval-fraction)")
+    x = inputs.load_inputs(conn, [e.package_id for e in eps], states.spec)[0]
+    return _Holdout(cutoff, allowed, eps, x, 2 * (settings.fee_rate + settings.slippage_rate),
+                    rl_holdout.keep_share(conn, opts.symbol, allowed))
+
+
+def _holdout_of(conn: sa.Connection, config: dict, opts: RlTrainOptions, states: PackageStates,
+                settings: Settings) -> _Holdout:
+    """A resumed session's hold-out: the slice it recorded (a session from before migration 0015 gets one now)."""
+    if "eval_cutoff" not in config:
+        return _holdout(conn, opts, states, settings)
+    cutoff = dt.datetime.fromisoformat(config["eval_cutoff"])
+    eps = rl_holdout.episodes_by_id(conn, config["eval_episode_ids"])
+    x = inputs.load_inputs(conn, [e.package_id for e in eps], states.spec)[0]
+    allowed = rl_holdout.training_items(conn, opts.symbol, cutoff)
+    return _Holdout(cutoff, allowed, eps, x, config["cost"], rl_holdout.keep_share(conn, opts.symbol, allowed))
 
 
 def _buffer(engine: sa.Engine, opts: RlTrainOptions, settings: Settings) -> ProfitWeightedExperienceBuffer:
@@ -201,7 +256,7 @@ def _train_from(run: _Run, first_step: int, hooks: Hooks) -> dict:
         if hooks.should_stop():
             return _interrupt(run, step - 1)
         record = _step(run, step)
-        run.tracker.update(record.loss_components["td"])
+        run.tracker.update(record.loss_total)
         run.td_history.append(record.loss_components["td"])
         hooks.heartbeat()
         if step < run.opts.steps and rec.due(step):
@@ -213,7 +268,8 @@ def _train_from(run: _Run, first_step: int, hooks: Hooks) -> dict:
 def _step(run: _Run, step: int):
     """Sample, train one recorded step, write the TD errors back, refresh the target when due."""
     t0 = time.perf_counter()
-    sampled = run.buffer.sample(run.opts.batch_size, symbol=run.opts.symbol)
+    sampled = rl_holdout.sample(run.buffer, run.holdout.allowed, run.opts.batch_size, symbol=run.opts.symbol,
+                                beta=run.buffer.beta.at(step - 1), keep_share=run.holdout.keep_share)
     with run.buffer.engine.connect() as conn:
         batch = run.states.transitions(conn, sampled, run.opts.reward_scale).to(run.device)
     load_ms = round((time.perf_counter() - t0) * 1000.0, 3)
@@ -254,19 +310,33 @@ def _finish(run: _Run) -> dict:
     window = max(1, min(10, len(run.td_history) // 4))
     first = sum(run.td_history[:window]) / window if run.td_history else 0.0
     last = sum(run.td_history[-window:]) / window if run.td_history else 0.0
-    value = max(0.0, (first - last) / first) if first > 0 else 0.0
+    run.recorder.mark_trained_through()
+    result = lineage.judged(run.recorder.engine, run.recorder.session_id, run.holdout.cutoff, _evaluate(run))
+    # The same value as the CNN's, from the greedy policy's calls on the later slice (docs/rl.md); a
+    # contaminated slice is no evidence of skill.
+    value = None if result.get("contaminated") else evaluate.training_value(run.tracker, result, run.holdout.cost)
     metrics = {"steps": run.opts.steps, "td_loss_first": first, "td_loss_last": last,
-               "replay": run.buffer.size(run.opts.symbol),
+               "first_loss_smoothed": run.tracker.first_loss, "final_loss_smoothed": run.tracker.smoothed,
+               "evaluation": result, "replay": run.buffer.size(run.opts.symbol),
                "writer": dataclasses.asdict(run.recorder.writer.stats)}
     run.recorder.finish(metrics=metrics, training_value=value, tracker=run.tracker)
-    log.info("session %s finished: TD loss %.4g -> %.4g", run.recorder.session_id, first, last)
+    log.info("session %s finished: TD loss %.4g -> %.4g, value %s, evaluation %s", run.recorder.session_id, first,
+             last, value, result)
     return {"session_id": run.recorder.session_id, "status": "succeeded", "steps": run.opts.steps,
-            "td_loss_first": first, "td_loss_last": last, "training_value": value,
+            "td_loss_first": first, "td_loss_last": last, "training_value": value, "evaluation": result,
             "best_loss": run.tracker.best_loss, "converged": run.tracker.converged}
 
 
+def _evaluate(run: _Run) -> dict:
+    """The greedy policy's calls on the later slice, with the CNN's metrics (``evaluate.policy_metrics``)."""
+    if not run.holdout.episodes:
+        return {}
+    calls = evaluate.greedy_calls(run.agent.online, run.holdout.inputs)
+    return evaluate.policy_metrics(calls, run.holdout.episodes, run.holdout.cost)
+
+
 def _config(opts: RlTrainOptions, spec: OptimizerSpec, states: PackageStates,
-            buffer: ProfitWeightedExperienceBuffer, device: torch.device) -> dict:
+            buffer: ProfitWeightedExperienceBuffer, device: torch.device, holdout: _Holdout) -> dict:
     return {
         "symbol": opts.symbol, "model": opts.model, "model_config": opts.model_config,
         "input_spec": states.spec.to_config(),
@@ -275,5 +345,7 @@ def _config(opts: RlTrainOptions, spec: OptimizerSpec, states: PackageStates,
         "replay": {"profitable_share": buffer.profitable_share, "beta_start": buffer.beta.start,
                    "beta_steps": buffer.beta.steps, "priority_epsilon": buffer.priority_epsilon,
                    **buffer.config()},
+        "eval_fraction": opts.eval_fraction, "eval_cutoff": holdout.cutoff.isoformat(), "cost": holdout.cost,
+        "eval_episode_ids": [e.episode_id for e in holdout.episodes], "train_experiences": len(holdout.allowed),
         "device": str(device), "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     }

@@ -4,7 +4,8 @@ SELECT count(*) FROM training_steps t JOIN training_sessions s ON s.id = t.sessi
 
 -- name: session_values
 -- The analyst's view of the given sessions.
-SELECT session_id, model_kind, status, steps, final_loss, best_loss, training_value, eval_accuracy,
+SELECT session_id, model_kind, status, steps, final_loss_raw, final_loss_smoothed, best_loss_smoothed, training_value,
+       eval_accuracy,
        eval_baseline_accuracy, eval_total_profit, beats_baseline, gradient_bytes, checkpoints
 FROM v_session_value WHERE session_id = ANY(:ids) ORDER BY session_id;
 

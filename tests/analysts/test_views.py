@@ -17,9 +17,18 @@ def _session(conn, value, evaluation):
 
 def test_session_value_ranks_and_flags_baseline_beaters(engine):
     with engine.begin() as conn:
-        good = _session(conn, 0.7, {"accuracy": 0.6, "baseline_accuracy": 0.5, "total_profit": 0.02, "episodes": 50})
-        lucky = _session(conn, 0.55, {"accuracy": 0.4, "baseline_accuracy": 0.5, "total_profit": 0.05})
+        good = _session(conn, 0.7, {"accuracy": 0.6, "baseline_accuracy": 0.5, "total_profit": 0.02, "episodes": 50,
+                                    "calls": 10, "mean_profit_per_call": 0.002, "best_constant_profit_per_call": 0.001})
+        lucky = _session(conn, 0.55, {"accuracy": 0.4, "baseline_accuracy": 0.5, "total_profit": 0.05, "calls": 10,
+                                      "mean_profit_per_call": 0.005, "best_constant_profit_per_call": 0.0})
         empty = _session(conn, None, {})
+        # Accurate and profitable, but always going long would have earned more per call.
+        trend = _session(conn, 0.5, {"accuracy": 0.6, "baseline_accuracy": 0.5, "total_profit": 0.01, "calls": 10,
+                                     "mean_profit_per_call": 0.001, "best_constant_profit_per_call": 0.002})
+        # Would beat the baselines, but its slice was contaminated.
+        leaked = _session(conn, 0.4, {"accuracy": 0.9, "baseline_accuracy": 0.5, "total_profit": 0.05, "calls": 10,
+                                      "mean_profit_per_call": 0.005, "best_constant_profit_per_call": 0.0,
+                                      "contaminated": True})
         for step, loss in [(1, 2.0), (2, 1.5), (3, 1.2)]:
             conn.execute(sa.text(
                 "INSERT INTO training_steps (session_id, step, loss_total, learning_rate, batch_ids) "
@@ -29,10 +38,12 @@ def test_session_value_ranks_and_flags_baseline_beaters(engine):
             "byte_length, checksum, data) VALUES (:s, 1, 'w', 0, 1, 'float32', '{2}', 'raw', 8, :c, :d)"),
             {"s": good, "c": b"\0" * 32, "d": b"\1" * 8})
         rows = {r.session_id: r for r in conn.execute(sa.text("SELECT * FROM v_session_value"))}
-    assert rows[good].steps == 3 and rows[good].last_step == 3 and rows[good].final_loss == 1.2
+    assert rows[good].steps == 3 and rows[good].last_step == 3 and rows[good].final_loss_raw == 1.2
     assert rows[good].gradient_bytes == 8 and rows[good].eval_episodes == 50
     assert rows[good].beats_baseline and not rows[lucky].beats_baseline and not rows[empty].beats_baseline
-    assert [rows[s].value_rank for s in (good, lucky, empty)] == [1, 2, 3]
+    assert not rows[trend].beats_baseline and not rows[leaked].beats_baseline and rows[leaked].eval_contaminated
+    assert [rows[s].value_rank for s in (good, lucky, trend, leaked, empty)] == [1, 2, 3, 4, 5]
+    assert rows[good].first_loss_raw == 2.0 and rows[good].min_loss_raw == 1.2
     assert rows[empty].steps == 0 and rows[empty].gradient_bytes == 0
 
 

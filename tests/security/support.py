@@ -67,5 +67,7 @@ def required_args(parser: argparse.ArgumentParser, skip: argparse.Action | None 
             continue
         value = {"revision": "head", "kind": "noop", "file": "candles.csv", "out": "report-dir",
                  "timeframe": "1m"}.get(action.dest, "BTC-PERP" if action.type in PLAIN_TYPES else "1")
+        if action.choices and not isinstance(action, argparse._SubParsersAction):
+            value = next(iter(action.choices))
         argv += [action.option_strings[0], value] if action.option_strings else [value]
     return argv

@@ -39,7 +39,8 @@ def _choice_arguments():
     for path, parser in leaves(cli.build_parser()):
         for action in parser._actions:
             if action.choices and not isinstance(action, argparse._SubParsersAction):
-                yield pytest.param(path, parser, action, id=" ".join(path) + " " + action.option_strings[0])
+                yield pytest.param(path, parser, action,
+                                   id=" ".join(path) + " " + (action.option_strings or [action.dest])[0])
 
 
 def _names(action: argparse.Action) -> list[str]:
@@ -89,6 +90,11 @@ SEMANTIC = [
     (["train", "cnn", "--symbol", "BTC-PERP", "--model-config", "{oops"], "model_config"),
     (["train", "cnn", "--symbol", "BTC-PERP", "--model-config", '{"chanels": 8}'], "model_config"),
     (["train", "cnn", "--symbol", "BTC-PERP", "--seed", "-1"], "seed"),
+    (["train", "cnn", "--symbol", "BTC-PERP", "--init", "sideways"], "init"),
+    (["train", "cnn", "--symbol", "BTC-PERP", "--init", "session:987654"], "init"),
+    (["train", "cnn", "--symbol", "BTC-PERP", "--promote", "maybe"], "promote"),
+    (["train", "rl", "--symbol", "BTC-PERP", "--init", "session:-1"], "init"),
+    (["train", "rl", "--symbol", "BTC-PERP", "--eval-fraction", "0"], "eval_fraction"),
     (["train", "rl", "--symbol", "BTC-PERP", "--gamma", "2"], "gamma"),
     (["train", "rl", "--symbol", "BTC-PERP", "--device", "bogus"], "device"),
     (["train", "rl", "--symbol", "BTC-PERP", "--steps", "-5"], "steps"),
@@ -113,6 +119,14 @@ SEMANTIC = [
     (["jobs", "list", "--limit", "0"], "--limit"),
     (["serve", "--max-jobs", "0"], "--max-jobs"),
     (["similar", "1", "-k", "0"], "k"),
+    (["models", "list", "--limit", "0"], "--limit"),
+    (["models", "list", "--symbol", ""], "--symbol"),
+    (["models", "show", "987654"], "session"),
+    (["models", "promote", "987654"], "session"),
+    (["models", "rollback", "cnn", ""], "symbol"),
+    (["models", "rollback", "cnn", "BTC-PERP", "--to", "x"], "--to"),
+    (["models", "export", "987654", "--out", "/tmp/trainsrv-export-refused"], "session"),
+    (["models", "export", "--deployed", "cnn", "NOPE", "--out", "/tmp/trainsrv-export-refused"], "deployed"),
     (["demo", "--days", "nan"], "--days"),
     (["demo", "--days", "inf"], "--days"),
     (["demo", "--every-min", "0"], "--every-min"),
