@@ -70,14 +70,14 @@ def register(sub) -> None:
 def _serve(args) -> int:
     engine = cli_common.open_db()  # refuses a database that is not at the migration head
     transitions.to_stream()
+    trainer: Worker | Lanes
     if args.once or args.max_jobs is not None or args.single_lane:
-        worker = Worker(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
-        _install_signals(worker)
-        run = functools.partial(worker.run, max_jobs=args.max_jobs, once=args.once)
+        trainer = Worker(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
+        run = functools.partial(trainer.run, max_jobs=args.max_jobs, once=args.once)
     else:
         trainer = Lanes(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
-        _install_signals(trainer)
         run = trainer.run
+    _install_signals(trainer)
     server = None
     if args.metrics_port is not None:
         from app import metrics
@@ -89,7 +89,7 @@ def _serve(args) -> int:
     finally:
         if server is not None:
             server.shutdown()
-    return 1 if worker.schema_problem else 0
+    return 1 if trainer.schema_problem else 0
 
 
 def _install_signals(worker: Worker | Lanes) -> None:

@@ -69,6 +69,11 @@ class Lanes:
         return self.main.stopping
 
     @property
+    def schema_problem(self) -> str | None:
+        """Why a lane stopped claiming when the schema left the code's head (None: it did not)."""
+        return next((w.schema_problem for w in self.workers if w.schema_problem), None)
+
+    @property
     def in_handler(self) -> bool:
         """True while the main lane (the signal-handling thread) runs a handler."""
         return self.main.in_handler
