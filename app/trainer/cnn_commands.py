@@ -28,7 +28,9 @@ PARAMS = {
     "symbol": registry.Param(str),
     "min_profitability": registry.Param(float, default=0.7, min=0.0, max=1.0),
     "min_profit_r": registry.Param(float, default=None),
-    "max_episodes": registry.Param(int, default=500, min=1),
+    "max_episodes": registry.Param(int, default=None, min=1),
+    "keep_holds": registry.Param(bool, default=True),
+    "sampling": registry.Param(str, default="uniform", choices=cnn_train.SAMPLING),
     "epochs": registry.Param(int, default=10, min=1),
     "batch_size": registry.Param(int, default=32, min=1),
     "eval_fraction": registry.Param(float, default=0.2, min=0.01, max=0.99),
@@ -41,7 +43,8 @@ def options_from(params: dict) -> cnn_train.CnnTrainOptions:
     return cnn_train.CnnTrainOptions(
         symbol=params["symbol"], min_profitability=params["min_profitability"],
         min_profit_r=params["min_profit_r"],
-        max_episodes=params["max_episodes"], epochs=params["epochs"], batch_size=params["batch_size"],
+        max_episodes=params["max_episodes"], keep_holds=params["keep_holds"], sampling=params["sampling"],
+        epochs=params["epochs"], batch_size=params["batch_size"],
         eval_fraction=params["eval_fraction"], loss_weights=LossWeights(),
         optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"]), **shared_options(params))
 
