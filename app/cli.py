@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "app.ingest.commands",
     "app.session_replay.commands",
     "app.registry.commands",
+    "app.experiments.commands",
 ]
 
 

@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--candles", type=Path, help="CSV of 1-minute candles (timestamp,open,high,low,close,volume); "
                                                "default: a simulated market")
     p.add_argument("--symbol", help="symbol to store the market under (default BTC-PERP with --candles, else SIM)")
+    p.add_argument("--timeframe", default="1m",
+                   help="bar length of --candles (default 1m; the file is checked: other bar lengths are refused "
+                        "with the reason, as the outcome and event timeframes are global settings)")
     p.add_argument("--days", type=_positive(float), default=10.0, help="days of decisions to replay (default 10)")
     p.add_argument("--every-min", type=_positive(int), default=15, help="minutes between decisions (default 15)")
     p.add_argument("--horizon-s", type=_positive(int), default=1800, help="prediction horizon (default 1800)")
@@ -54,7 +57,7 @@ def _demo(args) -> int:
         raise TrainsrvError(f"--candles: no such file: {args.candles}")
     engine = cli.open_db(require_head=False)
     migrate.upgrade(engine)  # a fresh data dir is migrated on the spot; an up-to-date one is untouched
-    opts = DemoOptions(candles=args.candles, symbol=args.symbol, days=args.days, every_min=args.every_min,
+    opts = DemoOptions(candles=args.candles, symbol=args.symbol, timeframe=args.timeframe, days=args.days, every_min=args.every_min,
                        horizon_s=args.horizon_s, cnn_epochs=args.cnn_epochs, rl_steps=args.rl_steps,
                        seed=args.seed, progress=not args.json, stream_s=args.stream_s)
     summary = run_demo(engine, engine.url.render_as_string(hide_password=False), opts)

@@ -12,7 +12,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from app.demo import market
-from app.demo.stream import read_candles_csv
+from app.demo.stream import read_candles_csv, require_one_minute
 from app.ingest.builder import package_from_candles
 from app.ingest.candles import ingest_candles
 from app.ingest.package import ModelInputPackage
@@ -51,6 +51,7 @@ class Series:
 
 def from_file(path: Path, symbol: str, bars: int | None = None) -> Series:
     columns = read_candles_csv(path)
+    require_one_minute(columns, path)
     if bars is not None:
         columns = {k: v[:bars] for k, v in columns.items()}
     if len(columns["timestamp"]) < 24 * 60:

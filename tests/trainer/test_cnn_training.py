@@ -224,4 +224,4 @@ def test_bad_options_name_the_field(trained):
     with pytest.raises(episodes.NoEpisodes, match="NO-SUCH"):
         cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, symbol="NO-SUCH")))
     with pytest.raises(episodes.NoEpisodes, match="min-profitability"):
-        cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, min_profitability=1.0)))
+        cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, min_profitability=1.0, keep_holds=False)))
