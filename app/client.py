@@ -181,11 +181,9 @@ class Client:
     def deployed_version(self, model_kind: str, symbol: str) -> str | None:
         """The version string of the model deployed for ``model_kind`` and ``symbol`` (None: none); one cheap
         query, so a bot can poll it (or LISTEN on ``trainsrv_models``) and reload only when it changes."""
-        from app.registry import store
-
         with self.engine.connect() as conn:
-            row = store.deployed(conn, model_kind, symbol)
-        return None if row is None else row.version
+            return conn.execute(queries.get("registry.deployed_version"),
+                                {"model_kind": model_kind, "symbol": symbol}).scalar()
 
     def deployed_model(self, model_kind: str, symbol: str, device: str = "cpu"):
         """The deployed model for ``model_kind`` and ``symbol`` as an ``app.registry.loader.LoadedModel``:

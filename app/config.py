@@ -108,12 +108,16 @@ class Settings:
     rl_replay_fold_every: int = 16
 
     # Model registry (app/registry, docs/models.md): the promotion gate. A candidate is promoted only when,
-    # on its clean evaluation slice, its profit per call beats the best constant policy (always long /
-    # short / hold) and the deployed model by more than gate_profit_margin (a fraction of the price), its
-    # accuracy minus the slice's majority baseline beats 0 and the deployed model's by more than
-    # gate_accuracy_margin, and the slice holds at least gate_min_eval_episodes episodes.
+    # on its clean evaluation slice of at least gate_min_eval_episodes episodes, its profit per call beats
+    # the best constant policy (always long / short / hold) by more than gate_profit_margin (a fraction of
+    # the price) and its accuracy beats the slice's majority baseline by more than gate_accuracy_margin;
+    # and, when a model is deployed, its profit per call and accuracy beat the deployed model's (on the
+    # same slice) by more than gate_deployed_profit_margin / gate_deployed_accuracy_margin. A negative
+    # deployed margin lets a fresher model through that is at most that much worse.
     gate_profit_margin: float = 0.0
     gate_accuracy_margin: float = 0.0
+    gate_deployed_profit_margin: float = 0.0
+    gate_deployed_accuracy_margin: float = 0.0
     gate_min_eval_episodes: int = 20
 
     # Exact replay (app/session_replay/exact.py): torch intra-op threads while replaying. Optimizer

@@ -87,16 +87,40 @@ def _print(s: dict) -> None:
     print()
     for sess in s["sessions"]:
         print(f"  session {sess['session_id']:<5}  {sess['model_kind']}: {sess['steps']} steps, final loss "
-              f"{_num(sess['final_loss_raw'])} (smoothed {_num(sess['final_loss_smoothed'])}), training value {_num(sess['training_value'])}, "
+              f"{_num(sess['final_loss_raw'])} (smoothed {_num(sess['final_loss_smoothed'])}), "
+              f"training value {_num(sess['training_value'])}, "
               f"{(sess['gradient_bytes'] or 0) / 1e6:.1f} MB of gradients, {sess['checkpoints']} checkpoints")
     replay = s["jobs"]["replay_session"]["result"]
     verify = s["jobs"]["verify_integrity"]["result"]
     print(f"  audit          session {replay.get('session_id')} replayed: exact={replay.get('exact')}, "
           f"{len(replay.get('checks', []))} checkpoints matched bit for bit; integrity problems: "
           f"{len(verify.get('problems', []))}")
+    _print_models(s["models"])
     print("\nNext, as an analyst (psql into the same database):\n")
     for sql in s["analyst_sql"]:
         print(sql + "\n")
+
+
+def _print_models(m: dict) -> None:
+    decided = ", ".join(f"{d['model_kind']} {d['symbol']}: {d['decisions']} {d['action']}" for d in m["decisions"])
+    print(f"\nModels (docs/models.md): {decided or 'no gate decision'}")
+    for r in m["refusal_reasons"]:
+        print(f"  refused        {r['model_kind']} x{r['refusals']}: {r['reason']}")
+    if not m["deployed"]:
+        print("  deployed       none: no candidate beat the baselines on its later slice")
+    for d in m["deployed"]:
+        edge = None if d["eval_accuracy"] is None else d["eval_accuracy"] - d["eval_baseline_accuracy"]
+        print(f"  deployed       {d['version']} ({d['model_kind']} {d['symbol']}, since {d['deployed_at']:%H:%M:%S}): "
+              f"offline accuracy - baseline {_signed(edge)}, profit/call {_signed(d['eval_mean_profit_per_call'])}")
+    for r in m["live"]:
+        print(f"  live           {r['version']:<10} {r['action']:<8} {r['predictions']:>4} calls made, "
+              f"{r['validated']:>4} validated, profit/call {_signed(r['live_profit_per_call'])} live vs "
+              f"{_signed(r['offline_profit_per_call'])} offline, hit rate {_pct(r['live_hit_rate'])}"
+              f"{'  (current)' if r['is_current'] else ''}")
+
+
+def _signed(x) -> str:
+    return "-" if x is None else f"{x:+.4f}"
 
 
 def _pct(x) -> str:

@@ -6,7 +6,9 @@ price changes and builds RL experiences every interval, and trains the CNN (prof
 only) and the RL agent (profit-weighted replay, full gradient capture) each time enough new data
 has arrived. Once the market has been streamed and the loop has settled, the demo audits the
 newest CNN session (exact replay from its stored gradients, integrity check) and summarises what
-each stage did and when.
+each stage did and when. Every succeeded session goes through the promotion gate (a follow-up
+``promote_model`` job); the orchestrator predicts with the deployed models once there are any
+(``app.demo.live``), so the summary ends with the deployed models and their live performance.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from pathlib import Path
 import sqlalchemy as sa
 from tqdm import tqdm
 
+from app.client import Client
 from app.config import get_settings
 from app.db import queries
-from app.demo import stream
+from app.demo import live, stream
 from app.demo.trainer_process import TrainerProcess, enqueue, wait_for
 from app.errors import TrainsrvError
+from app.registry import store
 from app.stats import integration_stats
 
 WARMUP = stream.WARMUP
@@ -109,12 +113,14 @@ def run_demo(engine: sa.Engine, url: str, opts: DemoOptions) -> dict:
         summary["orchestrator"] = _stream(engine, spec, markets, opts)
         stream_done = dt.datetime.now(dt.timezone.utc)
         _settle(engine, trainer, stream_done, opts)
+        _gates(engine, trainer)
         summary["stages"] = stage_summary(engine, t0)
         summary["jobs"] = _audit(engine, trainer, opts)
     summary["market"] = _market_span(engine, opts, markets)
     summary["sessions"] = _sessions(engine)
     with engine.connect() as conn:
         summary["stats"] = integration_stats(conn)
+        summary["models"] = models_summary(conn)
     summary["analyst_sql"] = ANALYST_SQL
     summary["elapsed_s"] = round(time.perf_counter() - started, 1)
     return summary
@@ -144,8 +150,12 @@ def _market(opts: DemoOptions) -> tuple[stream.StreamSpec, dict | None]:
 def _stream(engine: sa.Engine, spec: stream.StreamSpec, markets: dict | None, opts: DemoOptions) -> dict:
     total = int(spec.hours * 60 // spec.every_min) + 1
     with tqdm(total=total, desc="orchestrator: streaming", unit="pkg", disable=not opts.progress) as bar:
-        streamer = stream.Streamer(engine, spec, on_decision=lambda symbol, ts: bar.update(1), markets=markets)
-        return streamer.run()
+        with Client(engine) as client:
+            # The stand-in rules until a model of the kind is promoted, then the deployed model's calls.
+            source = live.DeployedModels(client, spec.horizon_s, stream.rule_models(spec.seed + 11, spec.horizon_s))
+            streamer = stream.Streamer(engine, spec, source, on_decision=lambda symbol, ts: bar.update(1),
+                                       markets=markets)
+            return {**streamer.run(), "model_switches": source.switches}
 
 
 def _settle(engine: sa.Engine, trainer: TrainerProcess, since: dt.datetime, opts: DemoOptions) -> None:
@@ -168,6 +178,23 @@ def _settle(engine: sa.Engine, trainer: TrainerProcess, since: dt.datetime, opts
             bar.update(1)
             time.sleep(1.0)
     raise TrainsrvError(f"the loop did not settle within {opts.settle_timeout_s:g} s")
+
+
+def _gates(engine: sa.Engine, trainer: TrainerProcess) -> None:
+    """Wait for the promotion gates the last sessions enqueued."""
+    with engine.connect() as conn:
+        ids = list(conn.execute(queries.get("registry.unfinished_gates")).scalars())
+    if ids:
+        wait_for(engine, ids, trainer)
+
+
+def models_summary(conn: sa.Connection) -> dict:
+    """The registry after the loop: deployed models, decisions, refusal reasons and live performance."""
+    deployed = [r for r in store.models_list(conn, limit=1000) if r["is_deployed"]]
+    return {"deployed": deployed,
+            "decisions": [dict(r) for r in conn.execute(queries.get("registry.decision_counts")).mappings()],
+            "refusal_reasons": [dict(r) for r in conn.execute(queries.get("registry.refusal_reasons")).mappings()],
+            "live": store.live_performance(conn)}
 
 
 def _audit(engine: sa.Engine, trainer: TrainerProcess, opts: DemoOptions) -> dict:

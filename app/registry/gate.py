@@ -9,7 +9,8 @@ the deployed model (the incumbent) are both re-evaluated now, with the same code
 * ``enough_episodes``: the slice holds at least ``gate_min_eval_episodes`` episodes;
 * ``profit_vs_baseline``: profit per call > best constant policy's (always long / short / hold) + margin;
 * ``accuracy_vs_baseline``: accuracy - majority-baseline accuracy > ``gate_accuracy_margin``;
-* ``profit_vs_deployed`` / ``accuracy_vs_deployed``: the same against the incumbent (when one is deployed).
+* ``profit_vs_deployed`` / ``accuracy_vs_deployed``: profit per call and accuracy > the incumbent's + the
+  deployed margins (when one is deployed; a negative margin tolerates a slightly worse, fresher model).
 
 Every decision, promotion or refusal, is a ``model_deployments`` row with the numbers (``evidence``).
 ``force`` (by hand only) promotes whatever the checks say, and records them.
@@ -69,7 +70,11 @@ def run(engine: sa.Engine, session_id: int, *, settings: Settings | None = None,
 
 def _evidence(conn: sa.Connection, candidate: dict, current, settings: Settings) -> dict:
     config = store.config(conn, candidate["session_id"])
-    start, cost = config["eval_cutoff"], config["cost"]
+    start, cost = config.get("eval_cutoff"), config.get("cost")
+    if start is None or cost is None:   # an RL session from before its evaluation existed (migration 0015)
+        return {"slice": None, "candidate": {"session_id": candidate["session_id"], "version": candidate["version"]},
+                "incumbent": None, "checks": [{"check": "evaluation_slice", "passed": False, "value": None,
+                                              "must_exceed": None}]}
     ids = config.get("eval_episode_ids") or []
     eps = (rl_holdout.episodes_by_id(conn, ids) if candidate["model_kind"] == "rl"
            else episodes_mod.still_valid(conn, ids))
@@ -84,6 +89,8 @@ def _evidence(conn: sa.Connection, candidate: dict, current, settings: Settings)
                   "to": eps[-1].ts.isoformat() if eps else None, "cost": cost},
         "candidate": cand, "incumbent": incumbent,
         "margins": {"profit": settings.gate_profit_margin, "accuracy": settings.gate_accuracy_margin,
+                    "deployed_profit": settings.gate_deployed_profit_margin,
+                    "deployed_accuracy": settings.gate_deployed_accuracy_margin,
                     "min_eval_episodes": settings.gate_min_eval_episodes},
         "checks": _checks(cand, incumbent, len(eps), settings),
     }
@@ -114,6 +121,7 @@ def _checks(cand: dict, incumbent: dict | None, episodes: int, s: Settings) -> l
                check("accuracy_vs_baseline", edge, s.gate_accuracy_margin)]
     if incumbent is not None:
         checks += [check("profit_vs_deployed", cand["mean_profit_per_call"],
-                         incumbent["mean_profit_per_call"] + s.gate_profit_margin),
-                   check("accuracy_vs_deployed", cand["accuracy"], incumbent["accuracy"] + s.gate_accuracy_margin)]
+                         incumbent["mean_profit_per_call"] + s.gate_deployed_profit_margin),
+                   check("accuracy_vs_deployed", cand["accuracy"],
+                         incumbent["accuracy"] + s.gate_deployed_accuracy_margin)]
     return checks

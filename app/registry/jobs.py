@@ -2,7 +2,7 @@
 
 A training job (``train_cnn`` / ``train_rl``) with ``promote`` set (the default) enqueues one when its
 session succeeds, so every automatic training ends with a gate decision; the scheduler is not involved.
-The dedupe key ``promote:<session id>`` makes a retried training job enqueue it once.
+The dedupe key ``auto:promote_model:<session id>`` makes a retried training job enqueue it once.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from app.jobs import queue, registry
 
 JOB_KIND = "promote_model"
+PRIORITY = 10
 
 
 @registry.handler(JOB_KIND, session_id=registry.Param(int, min=1),
@@ -38,6 +39,7 @@ def after_training(engine: sa.Engine, result: dict, promote: bool, *, inline: bo
         decision = gate.run(engine, result["session_id"], source="train command")
         return {**result, "promotion": {k: v for k, v in decision.to_dict().items() if k != "evidence"}}
     with engine.begin() as conn:
-        job = queue.enqueue(conn, JOB_KIND, {"session_id": result["session_id"]},
-                            dedupe_key=f"promote:{result['session_id']}")
+        # Before the next training job: a fresh model should reach the orchestrator as soon as it is judged.
+        job = queue.enqueue(conn, JOB_KIND, {"session_id": result["session_id"]}, priority=PRIORITY,
+                            dedupe_key=f"auto:{JOB_KIND}:{result['session_id']}")
     return {**result, "promote_job_id": job.id}

@@ -9,6 +9,7 @@ argmax of the CNN's logits or of the RL agent's Q-values, in ``ACTIONS`` order (
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 import sqlalchemy as sa
@@ -66,19 +67,32 @@ def load(engine_or_conn: sa.Engine | sa.Connection, session_id: int, device: str
             return load(conn, session_id, device)
     conn = engine_or_conn
     entry = store.model(conn, session_id)
-    config = store.config(conn, session_id)
-    spec = interface.InputSpec(tuple(config["input_spec"]["timeframes"]), config["input_spec"]["window"])
-    build = dqn.build_q_network if entry["model_kind"] == "rl" else interface.build_model
-    module = build(config["model"], spec, config.get("model_config") or {})
     ckpt = checkpoints.load(conn, session_id, entry["checkpoint_step"])
-    module.load_state_dict(ckpt.state["model"])
-    module.to(device).eval()
-    return LoadedModel(module, entry["model_kind"], entry["symbol"], session_id, entry["version"], spec,
-                       config["model"], config.get("model_config") or {}, ckpt.id, ckpt.step)
+    return _build(entry["model_kind"], entry["symbol"], session_id, entry["version"], store.config(conn, session_id),
+                  ckpt.id, ckpt.step, ckpt.state["model"], device)
 
 
 def deployed(engine: sa.Engine, model_kind: str, symbol: str, device: str = "cpu") -> LoadedModel | None:
-    """The model deployed for ``model_kind`` and ``symbol``, or None when none is."""
+    """The model deployed for ``model_kind`` and ``symbol``, or None when none is. Read through the SQL
+    function ``deployed_model``, so it works for the orchestrator's role, which reads no table."""
     with engine.connect() as conn:
-        row = conn.execute(queries.get("registry.deployed"), {"model_kind": model_kind, "symbol": symbol}).first()
-        return None if row is None else load(conn, row.session_id, device)
+        row = conn.execute(queries.get("registry.deployed_model"), {"model_kind": model_kind, "symbol": symbol}).first()
+    if row is None:
+        return None
+    state = bytes(row.state)
+    if hashlib.sha256(state).digest() != bytes(row.content_hash):
+        raise checkpoints.CheckpointError(f"checkpoint {row.checkpoint_id} of deployed {row.version}: content hash "
+                                          "mismatch, the stored state is corrupted")
+    return _build(row.model_kind, row.symbol, row.session_id, row.version, row.config, row.checkpoint_id,
+                  row.checkpoint_step, checkpoints.deserialize(state)["model"], device)
+
+
+def _build(kind: str, symbol: str, session_id: int, version: str, config: dict, checkpoint_id: int, step: int,
+           weights: dict, device: str) -> LoadedModel:
+    spec = interface.InputSpec(tuple(config["input_spec"]["timeframes"]), config["input_spec"]["window"])
+    build = dqn.build_q_network if kind == "rl" else interface.build_model
+    module = build(config["model"], spec, config.get("model_config") or {})
+    module.load_state_dict(weights)
+    module.to(device).eval()
+    return LoadedModel(module, kind, symbol, session_id, version, spec, config["model"],
+                       config.get("model_config") or {}, checkpoint_id, step)

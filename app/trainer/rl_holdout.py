@@ -3,8 +3,8 @@
 An RL session is evaluated like the CNN, on the later slice of the symbol's RL episodes
 (``v_rl_episodes``: validated RL calls on valid packages; the slice is every episode with package time
 at or after ``cutoff``, the ``1 - eval_fraction`` quantile of their times), so it must not train on
-anything that slice's labels could leak into: an experience may be replayed only when its prediction's horizon, its state
-and its next state all ended by the cutoff (``v_training_data_end``, named query
+anything that slice's labels could leak into: an experience may be replayed only when its prediction's
+horizon, its state and its next state all ended by the cutoff (``v_training_data_end``, named query
 ``registry.rl_training_items``).
 
 Batches are drawn from the replay as usual and the held-out rows dropped, drawing again until the

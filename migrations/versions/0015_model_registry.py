@@ -16,6 +16,8 @@ run, whether a re-trained one was better on data it never saw, or whether that e
   ``v_model_lineage``, ``v_deployed_models``, ``v_models``,
   ``v_model_live_performance``, and ``v_session_value`` v0002 (losses named raw / smoothed, RL evaluated,
   beats_baseline also against the best constant action and a clean slice).
+* ``deployed_version`` / ``deployed_model`` (SECURITY DEFINER, granted to ``trainsrv_orchestrator``): the
+  orchestrator reads the deployed model without any table privilege.
 * ``ix_predictions_model_version``: live performance reads the predictions of one version.
 """
 
@@ -31,6 +33,7 @@ branch_labels = None
 depends_on = None
 
 TSTZ = sa.TIMESTAMP(timezone=True)
+ORCHESTRATOR_FUNCTIONS = ("deployed_version(text, text)", "deployed_model(text, text)")
 FUNCTIONS = ("model_version(text, bigint)", "session_trained_through(bigint)",
              "model_contamination(bigint, timestamp with time zone)", "model_deployments_notify()")
 NEW_VIEWS = ("v_rl_episodes", "v_deployed_models", "v_models", "v_model_lineage", "v_model_live_performance")
@@ -73,23 +76,31 @@ def upgrade():
     op.create_index("ix_model_deployments_session_id", "model_deployments", ["session_id"])
     op.create_index("ix_predictions_model_version", "predictions", ["model_version", "created_at"])
     views.create("v_training_data_end", 1)
-    views.create_function("model_registry", 1)
+    views.create_function("model_registry", 1)      # model_version first: the views call it
     views.secure_functions(FUNCTIONS)
+    for name in NEW_VIEWS:
+        views.create(name, 1)
+    views.create_function("deployed_model", 1)      # reads v_deployed_models
+    views.secure_functions(ORCHESTRATOR_FUNCTIONS)
+    # The orchestrator reads no table; these two give it the deployed model, as ingest_* let it write.
+    for signature in ORCHESTRATOR_FUNCTIONS:
+        op.execute(f"ALTER FUNCTION {signature} SECURITY DEFINER SET search_path = public, pg_temp")
+        op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO trainsrv_orchestrator")
     # Views call model_version with their reader's privileges.
     op.execute("GRANT EXECUTE ON FUNCTION model_version(text, bigint) TO trainsrv_analyst")
     op.execute("CREATE TRIGGER model_deployments_notify AFTER INSERT ON model_deployments FOR EACH ROW "
                "WHEN (NEW.action IN ('promote', 'rollback')) EXECUTE FUNCTION model_deployments_notify()")
     op.execute("UPDATE training_sessions SET trained_through = session_trained_through(id) WHERE status = 'succeeded'")
-    for name in NEW_VIEWS:
-        views.create(name, 1)
     views.replace("v_session_value", 2)
 
 
 def downgrade():
     views.replace("v_session_value", 1)
+    op.execute("DROP TRIGGER model_deployments_notify ON model_deployments")
+    for signature in ORCHESTRATOR_FUNCTIONS:
+        op.execute(f"DROP FUNCTION {signature}")
     for name in reversed(NEW_VIEWS):
         views.drop(name)
-    op.execute("DROP TRIGGER model_deployments_notify ON model_deployments")
     for signature in reversed(FUNCTIONS):
         op.execute(f"DROP FUNCTION {signature}")
     views.drop("v_training_data_end")

@@ -81,3 +81,25 @@ SELECT * FROM v_rl_episodes WHERE symbol = :symbol AND ts >= :cutoff ORDER BY ts
 -- name: rl_episodes_by_id
 -- RL episodes by id, oldest first (a later re-evaluation of a session's slice).
 SELECT * FROM v_rl_episodes WHERE episode_id = ANY(CAST(:ids AS bigint[])) ORDER BY ts, episode_id;
+
+-- name: unfinished_gates
+-- promote_model jobs queued or running (the demo waits for them before its summary).
+SELECT id FROM jobs WHERE kind = 'promote_model' AND state IN ('queued', 'running') ORDER BY id;
+
+-- name: decision_counts
+-- How many promotions, refusals and rollbacks each kind and symbol has had.
+SELECT model_kind, symbol, action, count(*) AS decisions
+FROM model_deployments GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
+
+-- name: refusal_reasons
+-- The most frequent reasons of refusals (what the gate said no to).
+SELECT model_kind, reason, count(*) AS refusals
+FROM model_deployments WHERE action = 'refuse' GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 5;
+
+-- name: deployed_version
+-- The version string of the deployed model (NULL: none); works for the orchestrator's role.
+SELECT deployed_version(:model_kind, :symbol);
+
+-- name: deployed_model
+-- The deployed model's session config and latest checkpoint; works for the orchestrator's role.
+SELECT * FROM deployed_model(:model_kind, :symbol);

@@ -49,6 +49,21 @@ def test_every_stage_produced_rows(demo):
     assert all(s["runs"] >= 1 and s["first_s"] <= s["last_s"] for s in stages.values())
 
 
+def test_every_session_went_through_the_gate_and_the_summary_ends_with_the_models(demo):
+    env, summary, data_dir = demo
+    models = summary["models"]
+    judged = sum(d["decisions"] for d in models["decisions"] if d["action"] in ("promote", "refuse"))
+    assert judged == len(summary["sessions"]) == _scalar(data_dir, "SELECT count(*) FROM model_deployments")
+    assert _scalar(data_dir, "SELECT count(*) FROM jobs WHERE kind = 'promote_model' AND state = 'succeeded'") == judged
+    deployed = {d["version"] for d in models["deployed"]}
+    assert deployed == {r["version"] for r in models["live"] if r["is_current"]}
+    # Once a model is deployed the orchestrator calls with it, and the calls carry its version.
+    for r in models["live"]:
+        assert r["predictions"] > 0 or r["deployment_id"] == max(x["deployment_id"] for x in models["live"])
+    listed = cli.run("models", "list", env=env, check=True).stdout
+    assert all(v in listed for v in deployed)
+
+
 def test_training_went_through_the_queue_with_full_capture(demo):
     env, summary, data_dir = demo
     assert _scalar(data_dir, "SELECT count(*) FROM training_sessions WHERE job_id IS NULL") == 0

@@ -28,7 +28,8 @@ from app.demo.candle_episodes import SMALL_MODEL
 
 # Margins that let any clean candidate through: these tests are about the registry's bookkeeping;
 # the margins themselves are tested with a candidate that cannot clear them.
-LENIENT = Settings(gate_profit_margin=-1.0, gate_accuracy_margin=-1.0, gate_min_eval_episodes=1)
+LENIENT = Settings(gate_profit_margin=-1.0, gate_accuracy_margin=-1.0, gate_deployed_profit_margin=-1.0,
+                   gate_deployed_accuracy_margin=-1.0, gate_min_eval_episodes=1)
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +250,32 @@ def test_listing_models_needs_no_torch():
     code = "import sys, app.registry.commands, app.registry.store, app.registry.jobs; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_orchestrator_role_reads_the_deployed_model_and_nothing_else(engine):
+    def as_orchestrator(sql: str):
+        with engine.connect() as conn:
+            conn.execute(sa.text("SET ROLE trainsrv_orchestrator"))
+            try:
+                return conn.execute(sa.text(sql), {"s": SYMBOL}).all()
+            finally:
+                conn.rollback()
+
+    with engine.connect() as conn:
+        deployed = store.deployed(conn, "cnn", SYMBOL)
+    assert as_orchestrator("SELECT deployed_version('cnn', :s)") == [(deployed.version,)]
+    rows = as_orchestrator("SELECT session_id, version, octet_length(state) > 0 FROM deployed_model('cnn', :s)")
+    assert rows == [(deployed.session_id, deployed.version, True)]
+    assert as_orchestrator("SELECT * FROM deployed_model('cnn', 'NOPE')") == []
+    for sql in ("SELECT * FROM v_models", "SELECT * FROM model_deployments", "SELECT * FROM checkpoints"):
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            as_orchestrator(sql)
+
+
+def test_analysts_read_the_registry_views(engine):
+    with engine.connect() as conn:
+        conn.execute(sa.text("SET ROLE trainsrv_analyst"))
+        for view in ("v_models", "v_deployed_models", "v_model_lineage", "v_model_live_performance", "v_rl_episodes",
+                     "v_session_value"):
+            conn.execute(sa.text(f"SELECT * FROM {view} LIMIT 1")).all()
+        conn.rollback()

@@ -39,7 +39,8 @@ def _choice_arguments():
     for path, parser in leaves(cli.build_parser()):
         for action in parser._actions:
             if action.choices and not isinstance(action, argparse._SubParsersAction):
-                yield pytest.param(path, parser, action, id=" ".join(path) + " " + (action.option_strings or [action.dest])[0])
+                yield pytest.param(path, parser, action,
+                                   id=" ".join(path) + " " + (action.option_strings or [action.dest])[0])
 
 
 def _names(action: argparse.Action) -> list[str]:
