@@ -70,7 +70,7 @@ def _walk_forward(args) -> int:
             market = series.simulated(args.symbol or "SIM", args.bars or 44_640, args.market_seed)
     except ValueError as exc:
         raise TrainsrvError(str(exc)) from None
-    logging.getLogger("app.jobs.transitions").setLevel(logging.WARNING)  # progress lines instead of job logs
+    logging.getLogger("app").setLevel(logging.WARNING)  # one progress line per lane window instead of job logs
     engine = cli.open_db()
     exp_id = walkforward.run(engine, market, opts)
     summary = walkforward.summarise(engine, exp_id)

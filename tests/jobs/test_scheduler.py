@@ -40,7 +40,8 @@ def stand_ins(monkeypatch):
 @pytest.fixture
 def thresholds(settings):
     return dataclasses.replace(settings, enable_background_validation=False, min_episodes_for_cnn_training=3,
-                               min_profit_r_for_replay=0.0, min_experiences_for_rl_training=2)
+                               min_profit_r_for_replay=0.0, cnn_replay_mode="profitable",
+                               min_experiences_for_rl_training=2)
 
 
 _counter = iter(range(1, 10**6))

@@ -69,3 +69,20 @@ def test_priority_sampling_draws_in_proportion_to_priority_and_is_reproducible(e
 def test_bad_sampling_is_refused_by_name(engine):
     with pytest.raises(Exception, match="sampling"):
         cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**BASE, sampling="roulette"))
+
+
+def test_training_value_is_out_of_sample_only():
+    from app.recording.convergence import ConvergenceTracker
+    from app.trainer import evaluate
+
+    learned, flat = ConvergenceTracker(patience=5), ConvergenceTracker(patience=5)
+    for loss in (2.0, 1.0, 0.5, 0.2):
+        learned.update(loss)
+    for loss in (1.0, 1.0, 1.0, 1.0):
+        flat.update(loss)
+    worse = {"accuracy": 0.40, "baseline_accuracy": 0.45, "mean_profit_per_call": -0.0004}
+    better = {"accuracy": 0.50, "baseline_accuracy": 0.45, "mean_profit_per_call": 0.0002}
+    assert evaluate.training_value(learned, worse, 0.001) < evaluate.training_value(flat, better, 0.001)
+    assert evaluate.training_value(learned, better, 0.001) == evaluate.training_value(flat, better, 0.001)
+    neutral = {"accuracy": 0.45, "baseline_accuracy": 0.45, "mean_profit_per_call": 0.0}
+    assert evaluate.training_value(learned, neutral, 0.001) == 0.5
