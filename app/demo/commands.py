@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--horizon-s", type=_positive(int), default=1800, help="prediction horizon (default 1800)")
     p.add_argument("--cnn-epochs", type=_positive(int), default=3)
     p.add_argument("--rl-steps", type=_positive(int), default=150)
+    p.add_argument("--cycle-pct", type=_at_least(float, 0.0), default=1.0,
+                   help="a learnable price cycle in the simulated market, in percent (default 1; 0: pure random walk, "
+                        "where no model beats the baselines)")
     p.add_argument("--seed", type=_at_least(int, 0), default=0)
     p.add_argument("--stream-s", type=_positive(float), default=60.0,
                    help="wall-clock seconds the market takes to stream (default 60; sets the accelerated clock)")
@@ -59,7 +62,7 @@ def _demo(args) -> int:
     migrate.upgrade(engine)  # a fresh data dir is migrated on the spot; an up-to-date one is untouched
     opts = DemoOptions(candles=args.candles, symbol=args.symbol, timeframe=args.timeframe, days=args.days, every_min=args.every_min,
                        horizon_s=args.horizon_s, cnn_epochs=args.cnn_epochs, rl_steps=args.rl_steps,
-                       seed=args.seed, progress=not args.json, stream_s=args.stream_s)
+                       seed=args.seed, progress=not args.json, stream_s=args.stream_s, cycle_pct=args.cycle_pct)
     summary = run_demo(engine, engine.url.render_as_string(hide_password=False), opts)
     if args.json:
         print(json.dumps(summary, default=str, indent=2))

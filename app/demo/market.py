@@ -31,6 +31,11 @@ class MarketSpec:
     spike_minutes: int = 12
     spike_vol_multiplier: float = 6.0
     seed: int = 7
+    # A price cycle on top of the walk (log amplitude in percent, period in minutes): 0 = none. With
+    # one, the next half hour's direction can be read from the recent bars, so models have something
+    # to learn and the model registry's promotion loop shows (trainsrv demo --cycle-pct).
+    cycle_pct: float = 0.0
+    cycle_period_min: float = 90.0
 
 
 def simulate(spec: MarketSpec = MarketSpec()) -> dict[str, np.ndarray]:
@@ -39,7 +44,8 @@ def simulate(spec: MarketSpec = MarketSpec()) -> dict[str, np.ndarray]:
     drift, vol = _regime_paths(spec, rng)
     vol = vol * _spike_multipliers(spec, rng)
     log_returns = drift + vol * rng.standard_normal(spec.minutes)
-    close = spec.start_price * np.exp(np.cumsum(log_returns))
+    cycle = spec.cycle_pct / 100.0 * np.sin(2 * np.pi * np.arange(spec.minutes) / spec.cycle_period_min)
+    close = spec.start_price * np.exp(np.cumsum(log_returns) + cycle)
     open_ = np.concatenate([[spec.start_price], close[:-1]])
     # Intrabar range: the bar's own move plus a wick proportional to its volatility.
     wick = np.abs(rng.standard_normal((2, spec.minutes))) * vol * close * 0.5

@@ -75,6 +75,9 @@ class DemoOptions:
     stream_s: float = 60.0
     validation_interval_s: float = 3.0
     settle_timeout_s: float = 900.0
+    # A learnable price cycle in the simulated market (percent; 0: the pure regime walk, in which no
+    # model beats the baselines and the promotion gate refuses every candidate).
+    cycle_pct: float = 1.0
 
     @property
     def market_symbol(self) -> str:
@@ -130,7 +133,8 @@ def _market(opts: DemoOptions) -> tuple[stream.StreamSpec, dict | None]:
     hours = opts.days * 24
     if opts.candles is None:
         spec = stream.StreamSpec(symbols=(opts.market_symbol,), hours=hours, every_min=opts.every_min,
-                                 horizon_s=opts.horizon_s, seed=opts.seed, speed=hours * 3600 / opts.stream_s)
+                                 horizon_s=opts.horizon_s, seed=opts.seed, speed=hours * 3600 / opts.stream_s,
+                                 cycle_pct=opts.cycle_pct)
         return spec, None
     columns = stream.read_candles_csv(opts.candles)
     stream.require_one_minute(columns, opts.candles, opts.timeframe)

@@ -59,6 +59,8 @@ class StreamSpec:
     tick_s: float = 0.2
     # Volatility bursts per simulated day, so rapid-change events show up in a few market hours.
     spikes_per_day: float = 6.0
+    # A learnable price cycle on top of the simulated walk (app.demo.market.MarketSpec.cycle_pct).
+    cycle_pct: float = 0.0
 
     @property
     def stream_start(self) -> dt.datetime:
@@ -127,7 +129,7 @@ def simulated(spec: StreamSpec, index: int) -> dict[str, np.ndarray]:
     span = spec.warmup + dt.timedelta(hours=spec.hours, seconds=spec.horizon_s)
     return market.simulate(market.MarketSpec(minutes=int(span.total_seconds() // 60) + 2, start=spec.start,
                                              seed=spec.seed + 7 + index, start_price=40_000.0 / (index + 1),
-                                             spikes_per_day=spec.spikes_per_day))
+                                             spikes_per_day=spec.spikes_per_day, cycle_pct=spec.cycle_pct))
 
 
 class Streamer:
