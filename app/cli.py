@@ -1,67 +1,39 @@
 """The ``trainsrv`` command line.
 
-Each area contributes its subcommands through a ``register(subparsers)`` function in its own
-``commands`` module, listed in ``COMMAND_MODULES``. Expected failures (``TrainsrvError``) print
-one line and exit 1; anything else is a bug and keeps its traceback.
+Each area contributes its subcommands through ``register(subparsers)`` in its own ``commands``
+module, imported below by name; what they share is in ``app.cli_common``. Command modules import
+torch and the trainers only inside the commands that run a model, so the others start fast.
+Expected failures (``TrainsrvError``) print one line and exit 1; anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import sys
 
 import sqlalchemy as sa
 
-from app import __version__
-from app.db import engine as db_engine
-from app.db import migrate
+from app import __version__, stats
+from app.analysts import commands as analysts_commands
+from app.db import commands as db_commands
+from app.demo import commands as demo_commands
 from app.errors import DatabaseUnavailable, TrainsrvError
+from app.events import commands as events_commands
+from app.experiences import commands as experiences_commands
+from app.experiments import commands as experiments_commands
+from app.ingest import commands as ingest_commands
+from app.jobs import commands as jobs_commands
+from app.outcomes import commands as outcomes_commands
+from app.registry import commands as registry_commands
+from app.session_replay import commands as session_replay_commands
+from app.trainer import commands as trainer_commands
 
-COMMAND_MODULES = [
-    "app.db.commands",
-    "app.stats",
-    "app.analysts.commands",
-    "app.demo.commands",
-    "app.jobs.commands",
-    "app.outcomes.commands",
-    "app.events.commands",
-    "app.experiences.commands",
-    "app.trainer.commands",
-    "app.ingest.commands",
-    "app.session_replay.commands",
-    "app.registry.commands",
-    "app.experiments.commands",
-]
-
-
-def open_db(require_head: bool = True) -> sa.Engine:
-    """The configured engine, checked reachable (and at the migration head unless told not to)."""
-    engine = db_engine.get_engine()
-    db_engine.check_connection(engine)
-    if require_head:
-        migrate.require_head(engine)
-    return engine
-
-
-def non_empty(text: str) -> str:
-    """An argparse ``type`` for names such as ``--symbol``: a blank value is refused, not read as "all"."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty")
-    return text
-
-
-def positive_int(text: str) -> int:
-    """An argparse ``type`` for counts and limits (>= 1)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+COMMANDS = (db_commands, stats, analysts_commands, demo_commands, jobs_commands, outcomes_commands,
+            events_commands, experiences_commands, trainer_commands, ingest_commands, session_replay_commands,
+            registry_commands, experiments_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trainsrv {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMANDS:
+        module.register(sub)
     return parser
 
 

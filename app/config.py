@@ -79,6 +79,11 @@ class Settings:
     auto_rl_model_config: str = ""
     auto_rl_params: str = ""
     device: str = "auto"
+    # Model inputs of new sessions (app/nets/inputs.py): window per timeframe ("package": each
+    # timeframe's own window from the package; "shortest": all cut to the shortest; or "1m=30,5m=24")
+    # and the package's feature arrays as extra channels ("all", "none", or names).
+    input_windows: str = "package"
+    input_features: str = "all"
 
     # Job queue (app/jobs): retries, scheduler cadence, extra handler modules (comma-separated).
     job_max_attempts: int = 3

@@ -6,7 +6,7 @@ import json
 
 import sqlalchemy as sa
 
-from app import cli
+from app import cli_common
 from app.db import queries
 
 
@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 
 def _stats(args) -> int:
-    with cli.open_db().connect() as conn:
+    with cli_common.open_db().connect() as conn:
         summary, tables = integration_stats(conn), system_stats(conn)
     if args.json:
         print(json.dumps({"summary": summary, "tables": tables}, default=str, indent=2))

@@ -44,7 +44,8 @@ from app.nets import interface  # noqa: E402
 from app.nets.losses import cnn_loss  # noqa: E402
 from app.recording.capture import CapturePolicy, GradientCapture  # noqa: E402
 from app.recording.optim import OptimizerSpec  # noqa: E402
-from app.recording.session import SessionRecorder, SessionSpec, WriterOptions  # noqa: E402
+from app.recording.policy import WriterOptions
+from app.recording.session import SessionRecorder, SessionSpec  # noqa: E402
 from app.recording.step import Batch, train_step  # noqa: E402
 from app.recording.writer import BackgroundWriter, StepRecord  # noqa: E402
 

@@ -27,7 +27,6 @@ import sys
 import time
 
 import sqlalchemy as sa
-
 from common import bench_database, machine, percentile
 
 from app.config import Settings  # noqa: E402  (common puts the checkout on sys.path)
@@ -38,7 +37,7 @@ from app.outcomes.validate import validate_outcomes  # noqa: E402
 from app.paths import REPO_ROOT  # noqa: E402
 
 SYMBOL = "SIM"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def freshness(args) -> None:
@@ -48,8 +47,13 @@ def freshness(args) -> None:
         engine = make_engine(url)
         ingest_candles(engine, market.simulate(market.MarketSpec(minutes=minutes)), SYMBOL, "1m", progress=False)
         start = market.MarketSpec().start + dt.timedelta(hours=13)
-        spec = orchestrator.OrchestratorSpec(SYMBOL, start, start + dt.timedelta(minutes=args.every_min * (decisions - 1)),
-                                             every_min=args.every_min, horizon_s=1800)
+        spec = orchestrator.OrchestratorSpec(
+            SYMBOL,
+            start,
+            start + dt.timedelta(minutes=args.every_min * (decisions - 1)),
+            every_min=args.every_min,
+            horizon_s=1800,
+        )
         t = time.perf_counter()
         counts = orchestrator.run(engine, spec)
         write_s = time.perf_counter() - t
@@ -70,7 +74,7 @@ def freshness(args) -> None:
 
 def _label(engine, settings) -> tuple[float, int]:
     t = time.perf_counter()
-    result = validate_outcomes(engine, settings)
+    result = validate_outcomes(engine, settings, symbol=SYMBOL)
     return time.perf_counter() - t, result.validated
 
 
@@ -78,44 +82,72 @@ def lag(args) -> None:
     env_base = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSRV_")}
     with bench_database() as url:
         engine = make_engine(url)
-        env = {**env_base, "LC_ALL": "C.UTF-8", "TRAINSRV_DATABASE_URL": url,
-               "TRAINSRV_VALIDATION_INTERVAL_S": str(args.interval), "TRAINSRV_SCHEDULE_CHECK_INTERVAL_S": "1",
-               "TRAINSRV_MIN_EPISODES_FOR_CNN_TRAINING": "0", "TRAINSRV_MIN_EXPERIENCES_FOR_RL_TRAINING": "0",
-               "TRAINSRV_HANDLER_MODULES": "bench.loop_handlers", "PYTHONPATH": str(REPO_ROOT)}
+        env = {
+            **env_base,
+            "LC_ALL": "C.UTF-8",
+            "TRAINSRV_DATABASE_URL": url,
+            "TRAINSRV_VALIDATION_INTERVAL_S": str(args.interval),
+            "TRAINSRV_SCHEDULE_CHECK_INTERVAL_S": "1",
+            "TRAINSRV_MIN_EPISODES_FOR_CNN_TRAINING": "0",
+            "TRAINSRV_MIN_EXPERIENCES_FOR_RL_TRAINING": "0",
+            "TRAINSRV_HANDLER_MODULES": "bench.loop_handlers",
+            "PYTHONPATH": str(REPO_ROOT),
+        }
         now = dt.datetime.now(UTC).replace(second=0, microsecond=0)
         # Candles up to a few minutes from now (within the clock-skew allowance for bars stamped by open time).
         first = now - dt.timedelta(hours=14)
         n = int((now - first).total_seconds() // 60) + args.duration_s // 60 + 2
         bars = market.simulate(market.MarketSpec(minutes=n, start=first))
-        ingest_candles(engine, bars, SYMBOL, "1m", progress=False, max_clock_skew_s=10 ** 6)
+        ingest_candles(engine, bars, SYMBOL, "1m", progress=False, max_clock_skew_s=10**6)
         package_id = _one_package(engine, now)
-        trainer = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=REPO_ROOT,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        trainer = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         try:
             with engine.begin() as conn:
-                conn.execute(sa.text("INSERT INTO jobs (kind, params) VALUES ('bench_train', CAST(:p AS jsonb))"),
-                             {"p": json.dumps({"seconds": args.train_s})})
+                conn.execute(
+                    sa.text("INSERT INTO jobs (kind, params) VALUES ('bench_train', CAST(:p AS jsonb))"),
+                    {"p": json.dumps({"seconds": args.train_s})},
+                )
             time.sleep(2)
             ends = _predict_every_second(engine, package_id, args.duration_s)
-            time.sleep(args.interval + 10)
+            time.sleep(120 + args.interval + 10)  # the last horizon ends 120 s after its prediction
             with engine.connect() as conn:
-                train = conn.execute(sa.text("SELECT started_at, finished_at FROM jobs WHERE kind = 'bench_train'")).one()
-                rows = conn.execute(sa.text(
-                    "SELECT p.predicted_at + make_interval(secs => p.horizon_s) AS horizon_end, o.validated_at "
-                    "FROM predictions p LEFT JOIN outcomes o ON o.prediction_id = p.id AND o.status = 'validated'"
-                )).all()
+                train = conn.execute(
+                    sa.text("SELECT started_at, finished_at FROM jobs WHERE kind = 'bench_train'")
+                ).one()
+                statuses = conn.execute(
+                    sa.text("SELECT status, pending_reason, count(*) FROM outcomes GROUP BY 1, 2")
+                ).all()
+                kinds = conn.execute(sa.text("SELECT kind, state, count(*) FROM jobs GROUP BY 1, 2")).all()
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT p.predicted_at + make_interval(secs => p.horizon_s) AS horizon_end, o.validated_at "
+                        "FROM predictions p LEFT JOIN outcomes o ON o.prediction_id = p.id AND o.status = 'validated'"
+                    )
+                ).all()
         finally:
             trainer.send_signal(signal.SIGTERM)
             trainer.wait(timeout=120)
         engine.dispose()
-    during = [r for r in rows if train.started_at <= r.horizon_end <= (train.finished_at or r.horizon_end)]
+    train_end = train.finished_at or dt.datetime.now(UTC)
+    during = [r for r in rows if train.started_at <= r.horizon_end <= train_end]
     lags = [(r.validated_at - r.horizon_end).total_seconds() for r in during if r.validated_at is not None]
     missing = len(during) - len(lags)
     print(f"machine: {machine()}")
-    print(f"training job ran {(train.finished_at - train.started_at).total_seconds():.1f} s; {ends} predictions, "
-          f"{len(during)} with horizons ending while it ran ({missing} not labelled)")
-    print(f"validation lag while training: p50 {percentile(lags, 50):.1f} s, p99 {percentile(lags, 99):.1f} s, "
-          f"max {max(lags):.1f} s; target p99 <= interval + 5 = {args.interval + 5:g} s")
+    print(
+        f"training job ran {(train_end - train.started_at).total_seconds():.1f} s; {ends} predictions, "
+        f"{len(during)} with horizons ending while it ran ({missing} not labelled)"
+    )
+    print(f"outcomes: {statuses}; jobs: {kinds}")
+    print(
+        f"validation lag while training: p50 {percentile(lags, 50):.1f} s, p99 {percentile(lags, 99):.1f} s, "
+        f"max {max(lags):.1f} s; target p99 <= interval + 5 = {args.interval + 5:g} s"
+    )
 
 
 def _one_package(engine, now) -> int:
@@ -129,17 +161,24 @@ def _one_package(engine, now) -> int:
 
 
 def _predict_every_second(engine, package_id: int, duration_s: int) -> int:
-    """One prediction per second, each with a 60 s horizon ending ~60 s later (real time)."""
+    """One prediction per second, each with a 120 s horizon (two 1-minute bars; real time)."""
     from app.client import Client, Prediction
 
     n = 0
     with Client(engine) as client:
         deadline = time.monotonic() + duration_s
         while time.monotonic() < deadline:
-            client.insert_prediction(Prediction(model_kind="cnn", model_version="bench", action="long",
-                                                confidence=0.6, horizon_s=60,
-                                                predicted_at=dt.datetime.now(UTC) - dt.timedelta(seconds=1)),
-                                     package_id=package_id)
+            client.insert_prediction(
+                Prediction(
+                    model_kind="cnn",
+                    model_version="bench",
+                    action="long",
+                    confidence=0.6,
+                    horizon_s=120,
+                    predicted_at=dt.datetime.now(UTC) - dt.timedelta(seconds=1),
+                ),
+                package_id=package_id,
+            )
             n += 1
             time.sleep(1.0)
     return n
@@ -154,7 +193,7 @@ def main() -> None:
     f.set_defaults(func=freshness)
     g = sub.add_parser("lag")
     g.add_argument("--interval", type=float, default=15.0)
-    g.add_argument("--train-s", type=float, default=60.0)
+    g.add_argument("--train-s", type=float, default=200.0)
     g.add_argument("--duration-s", type=int, default=60)
     g.set_defaults(func=lag)
     args = p.parse_args()

@@ -39,7 +39,7 @@ from app.db.engine import make_engine  # noqa: E402
 from app.demo import candle_episodes as support  # noqa: E402
 from app.recording import sessions  # noqa: E402
 from app.recording.optim import OptimizerSpec  # noqa: E402
-from app.session_replay import exact, rebuild  # noqa: E402
+from app.session_replay import exact, options, rebuild  # noqa: E402
 from app.trainer import cnn_train
 from bench.common import bench_database, machine  # noqa: E402
 
@@ -87,7 +87,7 @@ def replay_seconds(engine: sa.Engine, session_id: int, repeats: int) -> tuple[li
     times, report = [], None
     for _ in range(repeats):
         started = time.perf_counter()
-        report = exact.replay_session(engine, session_id, exact.ReplayOptions(verify=True))
+        report = exact.replay_session(engine, session_id, options.ReplayOptions(verify=True))
         times.append(time.perf_counter() - started)
         if report.exact is not True:
             raise SystemExit(f"replay diverged: {report.divergence}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app import cli
+from app import cli_common
 
 
 def register(sub) -> None:
@@ -23,7 +23,7 @@ def register(sub) -> None:
 def _similar(args) -> int:
     from app.analysts.similar import similar_setups
 
-    with cli.open_db().connect() as conn:
+    with cli_common.open_db().connect() as conn:
         rows, summary = similar_setups(conn, args.package_id, args.k)
     if args.json:
         print(json.dumps({"neighbours": rows, "summary": summary}, default=str, indent=2))
@@ -44,7 +44,7 @@ def _similar(args) -> int:
 def _report(args) -> int:
     from app.analysts.report import write_report
 
-    with cli.open_db().connect() as conn:
+    with cli_common.open_db().connect() as conn:
         index = write_report(conn, args.session_id, args.out)
     print(f"report written to {index}")
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app import cli
+from app import cli_common
 from app.db import migrate
 
 
@@ -19,28 +19,28 @@ def register(sub) -> None:
 
 
 def _upgrade(args) -> int:
-    engine = cli.open_db(require_head=False)
+    engine = cli_common.open_db(require_head=False)
     migrate.upgrade(engine, args.revision)
     print(f"database at {_fmt(migrate.current_revisions(engine))}")
     return 0
 
 
 def _downgrade(args) -> int:
-    engine = cli.open_db(require_head=False)
+    engine = cli_common.open_db(require_head=False)
     migrate.downgrade(engine, args.revision)
     print(f"database at {_fmt(migrate.current_revisions(engine))}")
     return 0
 
 
 def _current(args) -> int:
-    engine = cli.open_db(require_head=False)
+    engine = cli_common.open_db(require_head=False)
     current, heads = migrate.current_revisions(engine), migrate.head_revisions()
     print(f"{_fmt(current)} ({'head' if current == heads else 'head is ' + _fmt(heads)})")
     return 0
 
 
 def _check(args) -> int:
-    engine = cli.open_db(require_head=True)
+    engine = cli_common.open_db(require_head=True)
     diffs = migrate.schema_drift(engine)
     if diffs:
         for diff in diffs:

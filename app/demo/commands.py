@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app import cli
+from app import cli_common
 from app.db import migrate
 from app.errors import TrainsrvError
 
@@ -58,7 +58,7 @@ def _demo(args) -> int:
 
     if args.candles is not None and not args.candles.is_file():
         raise TrainsrvError(f"--candles: no such file: {args.candles}")
-    engine = cli.open_db(require_head=False)
+    engine = cli_common.open_db(require_head=False)
     migrate.upgrade(engine)  # a fresh data dir is migrated on the spot; an up-to-date one is untouched
     opts = DemoOptions(candles=args.candles, symbol=args.symbol, timeframe=args.timeframe, days=args.days, every_min=args.every_min,
                        horizon_s=args.horizon_s, cnn_epochs=args.cnn_epochs, rl_steps=args.rl_steps,

@@ -51,8 +51,7 @@ ANALYST_SQL = [
     "-- what the CNN would re-train on next (profit_r > 0: profitable calls)\n"
     "SELECT episode_id, profit_r, training_priority FROM v_cnn_replay WHERE profit_r > 0\n"
     "ORDER BY training_priority DESC LIMIT 20;",
-    "-- profitable vs unprofitable experiences in RL replay\n"
-    "SELECT * FROM v_rl_replay_stats;",
+    "-- profitable vs unprofitable experiences in RL replay\nSELECT * FROM v_rl_replay_stats;",
     "-- what the loop did: jobs per stage\n"
     "SELECT kind, state, count(*), min(started_at), max(finished_at) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2;",
 ]
@@ -105,7 +104,7 @@ def loop_settings(opts: DemoOptions) -> dict[str, str]:
 def run_demo(engine: sa.Engine, url: str, opts: DemoOptions) -> dict:
     """Run the loop on a streamed market, audit the newest CNN session; returns the summary."""
     started = time.perf_counter()
-    t0 = dt.datetime.now(dt.timezone.utc)
+    t0 = dt.datetime.now(dt.UTC)
     summary: dict = {"symbol": opts.market_symbol}
     spec, markets = _market(opts)
     log_dir = get_settings().data_dir / "logs"
@@ -114,7 +113,7 @@ def run_demo(engine: sa.Engine, url: str, opts: DemoOptions) -> dict:
     with TrainerProcess(url, str(log_path), schedule=True, env=loop_settings(opts)) as trainer:
         summary["trainer_log"] = str(log_path)
         summary["orchestrator"] = _stream(engine, spec, markets, opts)
-        stream_done = dt.datetime.now(dt.timezone.utc)
+        stream_done = dt.datetime.now(dt.UTC)
         _settle(engine, trainer, stream_done, opts)
         _gates(engine, trainer)
         summary["stages"] = stage_summary(engine, t0)
@@ -132,22 +131,36 @@ def run_demo(engine: sa.Engine, url: str, opts: DemoOptions) -> dict:
 def _market(opts: DemoOptions) -> tuple[stream.StreamSpec, dict | None]:
     hours = opts.days * 24
     if opts.candles is None:
-        spec = stream.StreamSpec(symbols=(opts.market_symbol,), hours=hours, every_min=opts.every_min,
-                                 horizon_s=opts.horizon_s, seed=opts.seed, speed=hours * 3600 / opts.stream_s,
-                                 cycle_pct=opts.cycle_pct)
+        spec = stream.StreamSpec(
+            symbols=(opts.market_symbol,),
+            hours=hours,
+            every_min=opts.every_min,
+            horizon_s=opts.horizon_s,
+            seed=opts.seed,
+            speed=hours * 3600 / opts.stream_s,
+            cycle_pct=opts.cycle_pct,
+        )
         return spec, None
     columns = stream.read_candles_csv(opts.candles)
     stream.require_one_minute(columns, opts.candles, opts.timeframe)
-    first = columns["timestamp"][0].astype("datetime64[s]").astype(dt.datetime).replace(tzinfo=dt.timezone.utc)
-    last = columns["timestamp"][-1].astype("datetime64[s]").astype(dt.datetime).replace(tzinfo=dt.timezone.utc)
+    first = columns["timestamp"][0].astype("datetime64[s]").astype(dt.datetime).replace(tzinfo=dt.UTC)
+    last = columns["timestamp"][-1].astype("datetime64[s]").astype(dt.datetime).replace(tzinfo=dt.UTC)
     available = (last - first - WARMUP).total_seconds() - opts.horizon_s
     if available <= 0:
-        raise TrainsrvError(f"the market from {first} to {last} is too short for a demo: it needs more than "
-                            f"{WARMUP} of history plus one {opts.horizon_s} s horizon")
+        raise TrainsrvError(
+            f"the market from {first} to {last} is too short for a demo: it needs more than "
+            f"{WARMUP} of history plus one {opts.horizon_s} s horizon"
+        )
     hours = min(hours, available / 3600)
-    spec = stream.StreamSpec(symbols=(opts.market_symbol,), hours=hours, every_min=opts.every_min,
-                             horizon_s=opts.horizon_s, seed=opts.seed, start=first,
-                             speed=hours * 3600 / opts.stream_s)
+    spec = stream.StreamSpec(
+        symbols=(opts.market_symbol,),
+        hours=hours,
+        every_min=opts.every_min,
+        horizon_s=opts.horizon_s,
+        seed=opts.seed,
+        start=first,
+        speed=hours * 3600 / opts.stream_s,
+    )
     return spec, {opts.market_symbol: columns}
 
 
@@ -207,13 +220,21 @@ def _audit(engine: sa.Engine, trainer: TrainerProcess, opts: DemoOptions) -> dic
         session = conn.execute(queries.get("demo.newest_session"), {"model_kind": "cnn"}).scalar()
     if session is None:
         raise TrainsrvError("the loop trained no CNN session (too few profitable episodes in this market?)")
-    ids = {"replay_session": enqueue(engine, "replay_session", session_id=session, verify=True),
-           "verify_integrity": enqueue(engine, "verify_integrity", session_id=session)}
+    ids = {
+        "replay_session": enqueue(engine, "replay_session", session_id=session, verify=True),
+        "verify_integrity": enqueue(engine, "verify_integrity", session_id=session),
+    }
     with tqdm(desc="audit: replay and verify", disable=not opts.progress):
         done = wait_for(engine, list(ids.values()), trainer)
-    return {kind: {"job_id": job["id"], "attempts": job["attempts"],
-                   "elapsed_s": round((job["finished_at"] - job["started_at"]).total_seconds(), 2),
-                   "result": job["result"]} for kind, job in zip(ids, done)}
+    return {
+        kind: {
+            "job_id": job["id"],
+            "attempts": job["attempts"],
+            "elapsed_s": round((job["finished_at"] - job["started_at"]).total_seconds(), 2),
+            "result": job["result"],
+        }
+        for kind, job in zip(ids, done)
+    }
 
 
 def stage_summary(engine: sa.Engine, t0: dt.datetime) -> list[dict]:
@@ -222,8 +243,18 @@ def stage_summary(engine: sa.Engine, t0: dt.datetime) -> list[dict]:
         rows = conn.execute(queries.get("demo.loop_jobs"), {"kinds": list(LOOP_KINDS)}).mappings().all()
     stages: dict[str, dict] = {}
     for r in rows:
-        s = stages.setdefault(r["kind"], {"stage": r["kind"], "runs": 0, "first_s": None, "last_s": None,
-                                          "busy_s": 0.0, "did": defaultdict(int), "sessions": []})
+        s = stages.setdefault(
+            r["kind"],
+            {
+                "stage": r["kind"],
+                "runs": 0,
+                "first_s": None,
+                "last_s": None,
+                "busy_s": 0.0,
+                "did": defaultdict(int),
+                "sessions": [],
+            },
+        )
         s["runs"] += 1
         start, end = (r["started_at"] - t0).total_seconds(), (r["finished_at"] - t0).total_seconds()
         s["first_s"] = round(start if s["first_s"] is None else min(s["first_s"], start), 1)
@@ -245,8 +276,12 @@ def stage_summary(engine: sa.Engine, t0: dt.datetime) -> list[dict]:
 def _market_span(engine: sa.Engine, opts: DemoOptions, markets: dict | None) -> dict:
     with engine.connect() as conn:
         span = conn.execute(queries.get("demo.market_range"), {"symbol": opts.market_symbol}).mappings().one()
-    return {"source": str(opts.candles) if opts.candles else "simulated", "bars": span["bars"],
-            "first_ts": span["first_ts"], "last_ts": span["last_ts"]}
+    return {
+        "source": str(opts.candles) if opts.candles else "simulated",
+        "bars": span["bars"],
+        "first_ts": span["first_ts"],
+        "last_ts": span["last_ts"],
+    }
 
 
 def _sessions(engine: sa.Engine) -> list[dict]:

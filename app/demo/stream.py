@@ -39,7 +39,7 @@ from app.ingest.package import ModelInputPackage
 
 # Packages need 12 hours of history for their 1-hour window (and indicator warm-up).
 WARMUP = dt.timedelta(hours=13)
-START = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 PredictionSource = Callable[[ModelInputPackage, int], list[Prediction]]
 
@@ -127,24 +127,36 @@ def require_one_minute(columns: dict[str, np.ndarray], path, timeframe: str = "1
 def simulated(spec: StreamSpec, index: int) -> dict[str, np.ndarray]:
     """The simulated market of the ``index``-th symbol: warm-up, streamed hours and the last horizon."""
     span = spec.warmup + dt.timedelta(hours=spec.hours, seconds=spec.horizon_s)
-    return market.simulate(market.MarketSpec(minutes=int(span.total_seconds() // 60) + 2, start=spec.start,
-                                             seed=spec.seed + 7 + index, start_price=40_000.0 / (index + 1),
-                                             spikes_per_day=spec.spikes_per_day, cycle_pct=spec.cycle_pct))
+    return market.simulate(
+        market.MarketSpec(
+            minutes=int(span.total_seconds() // 60) + 2,
+            start=spec.start,
+            seed=spec.seed + 7 + index,
+            start_price=40_000.0 / (index + 1),
+            spikes_per_day=spec.spikes_per_day,
+            cycle_pct=spec.cycle_pct,
+        )
+    )
 
 
 class Streamer:
     """Releases candles and decisions as the accelerated market clock passes them."""
 
-    def __init__(self, engine: sa.Engine, spec: StreamSpec, source: PredictionSource | None = None,
-                 on_decision: Callable[[str, dt.datetime], None] = lambda symbol, ts: None,
-                 markets: dict[str, dict[str, np.ndarray]] | None = None):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        spec: StreamSpec,
+        source: PredictionSource | None = None,
+        on_decision: Callable[[str, dt.datetime], None] = lambda symbol, ts: None,
+        markets: dict[str, dict[str, np.ndarray]] | None = None,
+    ):
         """``markets``: 1-minute OHLCV columns per symbol (``timestamp`` as datetime64[s], from
         ``spec.start``) to stream instead of simulated ones."""
         self.engine, self.spec = engine, spec
         self.source = source or rule_models(spec.seed + 11, spec.horizon_s)
         self.on_decision = on_decision
         self.markets = markets or {sym: simulated(spec, i) for i, sym in enumerate(spec.symbols)}
-        self.released = {sym: 0 for sym in spec.symbols}   # bars stored so far, per symbol
+        self.released = {sym: 0 for sym in spec.symbols}  # bars stored so far, per symbol
         self.next_decision = spec.stream_start
         self.counts = {"candles": 0, "packages": 0, "invalid_packages": 0, "predictions": 0, "decisions": 0}
 
@@ -157,15 +169,22 @@ class Streamer:
             while self.next_decision <= self.spec.stream_end:
                 clock = self.spec.stream_start + dt.timedelta(seconds=(time.monotonic() - wall0) * self.spec.speed)
                 clock = min(clock, self.spec.stream_end)
-                self._release_until(clock)
+                # Decisions the clock has passed are taken in order, each seeing the market as of its
+                # time (a slow machine falls behind the clock, never ahead of the decisions).
                 while self.next_decision <= clock:
+                    self._release_until(self.next_decision)
                     self._decide(client, conn, self.next_decision)
                     self.next_decision += dt.timedelta(minutes=self.spec.every_min)
+                self._release_until(clock)
                 time.sleep(self.spec.tick_s)
         # The last horizons need their bars too.
         self._release_until(self.spec.stream_end + dt.timedelta(seconds=self.spec.horizon_s + 60))
-        return {**self.counts, "elapsed_s": round(time.monotonic() - started, 2),
-                "market_start": self.spec.stream_start.isoformat(), "market_end": self.spec.stream_end.isoformat()}
+        return {
+            **self.counts,
+            "elapsed_s": round(time.monotonic() - started, 2),
+            "market_start": self.spec.stream_start.isoformat(),
+            "market_end": self.spec.stream_end.isoformat(),
+        }
 
     def _release_until(self, clock: dt.datetime) -> None:
         # A 1-minute bar opening at t is released once the clock reaches its close (t + 60 s).
@@ -173,7 +192,7 @@ class Streamer:
         for sym, columns in self.markets.items():
             upto = int(np.searchsorted(columns["timestamp"], limit, side="right"))
             if upto > self.released[sym]:
-                chunk = {k: v[self.released[sym]:upto] for k, v in columns.items()}
+                chunk = {k: v[self.released[sym] : upto] for k, v in columns.items()}
                 self.counts["candles"] += ingest_candles(self.engine, chunk, sym, "1m", progress=False).loaded
                 self.released[sym] = upto
 
@@ -208,8 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--horizon-s", type=int, default=900)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    spec = StreamSpec(symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip()), hours=args.hours,
-                      speed=args.speed, every_min=args.every_min, horizon_s=args.horizon_s, seed=args.seed)
+    spec = StreamSpec(
+        symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip()),
+        hours=args.hours,
+        speed=args.speed,
+        every_min=args.every_min,
+        horizon_s=args.horizon_s,
+        seed=args.seed,
+    )
     engine = db_engine.get_engine()
     try:
         print(json.dumps(run(engine, spec)), flush=True)

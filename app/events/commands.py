@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app import cli
+from app import cli_common
 from app.config import get_settings
 from app.events import detect
 
@@ -13,17 +13,17 @@ def register(sub) -> None:
     events = sub.add_parser("events", help="rapid price-change events").add_subparsers(
         dest="events_command", required=True)
     run = events.add_parser("detect", help="detect velocity / volatility-spike events in the candles")
-    run.add_argument("--symbol", type=cli.non_empty, help="only this symbol")
+    run.add_argument("--symbol", type=cli_common.non_empty, help="only this symbol")
     run.add_argument("--json", action="store_true", help="machine-readable output")
     run.set_defaults(func=_detect)
     show = events.add_parser("list", help="the strongest stored events of each kind")
-    show.add_argument("--symbol", type=cli.non_empty, help="only this symbol")
-    show.add_argument("--limit", type=cli.positive_int, default=5, help="events per kind (default 5)")
+    show.add_argument("--symbol", type=cli_common.non_empty, help="only this symbol")
+    show.add_argument("--limit", type=cli_common.positive_int, default=5, help="events per kind (default 5)")
     show.set_defaults(func=_list)
 
 
 def _detect(args) -> int:
-    counts = detect.detect_events(cli.open_db(), get_settings(), symbol=args.symbol)
+    counts = detect.detect_events(cli_common.open_db(), get_settings(), symbol=args.symbol)
     if args.json:
         print(json.dumps(counts))
         return 0
@@ -34,7 +34,7 @@ def _detect(args) -> int:
 
 
 def _list(args) -> int:
-    with cli.open_db().connect() as conn:
+    with cli_common.open_db().connect() as conn:
         rows = detect.largest(conn, args.symbol, args.limit)
     for r in rows:
         print(f"{r['kind']:<17} {r['symbol']:<12} {r['started_at']:%Y-%m-%d %H:%M} .. {r['ended_at']:%H:%M}  "

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from app import cli
+from app import cli_common as cli
 from app.errors import TrainsrvError
 
 

@@ -107,8 +107,7 @@ def ingest_candles(engine: sa.Engine, source: Any, symbol: str, timeframe: str, 
     report = CandleReport(symbol=symbol, timeframe=timeframe)
     started = time.perf_counter()
     with engine.begin() as conn:
-        conn.execute(sa.text("SET LOCAL TimeZone = 'UTC'"))
-        conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))  # sort a large file's rows in memory
+        conn.exec_driver_sql(queries.sql("ingest.candle_load_session"))
         conn.execute(queries.get("ingest.create_candle_rows"))
         typed = _copy_typed(conn, candle_source)
         if not typed:
@@ -145,6 +144,7 @@ class _NeedsSlowPath(Exception):
 def _copy_typed(conn: sa.Connection, source: "_Source") -> bool:
     """COPY the source into the typed staging table; False (nothing staged) if any field does
     not parse or the text is not plain CSV, in which case the slow path takes over."""
+    # The file's own column order, so the only statement built here: identifiers composed by psycopg.
     statement = psycopg.sql.SQL("COPY ingest_candle_rows ({}) FROM STDIN WITH (FORMAT csv)").format(
         psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(_STAGED[c]) for c in source.columns))
     try:
@@ -163,9 +163,7 @@ def _copy_typed(conn: sa.Connection, source: "_Source") -> bool:
 def _copy_raw(conn: sa.Connection, source: "_Source", report: CandleReport) -> None:
     conn.execute(queries.get("ingest.create_candle_staging"))
     cursor = conn.connection.driver_connection.cursor()
-    statement = ("COPY ingest_candle_staging (row_no, raw_ts, raw_open, raw_high, raw_low, raw_close, "
-                 "raw_volume) FROM STDIN WITH (FORMAT csv)")
-    with cursor.copy(statement) as copy:
+    with cursor.copy(queries.sql("ingest.copy_candle_staging")) as copy:
         for chunk in source.numbered_chunks(report):
             copy.write(chunk)
     conn.execute(queries.get("ingest.parse_candle_staging"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app import cli
+from app import cli_common
 from app.ingest.candles import CandleReport, ingest_candles
 
 GAPS_SHOWN = 10
@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 
 def _candles(args) -> int:
-    engine = cli.open_db()
+    engine = cli_common.open_db()
     report = ingest_candles(engine, args.file, args.symbol, args.timeframe,
                             progress=False if args.no_progress else None)
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
-from app import cli
+from app import cli_common
 from app.config import get_settings
 from app.errors import ValidationError
 from app.jobs import queue, registry, transitions
@@ -16,7 +16,7 @@ from app.jobs.worker import Worker
 def register(sub) -> None:
     serve = sub.add_parser("serve", help="run the trainer: claim and run queued jobs until stopped")
     serve.add_argument("--once", action="store_true", help="exit when no job is ready instead of waiting")
-    serve.add_argument("--max-jobs", type=cli.positive_int, metavar="N", help="exit after running N jobs")
+    serve.add_argument("--max-jobs", type=cli_common.positive_int, metavar="N", help="exit after running N jobs")
     serve.add_argument("--worker-id", help="name in jobs.locked_by (default: host:pid:random)")
     serve.add_argument("--no-schedule", action="store_true", help="do not enqueue scheduled / threshold jobs")
     serve.add_argument("--single-lane", action="store_true",
@@ -29,14 +29,14 @@ def register(sub) -> None:
     enqueue.add_argument("--param", action="append", default=[], metavar="K=V", help="a job parameter (repeatable)")
     enqueue.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
     enqueue.add_argument("--dedupe-key", help="skip when a queued / running job has this key")
-    enqueue.add_argument("--max-attempts", type=cli.positive_int, help="attempts before the job stays failed")
+    enqueue.add_argument("--max-attempts", type=cli_common.positive_int, help="attempts before the job stays failed")
     enqueue.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="run no sooner than this")
     enqueue.set_defaults(func=_enqueue)
 
     listing = jobs.add_parser("list", help="newest jobs first, and the queue depth")
     listing.add_argument("--state", help="only jobs in this state")
     listing.add_argument("--kind", help="only jobs of this kind")
-    listing.add_argument("--limit", type=cli.positive_int, default=50)
+    listing.add_argument("--limit", type=cli_common.positive_int, default=50)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=_list)
 
@@ -54,7 +54,7 @@ def register(sub) -> None:
 # -- serve ------------------------------------------------------------------------------------
 
 def _serve(args) -> int:
-    engine = cli.open_db()  # refuses a database that is not at the migration head
+    engine = cli_common.open_db()  # refuses a database that is not at the migration head
     transitions.to_stream()
     if args.once or args.max_jobs is not None or args.single_lane:
         worker = Worker(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
@@ -98,7 +98,7 @@ def _enqueue(args) -> int:
     params = parse_params(args.param)
     # Validate before connecting: a typo is reported even when the database is down.
     queue.validate(args.kind, params, args.priority, args.max_attempts, args.dedupe_key, args.delay)
-    with cli.open_db().begin() as conn:
+    with cli_common.open_db().begin() as conn:
         job = queue.enqueue(conn, args.kind, params, priority=args.priority, dedupe_key=args.dedupe_key,
                             max_attempts=args.max_attempts, delay_s=args.delay)
     if job.created:
@@ -109,7 +109,7 @@ def _enqueue(args) -> int:
 
 
 def _list(args) -> int:
-    with cli.open_db().connect() as conn:
+    with cli_common.open_db().connect() as conn:
         rows = queue.list_jobs(conn, state=args.state, kind=args.kind, limit=args.limit)
         depth = queue.depth(conn)
     if args.json:
@@ -127,20 +127,20 @@ def _list(args) -> int:
 
 
 def _show(args) -> int:
-    with cli.open_db().connect() as conn:
+    with cli_common.open_db().connect() as conn:
         print(json.dumps(queue.get(conn, args.id), default=str, indent=2))
     return 0
 
 
 def _cancel(args) -> int:
-    with cli.open_db().begin() as conn:
+    with cli_common.open_db().begin() as conn:
         queue.cancel(conn, args.id)
     print(f"cancelled job {args.id}")
     return 0
 
 
 def _retry(args) -> int:
-    with cli.open_db().begin() as conn:
+    with cli_common.open_db().begin() as conn:
         queue.retry(conn, args.id)
     print(f"queued job {args.id} again")
     return 0

@@ -39,13 +39,20 @@ def maintenance_kinds(settings: Settings) -> tuple[str, ...]:
 class Lanes:
     """The main worker and, when ``maintenance_kinds`` is set, the maintenance worker."""
 
-    def __init__(self, engine: sa.Engine, settings: Settings, worker_id: str | None = None, schedule: bool = True,
-                 maintenance: bool = True):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        settings: Settings,
+        worker_id: str | None = None,
+        schedule: bool = True,
+        maintenance: bool = True,
+    ):
         base = worker_id or default_worker_id()
         light = maintenance_kinds(settings) if maintenance else ()
         self.main = Worker(engine, settings, base, schedule=schedule and not light, rescue=not light)
-        self.maintenance = (Worker(engine, settings, f"{base}/maintenance", schedule=schedule, kinds=light)
-                            if light else None)
+        self.maintenance = (
+            Worker(engine, settings, f"{base}/maintenance", schedule=schedule, kinds=light) if light else None
+        )
         self._thread: threading.Thread | None = None
 
     @property

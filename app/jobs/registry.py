@@ -7,9 +7,9 @@
         ...   # return a JSON-able result stored on the job row
 
 Parameters are validated before the handler runs (type, default, choices, bounds); unknown or
-bad parameters fail the job with a message naming the parameter. Handler modules are listed in
-``HANDLER_MODULES`` and imported once by ``load_handlers()``, together with any modules named in
-``TRAINSRV_HANDLER_MODULES`` (comma-separated: plug-in job kinds without editing this list).
+bad parameters fail the job with a message naming the parameter. Each area registers its kinds in
+its ``jobs`` module; ``app.jobs.kinds`` imports them all, and ``load_handlers()`` adds the plug-in
+modules named in ``TRAINSRV_HANDLER_MODULES`` (comma-separated), each imported once.
 
 A long handler calls ``ctx.should_stop()`` now and then; when it is true (the trainer is
 shutting down, or the job was cancelled or taken over) it either returns a result or raises
@@ -26,8 +26,6 @@ import sqlalchemy as sa
 
 from app.config import Settings, get_settings
 from app.errors import TrainsrvError, ValidationError
-
-HANDLER_MODULES: list[str] = ["app.jobs.builtin", "app.outcomes.jobs", "app.events.jobs", "app.experiences.jobs", "app.trainer.cnn_commands", "app.session_replay.commands", "app.trainer.rl_commands", "app.registry.jobs"]
 
 REQUIRED = object()
 
@@ -116,6 +114,7 @@ class Handler:
 
 
 _handlers: dict[str, Handler] = {}
+_plugins: set[str] = set()  # plug-in modules already imported
 
 
 def handler(kind: str, **params: Param):
@@ -128,19 +127,24 @@ def handler(kind: str, **params: Param):
     return register
 
 
-def load_handlers() -> dict[str, Handler]:
-    """Every registered handler by kind, after importing the handler modules."""
-    extra = [m.strip() for m in get_settings().handler_modules.split(",") if m.strip()]
-    for module in [*HANDLER_MODULES, *extra]:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise TrainsrvError(f"job handler module {module!r} cannot be imported: {exc}") from exc
+def load_handlers(settings: Settings | None = None) -> dict[str, Handler]:
+    """Every registered handler by kind: the shipped kinds and the configured plug-in modules."""
+    from app.jobs import kinds  # noqa: F401 - importing it registers every shipped kind
+
+    modules = (settings or get_settings()).handler_modules
+    for module in (m.strip() for m in modules.split(",")):
+        if module and module not in _plugins:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise TrainsrvError(f"job handler module {module!r} cannot be imported: {exc}") from exc
+            _plugins.add(module)
     return _handlers
 
 
 def get(kind: str) -> Handler:
-    handlers = load_handlers()
+    """The handler of ``kind``; modules are loaded only when the kind is not registered yet."""
+    handlers = _handlers if kind in _handlers else load_handlers()
     if kind not in handlers:
         raise ValidationError("kind", f"unknown job kind {kind!r} (known: {', '.join(sorted(handlers)) or 'none'})")
     return handlers[kind]

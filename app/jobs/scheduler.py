@@ -93,10 +93,22 @@ class Scheduler:
     def thresholds(self) -> list[Threshold]:
         s = self.settings
         return [
-            Threshold("train_cnn", "cnn", "new replay episodes", s.min_episodes_for_cnn_training,
-                      "jobs.new_replay_episodes_by_symbol", {"min_profit_r": _replay_threshold(s)}),
-            Threshold("train_rl", "rl", "new experiences", s.min_experiences_for_rl_training,
-                      "jobs.new_experiences_by_symbol", {}),
+            Threshold(
+                "train_cnn",
+                "cnn",
+                "new replay episodes",
+                s.min_episodes_for_cnn_training,
+                "jobs.new_replay_episodes_by_symbol",
+                {"min_profit_r": _replay_threshold(s)},
+            ),
+            Threshold(
+                "train_rl",
+                "rl",
+                "new experiences",
+                s.min_experiences_for_rl_training,
+                "jobs.new_experiences_by_symbol",
+                {},
+            ),
         ]
 
     def auto_params(self, model_kind: str) -> dict:
@@ -121,8 +133,10 @@ class Scheduler:
         # The database clock, so trainers on different machines agree on the window.
         now = conn.execute(sa.text("SELECT extract(epoch FROM now())")).scalar()
         window = math.floor(float(now) / s.validation_interval_s)
-        return [Due(kind, f"auto:{kind}:{window}", f"every {s.validation_interval_s:g} s", priority=PERIODIC_PRIORITY)
-                for kind in PERIODIC_KINDS]
+        return [
+            Due(kind, f"auto:{kind}:{window}", f"every {s.validation_interval_s:g} s", priority=PERIODIC_PRIORITY)
+            for kind in PERIODIC_KINDS
+        ]
 
     def _thresholds(self, conn: sa.Connection, handlers: dict[str, registry.Handler]) -> list[Due]:
         found = []
@@ -147,14 +161,21 @@ class Scheduler:
 
     def _enqueue(self, conn: sa.Connection, handler: registry.Handler, due: Due) -> int | None:
         try:
-            job_id = queue.enqueue_once(conn, due.kind, due.offered, due.dedupe_key, priority=due.priority,
-                                        settings=self.settings)
+            job_id = queue.enqueue_once(
+                conn, due.kind, due.offered, due.dedupe_key, priority=due.priority, settings=self.settings
+            )
         except ValidationError as exc:
             self._skip_once(due.kind, f"its parameters from the settings do not validate ({exc})")
             return None
         if job_id is not None:
-            transitions.emit("job.enqueued", job_id=job_id, kind=due.kind, dedupe_key=due.dedupe_key,
-                             reason=due.reason, source="scheduler")
+            transitions.emit(
+                "job.enqueued",
+                job_id=job_id,
+                kind=due.kind,
+                dedupe_key=due.dedupe_key,
+                reason=due.reason,
+                source="scheduler",
+            )
         return job_id
 
     def _skip_once(self, kind: str, why: str) -> None:

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.errors import ValidationError
-from app.nets.interface import ACTIONS, InputSpec, load_factory
+from app.nets.interface import ACTIONS, RL_REFERENCE, InputSpec, load_factory
 
-REFERENCE = "app.nets.dqn:build"
+REFERENCE = RL_REFERENCE
 
 
 class QNetwork(nn.Module):

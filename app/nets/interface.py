@@ -20,27 +20,55 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from app.errors import ValidationError
+
+if TYPE_CHECKING:
+    import torch
 
 ACTIONS = ("long", "short", "hold")
 CHANNELS = 5  # open, high, low, close, volume per bar
 REFERENCE = "app.nets.cnn:build"
+RL_REFERENCE = "app.nets.dqn:build"  # the reference Q-network (same input, one value per action)
 
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    """The shape of one model input: which timeframes, how many bars each."""
+    """The shape of one model input: which timeframes, how many bars each, which feature arrays.
+
+    ``x`` is ``(batch, len(timeframes), channels, window)``. Timeframe ``i`` holds its newest
+    ``windows[i]`` bars (all ``window`` when ``windows`` is empty), right-aligned: the newest bar
+    is always the last position, and a timeframe with a shorter window is zero on the left.
+    Channels are OHLCV (``CHANNELS``) then one per name in ``features``: the package's feature
+    arrays (``app.ingest.features``, as stored), in the block of ``feature_timeframe`` (the series
+    they were computed on), right-aligned like the bars; zero in the other timeframes' blocks.
+    """
 
     timeframes: tuple[str, ...]
     window: int
     channels: int = CHANNELS
+    windows: tuple[int, ...] = ()
+    features: tuple[str, ...] = ()
+    feature_timeframe: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "timeframes", tuple(self.timeframes))
+        object.__setattr__(self, "windows", tuple(self.windows))
+        object.__setattr__(self, "features", tuple(self.features))
 
     def shape(self) -> tuple[int, int, int]:
         return (len(self.timeframes), self.channels, self.window)
+
+    def window_of(self, timeframe: str) -> int:
+        """Bars of ``timeframe`` the model sees (the rest of its row is zero padding)."""
+        return self.windows[self.timeframes.index(timeframe)] if self.windows else self.window
+
+    def to_config(self) -> dict:
+        """What a session stores to rebuild the spec (``InputSpec(**config)``)."""
+        return {"timeframes": list(self.timeframes), "window": self.window, "channels": self.channels,
+                "windows": list(self.windows), "features": list(self.features),
+                "feature_timeframe": self.feature_timeframe}
 
 
 def load_factory(path: str) -> Callable[..., torch.nn.Module]:
@@ -59,6 +87,8 @@ def load_factory(path: str) -> Callable[..., torch.nn.Module]:
 
 
 def build_model(path: str, input_spec: InputSpec, config: dict | None = None) -> torch.nn.Module:
+    import torch
+
     """Build the model at ``path`` and check its outputs on a dummy batch of two."""
     try:
         model = load_factory(path)(input_spec, **(config or {}))
@@ -71,6 +101,8 @@ def build_model(path: str, input_spec: InputSpec, config: dict | None = None) ->
 
 
 def check_outputs(path: str, model: torch.nn.Module, input_spec: InputSpec) -> None:
+    import torch
+
     was_training = model.training
     model.eval()
     with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from app import cli
+from app import cli_common
 from app.config import get_settings
 from app.errors import ValidationError
 from app.outcomes import validate
@@ -13,7 +13,7 @@ from app.outcomes import validate
 
 def register(sub) -> None:
     p = sub.add_parser("validate", help="label predictions whose horizon has passed (outcomes)")
-    p.add_argument("--symbol", type=cli.non_empty, help="only this symbol")
+    p.add_argument("--symbol", type=cli_common.non_empty, help="only this symbol")
     p.add_argument("--recheck", action="store_true",
                    help="recompute validated outcomes too (e.g. after changing fee_rate / slippage_rate)")
     p.add_argument("--as-of", dest="as_of", help="label as if it were this ISO time (UTC if no offset)")
@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 
 def _validate(args) -> int:
-    engine = cli.open_db()
+    engine = cli_common.open_db()
     result = validate.validate_outcomes(engine, get_settings(), symbol=args.symbol, recheck=args.recheck,
                                         as_of=_parse_time(args.as_of))
     with engine.connect() as conn:

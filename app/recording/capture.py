@@ -25,55 +25,7 @@ import queue
 import torch
 
 from app.recording import blobs
-
-POLICIES = ("full", "every_k", "half", "none")
-HALF_CODECS = ("bf16", "fp16")
-
-
-@dataclasses.dataclass(frozen=True)
-class CapturePolicy:
-    """Which steps are captured and how.
-
-    * ``full``    — every parameter at every step, raw bytes: lossless, replay-exact (default).
-    * ``every_k`` — raw bytes, but only at steps divisible by ``k``: not replay-exact.
-    * ``half``    — every step, rounded to ``half_codec`` (bf16 or fp16): not replay-exact.
-    * ``none``    — nothing captured (steps and checkpoints are still recorded).
-    """
-
-    name: str = "full"
-    k: int = 1
-    half_codec: str = "bf16"
-
-    def __post_init__(self):
-        from app.errors import ValidationError
-
-        if self.name not in POLICIES:
-            raise ValidationError("capture", f"must be one of {', '.join(POLICIES)}, got {self.name!r}")
-        if self.k < 1:
-            raise ValidationError("capture_k", f"must be >= 1, got {self.k}")
-        if self.half_codec not in HALF_CODECS:
-            raise ValidationError("half_codec", f"must be one of {', '.join(HALF_CODECS)}, got {self.half_codec!r}")
-
-    @property
-    def replay_exact(self) -> bool:
-        """Only lossless capture of every step lets a replay reproduce checkpoints bit for bit."""
-        return self.name == "full"
-
-    @property
-    def codec(self) -> str:
-        return self.half_codec if self.name == "half" else "raw"
-
-    def captures(self, step: int) -> bool:
-        if self.name == "none":
-            return False
-        return self.name != "every_k" or step % self.k == 0
-
-    def to_config(self) -> dict:
-        return {"name": self.name, "k": self.k, "half_codec": self.half_codec}
-
-    @classmethod
-    def from_config(cls, raw: dict) -> "CapturePolicy":
-        return cls(raw.get("name", "full"), int(raw.get("k", 1)), raw.get("half_codec", "bf16"))
+from app.recording.policy import DEFAULT_PIPELINE, CapturePolicy
 
 
 @dataclasses.dataclass
@@ -152,7 +104,7 @@ def _copy_into(layout: _SlotLayout, grads: list[torch.Tensor]) -> None:
 class GradientCapture:
     """Copies gradients of ``named_parameters`` into a bounded pool of host slots."""
 
-    def __init__(self, named_parameters, policy: CapturePolicy, slots: int = 4):
+    def __init__(self, named_parameters, policy: CapturePolicy, slots: int = DEFAULT_PIPELINE.slots):
         if slots < 1:
             raise ValueError("slots must be >= 1")
         self.params = [(n, p) for n, p in named_parameters if p.requires_grad]

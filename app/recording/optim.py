@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from app.errors import ValidationError
+
+if TYPE_CHECKING:
+    import torch
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -49,6 +51,8 @@ class OptimizerSpec:
             raise ValidationError("clip_grad_norm", f"must be positive or None, got {self.clip_grad_norm!r}")
 
     def build(self, params) -> torch.optim.Optimizer:
+        import torch
+
         """A fresh optimizer over ``params`` with this spec (lr is set per step by ``apply_lr``)."""
         if self.name == "sgd":
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,

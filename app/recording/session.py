@@ -38,8 +38,9 @@ from app import __version__
 from app.db import models, queries
 from app.errors import TrainsrvError, ValidationError
 from app.recording import checkpoints, sessions
-from app.recording.capture import CapturedGradients, CapturePolicy, GradientCapture
+from app.recording.capture import CapturedGradients, GradientCapture
 from app.recording.convergence import ConvergenceTracker
+from app.recording.policy import CapturePolicy, WriterOptions
 from app.recording.writer import BackgroundWriter, CheckpointRecord, StepRecord
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,6 @@ class SessionSpec:
     parent_session_id: int | None = None
     init_session_id: int | None = None       # the checkpoint the weights started from (--init)
     init_checkpoint_id: int | None = None
-
-
-@dataclasses.dataclass
-class WriterOptions:
-    """Bounds of the capture / write pipeline (host memory = slots x gradient bytes)."""
-
-    slots: int = 4
-    max_pending: int = 8
-    max_batch: int = 16
 
 
 class SessionRecorder:

@@ -36,11 +36,11 @@ def mark_resumed(conn: sa.Connection, session_id: int, *, dropped: int, step: in
     conn.execute(queries.get("trainer.mark_resumed"), {"session_id": session_id, "dropped": dropped, "step": step})
 
 
-def get(conn: sa.Connection, session_id: int):
-    """The row of ``session_id`` (ValidationError naming it when absent)."""
+def get(conn: sa.Connection, session_id: int, field: str = "session"):
+    """The row of ``session_id``; when absent, a ValidationError naming ``field`` (the caller's option)."""
     row = conn.execute(sa.select(_table).where(_table.c.id == session_id)).first()
     if row is None:
-        raise ValidationError("session", f"no training session with id {session_id}")
+        raise ValidationError(field, f"no training session with id {session_id}")
     return row
 
 

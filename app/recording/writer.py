@@ -54,6 +54,7 @@ from app.db import models, queries
 from app.errors import TrainsrvError
 from app.recording import blobs
 from app.recording.capture import CapturedGradients
+from app.recording.policy import DEFAULT_PIPELINE
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ class BatchLimits:
 class BackgroundWriter:
     """Writes the records of one session from a background thread."""
 
-    def __init__(self, engine: sa.Engine, session_id: int, *, max_pending: int = 8, max_batch: int = 16,
+    def __init__(self, engine: sa.Engine, session_id: int, *, max_pending: int = DEFAULT_PIPELINE.max_pending,
+                 max_batch: int = DEFAULT_PIPELINE.max_batch,
                  max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES, max_batch_s: float = DEFAULT_MAX_BATCH_S,
                  chunk_bytes: int = blobs.DEFAULT_CHUNK_BYTES):
         if max_batch < 1:

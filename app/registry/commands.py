@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app import cli
+from app import cli_common as cli
 from app.registry import lineage, store
 
 

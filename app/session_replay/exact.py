@@ -31,7 +31,9 @@ from app.config import get_settings
 from app.db import models
 from app.errors import TrainsrvError, ValidationError
 from app.recording import checkpoints, sessions, stored_steps
+from app.recording.hooks import resolve_device
 from app.session_replay import rebuild
+from app.session_replay.options import ReplayOptions
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +44,6 @@ class NotReplayExact(TrainsrvError):
 
 class ReplayError(TrainsrvError):
     """The stored session is incomplete or does not fit the model it names."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplayOptions:
-    """What to replay: ``from_step`` picks the start checkpoint (the nearest at or before it)."""
-
-    from_step: int | None = None
-    to_step: int | None = None
-    verify: bool = False
-    approximate: bool = False
-    device: str = "cpu"
-    threads: int | None = None
 
 
 @dataclasses.dataclass
@@ -127,7 +117,7 @@ def replay_session(engine: sa.Engine, session_id: int, options: ReplayOptions | 
     Raises NotReplayExact, ReplayError, CorruptedBlob (naming the blob) or CheckpointError.
     """
     opts = options or ReplayOptions()
-    check_device(opts.device)
+    resolve_device(opts.device)
     started = time.perf_counter()
     with engine.connect() as conn:
         row = sessions.get(conn, session_id)
@@ -157,16 +147,6 @@ def torch_threads(count: int | None = None):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def check_device(device: str) -> None:
-    """A ValidationError naming ``device`` when it does not exist on this machine."""
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise ValidationError("device", f"unknown device {device!r}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValidationError("device", f"{device!r} requested but CUDA is not available")
 
 
 def check_replayable(row, opts: ReplayOptions) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from typing import Callable
 
@@ -29,68 +28,16 @@ import torch
 from app.db import models
 from app.errors import ValidationError
 from app.recording import checkpoints, sessions, stored_steps
-from app.recording.capture import CapturePolicy
 from app.recording.convergence import ConvergenceTracker
 from app.recording.hooks import Hooks
+from app.recording.policy import CapturePolicy
 from app.recording.session import SessionRecorder, SessionSpec
 from app.recording.writer import StepRecord
 from app.session_replay import rebuild
-from app.session_replay.exact import (
-    ReplayError,
-    ReplayOptions,
-    check_device,
-    check_replayable,
-    torch_threads,
-)
+from app.session_replay.exact import ReplayError, check_replayable, torch_threads
+from app.session_replay.options import OntoOptions, ReplayOptions, Target
 
 log = logging.getLogger(__name__)
-
-OPTIMIZER_STATES = ("checkpoint", "fresh")
-_TARGET = re.compile(r"^(?:(?P<session>\d+)(?:@(?P<step>\d+))?|(?:checkpoint|ckpt):(?P<id>\d+))$")
-
-
-@dataclasses.dataclass(frozen=True)
-class OntoOptions:
-    """Which source steps to apply, and how the new session is recorded."""
-
-    from_step: int = 0
-    to_step: int | None = None
-    approximate: bool = False
-    capture: str = "full"
-    checkpoint_every: int | None = None
-    optimizer_state: str = "checkpoint"
-    device: str = "cpu"
-
-    def validate(self) -> None:
-        if self.from_step < 0:
-            raise ValidationError("from_step", f"must be >= 0, got {self.from_step}")
-        if self.optimizer_state not in OPTIMIZER_STATES:
-            raise ValidationError("optimizer_state", f"must be one of {', '.join(OPTIMIZER_STATES)}, "
-                                                     f"got {self.optimizer_state!r}")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValidationError("checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
-        CapturePolicy(self.capture)
-        check_device(self.device)
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """A starting point: a checkpoint row id, or a session and (default: its latest) step."""
-
-    session_id: int | None = None
-    step: int | None = None
-    checkpoint_id: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "Target":
-        m = _TARGET.match(text.strip())
-        if m is None:
-            raise ValidationError("onto", f"must be SESSION, SESSION@STEP or checkpoint:ID, got {text!r}")
-        if m["id"] is not None:
-            return cls(checkpoint_id=int(m["id"]))
-        return cls(session_id=int(m["session"]), step=None if m["step"] is None else int(m["step"]))
-
-
 
 @dataclasses.dataclass
 class _Run:
@@ -152,7 +99,9 @@ def resume_onto(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = Non
 
 def is_onto_session(config: dict | None) -> bool:
     """Whether a session was recorded by ``replay_onto`` (and so resumes with ``resume_onto``)."""
-    return bool((config or {}).get("replay"))
+    # An RL training session's config also has a "replay" entry (its replay buffer's settings).
+    replay = (config or {}).get("replay")
+    return isinstance(replay, dict) and "source_session_id" in replay
 
 
 def _source_range(conn: sa.Connection, source, opts: OntoOptions) -> int:

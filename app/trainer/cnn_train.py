@@ -25,11 +25,11 @@ from app.config import Settings, get_settings
 from app.nets import inputs, interface
 from app.nets.losses import LossWeights, cnn_loss
 from app.recording import checkpoints, sessions
-from app.recording.capture import CapturePolicy
 from app.recording.convergence import ConvergenceTracker
 from app.recording.hooks import Hooks, check, resolve_device
 from app.recording.optim import OptimizerSpec
-from app.recording.session import SessionRecorder, SessionSpec, WriterOptions
+from app.recording.policy import CapturePolicy, WriterOptions
+from app.recording.session import SessionRecorder, SessionSpec
 from app.recording.step import Batch, train_step
 from app.registry import lineage, warm
 from app.trainer import episodes as episodes_mod
@@ -152,7 +152,7 @@ def resume_cnn(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None
     recorder, ckpt = SessionRecorder.resume(engine, session_id, writer_options)
     try:
         config = sessions.config_of(engine, session_id)
-        spec_in = interface.InputSpec(tuple(config["input_spec"]["timeframes"]), config["input_spec"]["window"])
+        spec_in = interface.InputSpec(**config["input_spec"])
         with engine.connect() as conn:
             train = _load(conn, episodes_mod.by_ids(conn, config["train_episode_ids"]), spec_in)
             evaluation = _load(conn, episodes_mod.by_ids(conn, config["eval_episode_ids"]), spec_in)
@@ -278,7 +278,7 @@ def _config(opts: CnnTrainOptions, spec: OptimizerSpec, spec_in: interface.Input
             settings: Settings, device: torch.device) -> dict:
     return {
         "symbol": opts.symbol, "model": opts.model, "model_config": opts.model_config,
-        "input_spec": {"timeframes": list(spec_in.timeframes), "window": spec_in.window},
+        "input_spec": spec_in.to_config(),
         "optimizer": spec.to_config(), "loss_weights": dataclasses.asdict(opts.loss_weights),
         "batch_size": opts.batch_size, "epochs": opts.epochs, "seed": opts.seed,
         "steps_per_epoch": math.ceil(len(split.train) / opts.batch_size),

@@ -10,6 +10,9 @@ profit, share of profitable experiences).
 
 The batches depend on the live priorities in the database, so an RL session is not re-sampled
 on replay: an exact replay reuses its stored gradients, which the full capture policy records.
+For the same reason a resumed session (``resume_rl``, ``trainsrv train resume``) continues from
+its last checkpoint — weights, optimizer, target network, beta schedule, convergence state —
+with batches drawn from the priorities as they are now, not the ones it would have drawn.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ import torch
 from app.config import Settings, get_settings
 from app.errors import ValidationError
 from app.nets import dqn, inputs
-from app.recording.capture import CapturePolicy
+from app.nets.interface import InputSpec
+from app.recording import checkpoints, sessions
 from app.recording.convergence import ConvergenceTracker
 from app.recording.hooks import Hooks, check, resolve_device
 from app.recording.optim import OptimizerSpec
-from app.recording.session import SessionRecorder, SessionSpec, WriterOptions
+from app.recording.policy import CapturePolicy, WriterOptions
+from app.recording.session import SessionRecorder, SessionSpec
 from app.recording.step import Batch, train_step
 from app.registry import lineage, warm
 from app.rl_replay.batch import BetaSchedule
@@ -148,6 +153,62 @@ def train_rl(engine: sa.Engine, opts: RlTrainOptions, *, job_id: int | None = No
         _close(buffer)
 
 
+def resume_rl(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None, settings: Settings | None = None,
+              writer_options: WriterOptions | None = None) -> dict:
+    """Continue the RL session ``session_id`` from its last checkpoint to its configured steps."""
+    settings = settings or get_settings()
+    recorder, ckpt = SessionRecorder.resume(engine, session_id, writer_options)
+    buffer = None
+    try:
+        config = sessions.config_of(engine, session_id)
+        opts = options_of(config)
+        buffer = _buffer(engine, opts, settings)
+        states = PackageStates(InputSpec(**config["input_spec"]))  # the inputs it was trained on
+        device = resolve_device(config["device"])
+        online = dqn.build_q_network(opts.model, states.spec, opts.model_config).to(device)
+        agent = dqn.DoubleDQN(online, opts.agent)
+        spec = OptimizerSpec.from_config(config["optimizer"])
+        optimizer = spec.build(online.parameters())
+        extra = checkpoints.restore(online, optimizer, ckpt.state)
+        agent.target.load_state_dict(extra["target"])
+        buffer.samples_drawn = int(extra.get("beta_step", 0))
+        with engine.connect() as conn:
+            holdout = _holdout_of(conn, config, states, settings)
+    except BaseException as exc:
+        recorder.fail(exc)
+        if buffer is not None:
+            _close(buffer)
+        raise
+    run = _Run(opts, config, recorder, agent, optimizer, spec, buffer, states,
+               ConvergenceTracker.from_state(extra["tracker"]), device, holdout, last_checkpoint=ckpt.step)
+    try:
+        return recorder.guarded(lambda: _train_from(run, ckpt.step + 1, hooks or Hooks()))
+    finally:
+        _close(buffer)
+
+
+def options_of(config: dict) -> RlTrainOptions:
+    """The options a session was started with, from its stored config."""
+    replay = config.get("replay", {})
+    return RlTrainOptions(
+        symbol=config["symbol"], steps=config["steps"], batch_size=config["batch_size"],
+        profitable_share=replay.get("profitable_share"), beta_start=replay.get("beta_start"),
+        agent=dqn.DqnSettings(**config["agent"]), reward_scale=config["reward_scale"], model=config["model"],
+        model_config=config["model_config"], optimizer=OptimizerSpec.from_config(config["optimizer"]),
+        capture=CapturePolicy.from_config(config["capture"]), checkpoint_every=config["checkpoint_every"],
+        patience=config["patience"], seed=config["seed"], device=config["device"],
+        eval_fraction=config.get("eval_fraction", 0.2))
+
+
+def _holdout_of(conn: sa.Connection, config: dict, states: PackageStates, settings: Settings) -> "_Holdout":
+    """A resumed session's evaluation slice and allowed experiences, as it started with them."""
+    cutoff = dt.datetime.fromisoformat(config["eval_cutoff"])
+    eps = rl_holdout.episodes_by_id(conn, config["eval_episode_ids"])
+    allowed = rl_holdout.training_items(conn, config["symbol"], cutoff)
+    x = inputs.load_inputs(conn, [e.package_id for e in eps], states.spec)[0]
+    return _Holdout(cutoff, allowed, eps, x, config.get("cost", 2 * (settings.fee_rate + settings.slippage_rate)))
+
+
 def _close(buffer: ProfitWeightedExperienceBuffer) -> None:
     """Fold the session's logged write-backs and draws into experiences; a failure only leaves them logged
     (the views read the logs, the next fold takes them), so it must not hide how the session ended."""
@@ -177,10 +238,16 @@ def _buffer(engine: sa.Engine, opts: RlTrainOptions, settings: Settings) -> Prof
 
 
 def _train(run: _Run, hooks: Hooks) -> dict:
+    run.recorder.attach(run.agent.online)
+    run.recorder.checkpoint(0, "start", run.agent.online, run.optimizer, _extra(run))
+    return _train_from(run, 1, hooks)
+
+
+def _train_from(run: _Run, first_step: int, hooks: Hooks) -> dict:
     rec = run.recorder
-    rec.attach(run.agent.online)
-    rec.checkpoint(0, "start", run.agent.online, run.optimizer, _extra(run))
-    for step in range(1, run.opts.steps + 1):
+    if first_step > 1:
+        rec.attach(run.agent.online)
+    for step in range(first_step, run.opts.steps + 1):
         if hooks.should_stop():
             return _interrupt(run, step - 1)
         record = _step(run, step)
@@ -234,9 +301,10 @@ def _interrupt(run: _Run, step: int) -> dict:
 
 
 def _finish(run: _Run) -> dict:
+    # A resumed session knows the TD losses of its own steps only (the earlier ones are in training_steps).
     window = max(1, min(10, len(run.td_history) // 4))
-    first = sum(run.td_history[:window]) / window
-    last = sum(run.td_history[-window:]) / window
+    first = sum(run.td_history[:window]) / window if run.td_history else 0.0
+    last = sum(run.td_history[-window:]) / window if run.td_history else 0.0
     run.recorder.mark_trained_through()
     result = lineage.judged(run.recorder.engine, run.recorder.session_id, run.holdout.cutoff, _evaluate(run))
     # The same value as the CNN's, from the greedy policy's calls on the later slice (docs/rl.md); a
@@ -266,7 +334,7 @@ def _config(opts: RlTrainOptions, spec: OptimizerSpec, states: PackageStates,
             buffer: ProfitWeightedExperienceBuffer, device: torch.device, holdout: _Holdout) -> dict:
     return {
         "symbol": opts.symbol, "model": opts.model, "model_config": opts.model_config,
-        "input_spec": {"timeframes": list(states.spec.timeframes), "window": states.spec.window},
+        "input_spec": states.spec.to_config(),
         "optimizer": spec.to_config(), "agent": dataclasses.asdict(opts.agent), "reward_scale": opts.reward_scale,
         "batch_size": opts.batch_size, "steps": opts.steps, "seed": opts.seed, "patience": opts.patience,
         "replay": {"profitable_share": buffer.profitable_share, "beta_start": buffer.beta.start,

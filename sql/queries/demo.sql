@@ -1,7 +1,3 @@
--- name: session_of_job
--- The training session a job created (the newest, if it was retried).
-SELECT id FROM training_sessions WHERE job_id = :job_id ORDER BY id DESC LIMIT 1;
-
 -- name: steps_of_job
 -- How many steps the sessions of a job have recorded so far (progress display).
 SELECT count(*) FROM training_steps t JOIN training_sessions s ON s.id = t.session_id WHERE s.job_id = :job_id;

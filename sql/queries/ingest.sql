@@ -35,6 +35,11 @@ SELECT ord, package_id, data_hash, is_valid, completeness_score, validation_flag
 FROM ingest_packages(CAST(:docs AS jsonb[]), CAST(:rules AS jsonb))
 ORDER BY ord;
 
+-- name: candle_load_session
+-- One candle load's transaction: times read and written in UTC, and room to sort a large file's rows in memory.
+SET LOCAL TimeZone = 'UTC';
+SET LOCAL work_mem = '64MB';
+
 -- name: create_candle_rows
 -- Session-local typed staging for one candle load: row number, parsed values, parse problem.
 CREATE TEMP TABLE ingest_candle_rows (
@@ -48,6 +53,11 @@ CREATE TEMP TABLE ingest_candle_staging (
     row_no bigint NOT NULL, raw_ts text, raw_open text, raw_high text, raw_low text,
     raw_close text, raw_volume text
 ) ON COMMIT DROP;
+
+-- name: copy_candle_staging
+-- CSV COPY of a candle file's numbered raw rows into ingest_candle_staging (the slow path).
+COPY ingest_candle_staging (row_no, raw_ts, raw_open, raw_high, raw_low, raw_close, raw_volume)
+FROM STDIN WITH (FORMAT csv);
 
 -- name: parse_candle_staging
 -- Parse the raw staged rows into ingest_candle_rows, naming the rows that could not be parsed. Times

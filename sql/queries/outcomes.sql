@@ -166,3 +166,23 @@ SELECT count(*) FILTER (WHERE status = 'validated') AS validated,
        count(*) FILTER (WHERE revision > 1) AS revised,
        count(*) FILTER (WHERE is_profitable) AS profitable
 FROM outcomes;
+
+-- name: stale_statistics
+-- The tables labelling reads whose planner statistics are missing or behind their size (grown by more than 20 % + 8 pages since their last ANALYZE).
+SELECT c.relname
+FROM pg_class c
+WHERE c.oid IN ('predictions'::regclass, 'input_packages'::regclass, 'outcomes'::regclass, 'candles'::regclass)
+  AND (c.reltuples < 0 OR pg_relation_size(c.oid) / current_setting('block_size')::int > 1.2 * c.relpages + 8)
+ORDER BY c.relname;
+
+-- name: analyze_predictions
+-- Refresh the planner's statistics of predictions (owner or MAINTAIN only; others get a warning).
+ANALYZE predictions;
+
+-- name: analyze_input_packages
+-- Refresh the planner's statistics of input_packages (owner or MAINTAIN only; others get a warning).
+ANALYZE input_packages;
+
+-- name: analyze_outcomes
+-- Refresh the planner's statistics of outcomes (owner or MAINTAIN only; others get a warning).
+ANALYZE outcomes;

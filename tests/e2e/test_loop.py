@@ -37,8 +37,9 @@ def _process(args: list[str], env: dict, log_path) -> subprocess.Popen:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSRV_")}
     full_env.update(env)
     full_env.setdefault("LC_ALL", "C.UTF-8")
-    return subprocess.Popen([sys.executable, "-m", *args], env=full_env, cwd=REPO_ROOT,
-                            stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", *args], env=full_env, cwd=REPO_ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT
+    )
 
 
 def _rows(engine, sql: str) -> list[dict]:
@@ -47,8 +48,11 @@ def _rows(engine, sql: str) -> list[dict]:
 
 
 def _trained(engine) -> dict[tuple[str, str], int]:
-    rows = _rows(engine, "SELECT model_kind, config ->> 'symbol' AS symbol, count(*) AS n FROM training_sessions "
-                         "WHERE status = 'succeeded' GROUP BY 1, 2")
+    rows = _rows(
+        engine,
+        "SELECT model_kind, config ->> 'symbol' AS symbol, count(*) AS n FROM training_sessions "
+        "WHERE status = 'succeeded' GROUP BY 1, 2",
+    )
     return {(r["model_kind"], r["symbol"]): r["n"] for r in rows}
 
 
@@ -60,8 +64,23 @@ def loop(module_db_url, tmp_path_factory):
     env = {**LOOP_ENV, "TRAINSRV_DATABASE_URL": module_db_url}
     engine = make_engine(module_db_url)
     trainer = _process(["app.cli", "serve"], env, logs / "serve.jsonl")
-    orchestrator = _process(["app.demo.stream", "--symbols", ",".join(SYMBOLS), "--hours", "8", "--speed", "480",
-                             "--every-min", "5", "--horizon-s", "900"], env, logs / "stream.log")
+    orchestrator = _process(
+        [
+            "app.demo.stream",
+            "--symbols",
+            ",".join(SYMBOLS),
+            "--hours",
+            "8",
+            "--speed",
+            "480",
+            "--every-min",
+            "5",
+            "--horizon-s",
+            "900",
+        ],
+        env,
+        logs / "stream.log",
+    )
     try:
         assert orchestrator.wait(timeout=600) == 0, (logs / "stream.log").read_text()[-3000:]
         deadline = time.monotonic() + 300
@@ -88,18 +107,26 @@ def test_every_stage_ran_by_itself_for_both_symbols(loop):
     jobs = _rows(engine, "SELECT kind, dedupe_key, state FROM jobs")
     assert jobs and all(j["dedupe_key"] and j["dedupe_key"].startswith("auto:") for j in jobs), "a job not scheduled"
     assert {j["kind"] for j in jobs} >= {*LIGHT, "train_cnn", "train_rl"}
-    per_symbol = {r["symbol"]: r for r in _rows(engine, """
+    per_symbol = {
+        r["symbol"]: r
+        for r in _rows(
+            engine,
+            """
         SELECT ip.symbol,
                count(*) FILTER (WHERE o.status = 'validated') AS validated,
                (SELECT count(*) FROM experiences x WHERE x.symbol = ip.symbol) AS experiences,
                (SELECT count(*) FROM market_events e WHERE e.symbol = ip.symbol) AS events
         FROM predictions p JOIN input_packages ip ON ip.id = p.package_id
         LEFT JOIN outcomes o ON o.prediction_id = p.id
-        GROUP BY ip.symbol""")}
+        GROUP BY ip.symbol""",
+        )
+    }
     assert set(per_symbol) == set(SYMBOLS)
-    for symbol, row in per_symbol.items():
+    for _symbol, row in per_symbol.items():
         assert row["validated"] > 0 and row["experiences"] > 0 and row["events"] > 0, row
-    assert [e for e in events if e["event"] == "job.enqueued"] and not [e for e in events if e["event"] == "scheduler.error"]
+    assert [e for e in events if e["event"] == "job.enqueued"] and not [
+        e for e in events if e["event"] == "scheduler.error"
+    ]
 
 
 def test_both_models_trained_more_than_once_per_symbol(loop):
@@ -109,21 +136,27 @@ def test_both_models_trained_more_than_once_per_symbol(loop):
         for symbol in SYMBOLS:
             assert trained.get((kind, symbol), 0) >= 2, trained
     # Auto CNN sessions trained on profitable calls only (the replay threshold's default).
-    worst = _rows(engine, """
+    worst = _rows(
+        engine,
+        """
         SELECT min(v.profit_r) AS worst, bool_and(v.is_profitable) AS all_profitable
         FROM training_sessions s, jsonb_array_elements_text(s.config -> 'train_episode_ids') AS e(id)
         JOIN v_cnn_replay v ON v.episode_id = e.id::bigint
-        WHERE s.model_kind = 'cnn'""")[0]
+        WHERE s.model_kind = 'cnn'""",
+    )[0]
     assert worst["all_profitable"] and worst["worst"] > 0
 
 
 def test_light_jobs_kept_running_while_models_trained(loop):
     engine, _ = loop
-    overlapping = _rows(engine, f"""
+    overlapping = _rows(
+        engine,
+        f"""
         SELECT t.id, count(l.id) AS light
         FROM jobs t JOIN jobs l ON l.kind IN {LIGHT!r} AND l.started_at > t.started_at AND l.finished_at < t.finished_at
         WHERE t.kind IN ('train_cnn', 'train_rl') AND t.finished_at - t.started_at > interval '3 seconds'
-        GROUP BY t.id""")
+        GROUP BY t.id""",
+    )
     assert overlapping and all(r["light"] > 0 for r in overlapping), overlapping
 
 
@@ -131,8 +164,9 @@ def test_no_job_ran_twice(loop):
     engine, events = loop
     # Jobs still queued when the trainer stopped never started; every other one ran once and succeeded.
     jobs = _rows(engine, "SELECT id, kind, state, attempts FROM jobs WHERE NOT (state = 'queued' AND attempts = 0)")
-    assert all(j["state"] == "succeeded" and j["attempts"] == 1 for j in jobs), \
-        [j for j in jobs if j["state"] != "succeeded" or j["attempts"] != 1]
+    assert all(j["state"] == "succeeded" and j["attempts"] == 1 for j in jobs), [
+        j for j in jobs if j["state"] != "succeeded" or j["attempts"] != 1
+    ]
     started = [e["job_id"] for e in events if e["event"] == "job.started"]
     assert len(started) == len(set(started)) == len(jobs)
     sessions = _rows(engine, "SELECT job_id, count(*) AS n FROM training_sessions GROUP BY job_id")

@@ -33,7 +33,8 @@ def stand_ins(monkeypatch):
                                model_config=registry.Param(str, default=None)),
         "train_rl": _stand_in("train_rl", symbol=registry.Param(str), steps=registry.Param(int, default=200)),
     }
-    monkeypatch.setattr(registry, "load_handlers", lambda: handlers)
+    monkeypatch.setattr(registry, "load_handlers", lambda settings=None: handlers)
+    monkeypatch.setattr(registry, "_handlers", handlers)  # what registry.get() looks up first
     return handlers
 
 

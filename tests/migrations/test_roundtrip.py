@@ -46,14 +46,38 @@ def test_drift_is_detected(engine):
     assert any("stray" in str(d) for d in diffs)
 
 
+def _newest_version(name: str) -> int:
+    return max(int(p.stem[1:]) for p in views.path(name, 1).parent.glob("v*.sql"))
+
+
+def _views_unlike_their_newest_file(conn) -> list[str]:
+    """Views whose definition differs from their newest version file: each file is created beside the
+    view (renamed out of the way, in a savepoint) and PostgreSQL's renderings of the two are compared."""
+    names = conn.execute(sa.text("SELECT viewname FROM pg_views WHERE schemaname = current_schema()")).scalars()
+    unlike = []
+    for name in sorted(names):
+        savepoint = conn.begin_nested()
+        conn.execute(sa.text(f'ALTER VIEW "{name}" RENAME TO "{name}__head"'))
+        conn.execute(sa.text(views.read(name, _newest_version(name))))
+        from_file, at_head = conn.execute(sa.text(
+            "SELECT pg_get_viewdef(CAST(:a AS regclass)), pg_get_viewdef(CAST(:b AS regclass))"),
+            {"a": name, "b": f"{name}__head"}).one()
+        savepoint.rollback()
+        if from_file != at_head:
+            unlike.append(name)
+    return unlike
+
+
 def test_every_view_version_file_is_used_by_head(engine):
-    # Each view at head is exactly the SQL of its newest version file.
     with engine.connect() as conn:
-        names = [r[0] for r in conn.execute(sa.text(
-            "SELECT viewname FROM pg_views WHERE schemaname = current_schema()"))]
-    for name in names:
-        newest = max(int(p.stem[1:]) for p in views.path(name, 1).parent.glob("v*.sql"))
-        assert views.path(name, newest).exists()
+        assert _views_unlike_their_newest_file(conn) == []
+
+
+def test_a_view_behind_its_newest_file_is_caught(engine):
+    with engine.connect() as conn:
+        conn.execute(sa.text(views.read("v_rl_replay_weights", 1).replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1)))
+        assert _views_unlike_their_newest_file(conn) == ["v_rl_replay_weights"]
+        conn.rollback()
 
 
 def test_require_head_refuses_an_old_database(empty_db_url):

@@ -18,8 +18,9 @@ from app.db.embedded import bin_dir
 from app.db.engine import make_engine
 from app.demo import candle_episodes as episodes
 from app.jobs import registry
-from app.session_replay import exact, verify
-from app.trainer import cnn_commands, cnn_train
+from app.session_replay import exact, options, verify
+from app.trainer import cnn_train
+from app.trainer import jobs as trainer_jobs
 from tests.reliability.support import table_digest
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ def test_dump_restore_then_replay_verifies_on_the_copy(engine, db_url, restored_
     episodes.build_episodes(engine, real_candles_path, minutes=300)
     raw = {"symbol": episodes.SYMBOL, "min_profitability": "0", "epochs": "3", "batch_size": "16",
            "checkpoint_every": "5", "device": "cpu", "model_config": json.dumps(episodes.SMALL_MODEL)}
-    session = cnn_train.train_cnn(engine, cnn_commands.options_from(registry.get("train_cnn").validate(raw)))
+    session = cnn_train.train_cnn(engine, trainer_jobs.cnn_options(registry.get("train_cnn").validate(raw)))
 
     backup = tmp_path / "trainsrv.dump"
     _tool("pg_dump", "--format=custom", f"--file={backup}", libpq_url(db_url))
@@ -62,7 +63,7 @@ def test_dump_restore_then_replay_verifies_on_the_copy(engine, db_url, restored_
         migrate.require_head(copy)
         assert table_digest(copy) == table_digest(engine)
         assert verify.verify_integrity(copy).ok
-        report = exact.replay_session(copy, session["session_id"], exact.ReplayOptions(verify=True))
+        report = exact.replay_session(copy, session["session_id"], options.ReplayOptions(verify=True))
         assert report.exact and report.divergence is None and len(report.checks) >= 3
     finally:
         copy.dispose()

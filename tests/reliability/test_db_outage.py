@@ -32,7 +32,8 @@ from app.ingest.builder import package_from_candles
 from app.ingest.candles import ingest_candles
 from app.jobs import queue, registry
 from app.session_replay import verify
-from app.trainer import cnn_commands, cnn_train
+from app.trainer import cnn_train
+from app.trainer import jobs as trainer_jobs
 from tests.reliability.support import Trainer, scalar, wait_for
 
 pytestmark = pytest.mark.slow
@@ -141,7 +142,7 @@ def test_training_survives_a_database_crash(server, real_candles_path, tmp_path)
     assert scalar(engine, "SELECT metrics->>'resumes' FROM training_sessions WHERE id = :s", s=sid) is not None
     assert verify.verify_integrity(engine, sid).ok
 
-    reference = cnn_train.train_cnn(engine, cnn_commands.options_from(registry.get("train_cnn").validate(PARAMS)))
+    reference = cnn_train.train_cnn(engine, trainer_jobs.cnn_options(registry.get("train_cnn").validate(PARAMS)))
     final = "SELECT params_hash FROM checkpoints WHERE session_id = :s AND kind = 'final'"
     assert bytes(scalar(engine, final, s=sid)) == bytes(scalar(engine, final, s=reference["session_id"]))
     engine.dispose()

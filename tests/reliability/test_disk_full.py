@@ -24,7 +24,8 @@ from app.demo import candle_episodes as episodes
 from app.jobs import registry
 from app.recording.writer import WriterError
 from app.session_replay import verify
-from app.trainer import cnn_commands, cnn_train
+from app.trainer import cnn_train
+from app.trainer import jobs as trainer_jobs
 from tests.reliability.support import scalar
 
 pytestmark = pytest.mark.slow
@@ -78,7 +79,7 @@ def full_engine(engine, small_tablespace):
 def test_a_full_disk_stops_the_session_cleanly_and_it_resumes(full_engine, real_candles_path):
     engine = full_engine
     episodes.build_episodes(engine, real_candles_path, minutes=450)
-    opts = cnn_commands.options_from(registry.get("train_cnn").validate(PARAMS))
+    opts = trainer_jobs.cnn_options(registry.get("train_cnn").validate(PARAMS))
     with pytest.raises(WriterError, match="No space left on device"):
         cnn_train.train_cnn(engine, opts)
 

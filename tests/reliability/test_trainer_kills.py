@@ -29,7 +29,8 @@ from app.demo import candle_episodes as episodes
 from app.jobs import queue, registry
 from app.paths import REPO_ROOT
 from app.session_replay import verify
-from app.trainer import cnn_commands, cnn_train
+from app.trainer import cnn_train
+from app.trainer import jobs as trainer_jobs
 from tests.reliability.support import Trainer, scalar, wait_for
 
 pytestmark = pytest.mark.slow
@@ -145,6 +146,6 @@ def test_kill_9_in_each_window_then_resume_to_the_same_weights(engine, db_url, r
     assert cli.returncode == 0 and "ok: no corrupted or missing rows" in cli.stdout, cli.stdout + cli.stderr
 
     # Nothing was lost or applied twice: an uninterrupted run reaches the very same weights.
-    reference = cnn_train.train_cnn(engine, cnn_commands.options_from(registry.get("train_cnn").validate(PARAMS)))
+    reference = cnn_train.train_cnn(engine, trainer_jobs.cnn_options(registry.get("train_cnn").validate(PARAMS)))
     final = "SELECT params_hash FROM checkpoints WHERE session_id = :s AND kind = 'final'"
     assert bytes(scalar(engine, final, s=sid)) == bytes(scalar(engine, final, s=reference["session_id"]))

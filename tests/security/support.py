@@ -9,10 +9,10 @@ import logging
 import signal
 from pathlib import Path
 
-from app import cli, config
+from app import cli, cli_common, config
 
 # Argument types that take any text: their values are refused by meaning, not by parsing.
-PLAIN_TYPES = (None, str, Path, cli.non_empty)
+PLAIN_TYPES = (None, str, Path, cli_common.non_empty)
 
 
 def run_cli(*argv: str) -> tuple[int, str, str, str]:

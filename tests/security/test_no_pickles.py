@@ -24,7 +24,8 @@ from app.demo import candle_episodes as episodes
 from app.jobs import registry
 from app.paths import REPO_ROOT
 from app.recording import blobs, checkpoints
-from app.trainer import cnn_commands, cnn_train
+from app.trainer import cnn_train
+from app.trainer import jobs as trainer_jobs
 from tests.security.support import error_line, run_cli
 
 
@@ -61,7 +62,7 @@ def session(module_db_url, real_candles_path):
     episodes.build_episodes(engine, real_candles_path, minutes=300)
     raw = {"symbol": episodes.SYMBOL, "min_profitability": "0", "epochs": "2", "batch_size": "16",
            "checkpoint_every": "5", "device": "cpu", "model_config": json.dumps(episodes.SMALL_MODEL)}
-    result = cnn_train.train_cnn(engine, cnn_commands.options_from(registry.get("train_cnn").validate(raw)))
+    result = cnn_train.train_cnn(engine, trainer_jobs.cnn_options(registry.get("train_cnn").validate(raw)))
     engine.dispose()
     return module_db_url, result["session_id"]
 

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from app.db.engine import make_engine
 from app.nets import dqn
 from app.recording import checkpoints
-from app.session_replay import exact, onto, verify
+from app.session_replay import exact, onto, options, verify
 from app.trainer import rl_train
 from tests.rl_replay.support import SYMBOL, real_experiences
 
@@ -18,11 +18,11 @@ def test_rl_session_replays_bit_for_bit(module_db_url, real_candles_path):
         opts = rl_train.RlTrainOptions(symbol=SYMBOL, steps=30, batch_size=32, checkpoint_every=10, seed=3,
                                        agent=dqn.DqnSettings(target_update_every=20), device="cpu")
         sid = rl_train.train_rl(engine, opts)["session_id"]
-        report = exact.replay_session(engine, sid, exact.ReplayOptions(verify=True))
+        report = exact.replay_session(engine, sid, options.ReplayOptions(verify=True))
         assert report.exact is True and [c.step for c in report.checks] == [10, 20, 30]
         integrity = verify.verify_integrity(engine, sid)
         assert integrity.ok and integrity.checked["packages"] > 0  # the states its batches used
-        replayed = onto.replay_onto(engine, sid, f"{sid}@10", onto.OntoOptions(from_step=10))
+        replayed = onto.replay_onto(engine, sid, f"{sid}@10", options.OntoOptions(from_step=10))
         with engine.connect() as conn:
             final = checkpoints.load(conn, sid)
             kind = conn.execute(sa.text("SELECT model_kind FROM training_sessions WHERE id = :s"),

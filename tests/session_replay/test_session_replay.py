@@ -15,10 +15,10 @@ from app.demo import candle_episodes as support
 from app.jobs import registry
 from app.nets import cnn
 from app.recording import checkpoints, stored_steps
-from app.recording.capture import CapturePolicy
 from app.recording.hooks import Hooks
 from app.recording.optim import OptimizerSpec
-from app.session_replay import exact, onto, verify
+from app.recording.policy import CapturePolicy
+from app.session_replay import exact, onto, options, verify
 from app.trainer import cnn_train
 
 OPTIONS = dict(symbol=support.SYMBOL, min_profitability=0.0, max_episodes=96, epochs=4, batch_size=16,
@@ -74,7 +74,7 @@ FLIP = "UPDATE {table} SET {col} = set_byte({col}, 7, 255 - get_byte({col}, 7)) 
 
 def test_full_replay_reproduces_every_checkpoint_bit_for_bit(world):
     sid, steps = world.exact["session_id"], world.exact["steps"]
-    report = exact.replay_session(world.engine, sid, exact.ReplayOptions(verify=True))
+    report = exact.replay_session(world.engine, sid, options.ReplayOptions(verify=True))
     assert report.start_checkpoint == 0 and report.to_step == steps == report.steps_applied
     assert [c.step for c in report.checks] == _checkpoint_steps(world.engine, sid)[1:]
     assert all(c.params_match and c.optimizer_match for c in report.checks)
@@ -90,19 +90,19 @@ def test_replay_runs_no_forward_and_no_backward(world, monkeypatch):
 
     monkeypatch.setattr(cnn.MultiTimeframeCNN, "forward", forbidden)
     monkeypatch.setattr(torch.Tensor, "backward", forbidden)
-    report = exact.replay_session(world.engine, world.exact["session_id"], exact.ReplayOptions(verify=True))
+    report = exact.replay_session(world.engine, world.exact["session_id"], options.ReplayOptions(verify=True))
     assert report.exact is True
 
 
 def test_replay_from_a_middle_checkpoint(world):
     sid = world.exact["session_id"]
-    report = exact.replay_session(world.engine, sid, exact.ReplayOptions(from_step=12, to_step=17, verify=True))
+    report = exact.replay_session(world.engine, sid, options.ReplayOptions(from_step=12, to_step=17, verify=True))
     assert report.start_checkpoint == 10 and report.to_step == 17 and report.steps_applied == 7
     assert [c.step for c in report.checks] == [15] and report.exact is True
     with pytest.raises(Exception, match="to_step"):
-        exact.replay_session(world.engine, sid, exact.ReplayOptions(from_step=12, to_step=5))
+        exact.replay_session(world.engine, sid, options.ReplayOptions(from_step=12, to_step=5))
     with pytest.raises(Exception, match="to_step"):
-        exact.replay_session(world.engine, sid, exact.ReplayOptions(to_step=world.exact["steps"] + 1))
+        exact.replay_session(world.engine, sid, options.ReplayOptions(to_step=world.exact["steps"] + 1))
 
 
 def test_a_changed_gradient_with_a_valid_checksum_diverges_at_the_next_checkpoint(world, victim):
@@ -114,7 +114,7 @@ def test_a_changed_gradient_with_a_valid_checksum_diverges_at_the_next_checkpoin
                         "WHERE session_id = :s AND step = 3 AND param_name = :p", s=victim, p=param)
     _exec(world.engine, "UPDATE gradient_blobs SET checksum = sha256(data) "
                         "WHERE session_id = :s AND step = 3 AND param_name = :p", s=victim, p=param)
-    report = exact.replay_session(world.engine, victim, exact.ReplayOptions(verify=True))
+    report = exact.replay_session(world.engine, victim, options.ReplayOptions(verify=True))
     assert report.exact is False
     assert (report.divergence.step, report.divergence.last_matching_step) == (4, 2)
     assert report.divergence.params_differing == [param]
@@ -125,7 +125,7 @@ def test_a_changed_gradient_with_a_valid_checksum_diverges_at_the_next_checkpoin
 def test_a_learning_rate_off_the_schedule_is_reported_at_its_step(world, victim):
     _exec(world.engine, "UPDATE training_steps SET learning_rate = learning_rate * 2 WHERE session_id = :s "
                         "AND step = 3", s=victim)
-    report = exact.replay_session(world.engine, victim, exact.ReplayOptions(verify=True))
+    report = exact.replay_session(world.engine, victim, options.ReplayOptions(verify=True))
     assert report.exact is False and report.divergence.step == 3
     assert "learning rate" in report.divergence.reason
 
@@ -141,10 +141,10 @@ def test_flipped_byte_is_named_by_verify_and_refused_by_replay(world, victim):
     assert [(p.kind, p.session_id, p.step, p.param, p.chunk) for p in report.problems] == [
         ("blob_checksum_mismatch", victim, 4, param, 0)]
     with pytest.raises(stored_steps.CorruptedBlob) as err:
-        exact.replay_session(world.engine, victim, exact.ReplayOptions(verify=True))
+        exact.replay_session(world.engine, victim, options.ReplayOptions(verify=True))
     assert f"session {victim}, step 4: {param}: chunk 0 checksum mismatch" in str(err.value)
     # the steps before the corrupted one still replay and verify
-    ok = exact.replay_session(world.engine, victim, exact.ReplayOptions(verify=True, to_step=2))
+    ok = exact.replay_session(world.engine, victim, options.ReplayOptions(verify=True, to_step=2))
     assert ok.exact is True and ok.steps_applied == 2
 
 
@@ -163,9 +163,9 @@ def test_missing_chunk_missing_param_and_missing_step_are_listed(world, victim):
     with pytest.raises(stored_steps.CorruptedBlob, match=f"step 2: {p2}: chunks"):
         exact.replay_session(world.engine, victim)
     with pytest.raises(exact.ReplayError, match=f"step 5: .*{p5}"):
-        exact.replay_session(world.engine, victim, exact.ReplayOptions(from_step=4))
+        exact.replay_session(world.engine, victim, options.ReplayOptions(from_step=4))
     with pytest.raises(exact.ReplayError, match="step 4 missing"):
-        exact.replay_session(world.engine, victim, exact.ReplayOptions(from_step=3, to_step=4))
+        exact.replay_session(world.engine, victim, options.ReplayOptions(from_step=3, to_step=4))
 
 
 def test_corrupted_checkpoint_is_named_and_refused(world, victim):
@@ -174,7 +174,7 @@ def test_corrupted_checkpoint_is_named_and_refused(world, victim):
     problems = verify.verify_integrity(world.engine, victim).problems
     assert [(p.kind, p.table, p.step) for p in problems] == [("checkpoint_hash_mismatch", "checkpoints", 2)]
     with pytest.raises(checkpoints.CheckpointError, match="step 2"):
-        exact.replay_session(world.engine, victim, exact.ReplayOptions(from_step=3))
+        exact.replay_session(world.engine, victim, options.ReplayOptions(from_step=3))
 
 
 def test_tampered_input_package_is_listed(world):
@@ -200,10 +200,10 @@ def test_tampered_input_package_is_listed(world):
 def test_lossy_session_refuses_verification_but_replays_approximately(world):
     sid = world.lossy["session_id"]
     with pytest.raises(exact.NotReplayExact, match="cannot be verified: its gradients were stored rounded to bf16"):
-        exact.replay_session(world.engine, sid, exact.ReplayOptions(verify=True))
+        exact.replay_session(world.engine, sid, options.ReplayOptions(verify=True))
     with pytest.raises(exact.NotReplayExact, match="--approximate"):
         exact.replay_session(world.engine, sid)
-    report = exact.replay_session(world.engine, sid, exact.ReplayOptions(approximate=True))
+    report = exact.replay_session(world.engine, sid, options.ReplayOptions(approximate=True))
     assert report.exact is None and report.steps_applied == world.lossy["steps"]
     assert report.checks and all(c.max_abs_diff is not None for c in report.checks)
     # bf16-rounded gradients move the weights close to, but not onto, the recorded ones
@@ -218,7 +218,7 @@ def _session(engine, sid):
 
 def test_replay_onto_another_checkpoint_records_a_new_exact_session(world):
     source, target = world.exact["session_id"], world.lossy["session_id"]
-    result = onto.replay_onto(world.engine, source, str(target), onto.OntoOptions(checkpoint_every=8))
+    result = onto.replay_onto(world.engine, source, str(target), options.OntoOptions(checkpoint_every=8))
     new = _session(world.engine, result["session_id"])
     assert new.parent_session_id == source and new.status == "succeeded" and new.replay_exact
     assert new.config["replay"]["onto_session_id"] == target
@@ -235,20 +235,20 @@ def test_replay_onto_another_checkpoint_records_a_new_exact_session(world):
         target_ckpt = checkpoints.load(conn, target, world.lossy["steps"])
     assert start.params_hash == target_ckpt.params_hash
     assert result["final_params_hash"] != exact.replay_session(world.engine, source).final_params_hash
-    again = exact.replay_session(world.engine, new.id, exact.ReplayOptions(verify=True))
+    again = exact.replay_session(world.engine, new.id, options.ReplayOptions(verify=True))
     assert again.exact is True and len(again.checks) == 3
 
 
 def test_replay_onto_the_source_own_checkpoint_reproduces_the_source(world):
     source = world.exact["session_id"]
-    result = onto.replay_onto(world.engine, source, f"{source}@10", onto.OntoOptions(from_step=10))
+    result = onto.replay_onto(world.engine, source, f"{source}@10", options.OntoOptions(from_step=10))
     assert result["steps"] == world.exact["steps"] - 10
     with world.engine.connect() as conn:
         final = checkpoints.load(conn, source)
     assert result["final_params_hash"] == final.params_hash.hex()
     new = _session(world.engine, result["session_id"])
     assert new.config["replay"]["step_offset"] == 10
-    assert exact.replay_session(world.engine, new.id, exact.ReplayOptions(verify=True)).exact is True
+    assert exact.replay_session(world.engine, new.id, options.ReplayOptions(verify=True)).exact is True
 
 
 def test_interrupted_replay_onto_resumes_to_the_same_weights(world):
@@ -256,7 +256,7 @@ def test_interrupted_replay_onto_resumes_to_the_same_weights(world):
     calls = iter(range(10_000))
     hooks = Hooks(should_stop=lambda: next(calls) >= 6)
     first = onto.replay_onto(world.engine, source, f"{source}@10",
-                                    onto.OntoOptions(from_step=10, checkpoint_every=4), hooks=hooks)
+                                    options.OntoOptions(from_step=10, checkpoint_every=4), hooks=hooks)
     assert first["status"] == "interrupted" and first["steps"] == 6
     assert _session(world.engine, first["session_id"]).status == "interrupted"
     assert _checkpoint_steps(world.engine, first["session_id"]) == [0, 4, 6]

@@ -73,3 +73,24 @@ def test_premium_and_recency_raise_priority_at_equal_profitability(engine):
         recent = _episode(conn, 3, days_before=0, score=0.7)
         prio = dict(conn.execute(sa.text("SELECT episode_id, training_priority FROM v_cnn_replay")).all())
     assert prio[premium] > prio[plain] and prio[recent] > prio[plain]
+
+
+def test_one_episode_per_cnn_call_and_profit_r_is_zero_at_break_even(engine):
+    with engine.begin() as conn:
+        win = _episode(conn, 200, days_before=0, score=0.73)
+        loss = _episode(conn, 201, days_before=0, score=0.30)
+        hold = _episode(conn, 202, days_before=0, score=0.5)
+        # The RL agent's call on the same package is its own model's, not a CNN episode (v0001 counted it too).
+        package = conn.execute(sa.text("SELECT package_id FROM predictions WHERE id = :p"), {"p": win}).scalar()
+        rl = conn.execute(sa.text(
+            "INSERT INTO predictions (prediction_key, package_id, model_kind, model_version, action, confidence, "
+            "horizon_s, predicted_at) VALUES ('view-rl', :p, 'rl', 'v1', 'short', 0.5, 900, :ts) RETURNING id"),
+            {"p": package, "ts": T0}).scalar_one()
+        conn.execute(sa.text(
+            "INSERT INTO outcomes (prediction_id, status, entry_price, exit_price, price_return, actual_profit, "
+            "profitability_score, optimal_action, is_profitable, validated_at) "
+            "VALUES (:id, 'validated', 100, 101, 0.01, -0.011, 0.2, 'long', false, now())"), {"id": rl})
+        rows = {r.episode_id: r for r in conn.execute(sa.text("SELECT episode_id, profit_r FROM v_cnn_replay"))}
+    assert set(rows) == {win, loss, hold}
+    assert math.isclose(rows[win].profit_r, math.log(0.73 / 0.27)) and rows[win].profit_r > 0
+    assert rows[loss].profit_r < 0 and rows[hold].profit_r == 0

@@ -6,14 +6,15 @@ import pytest
 import sqlalchemy as sa
 import torch
 
+from app import config
 from app.db.engine import make_engine
 from app.demo import candle_episodes as support
 from app.nets import inputs, interface
 from app.nets.losses import LossWeights, cnn_loss
 from app.recording import blobs, checkpoints
-from app.recording.capture import CapturePolicy
 from app.recording.hooks import Hooks
 from app.recording.optim import OptimizerSpec
+from app.recording.policy import CapturePolicy
 from app.trainer import cnn_train, episodes
 
 OPTIONS = dict(symbol=support.SYMBOL, min_profitability=0.0, max_episodes=200, epochs=16, batch_size=16,
@@ -56,7 +57,7 @@ def _grads(conn, session_id, step) -> dict[str, torch.Tensor]:
 def _rebuild(engine, session_id, step):
     """Model and optimizer of ``session_id`` as they were after ``step`` (from its checkpoint)."""
     config = _session(engine, session_id).config
-    spec_in = interface.InputSpec(tuple(config["input_spec"]["timeframes"]), config["input_spec"]["window"])
+    spec_in = interface.InputSpec(**config["input_spec"])
     model = interface.build_model(config["model"], spec_in, config["model_config"])
     spec = OptimizerSpec.from_config(config["optimizer"])
     optimizer = spec.build(model.parameters())
@@ -225,3 +226,31 @@ def test_bad_options_name_the_field(trained):
         cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, symbol="NO-SUCH")))
     with pytest.raises(episodes.NoEpisodes, match="min-profitability"):
         cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, min_profitability=1.0, keep_holds=False)))
+
+
+def test_profitability_filter_trains_only_on_episodes_at_or_above_it(trained):
+    engine, _ = trained
+    threshold = 0.6
+    opts = dict(OPTIONS, min_profitability=threshold, keep_holds=False, max_episodes=10_000, epochs=1, capture=CapturePolicy("none"))
+    result = cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**opts))
+    config = _session(engine, result["session_id"]).config
+    with engine.connect() as conn:
+        before_cutoff = dict(conn.execute(sa.text(
+            "SELECT episode_id, profitability_score FROM v_cnn_replay WHERE symbol = :s AND horizon_end <= :cutoff"),
+            {"s": support.SYMBOL, "cutoff": config["eval_cutoff"]}).all())
+    passing = {e for e, score in before_cutoff.items() if score >= threshold}
+    assert set(config["train_episode_ids"]) == passing
+    assert 0 < len(passing) < len(before_cutoff)  # the filter really left episodes out
+
+
+def test_a_plateau_marks_the_session_converged(trained, monkeypatch):
+    engine, _ = trained
+    # The small input (OHLCV cut to the shortest window) plateaus within these few epochs.
+    monkeypatch.setenv("TRAINSRV_INPUT_WINDOWS", "shortest")
+    monkeypatch.setenv("TRAINSRV_INPUT_FEATURES", "none")
+    monkeypatch.setattr(config, "_current", None)  # re-read now; the cached settings come back afterwards
+    opts = dict(OPTIONS, max_episodes=64, epochs=6, patience=3, capture=CapturePolicy("none"))
+    result = cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**opts))
+    s = _session(engine, result["session_id"])
+    assert s.status == "succeeded"
+    assert s.converged is True and s.plateau_steps >= 3 and result["converged"] is True

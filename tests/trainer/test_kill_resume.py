@@ -16,7 +16,8 @@ from app.demo import candle_episodes as support
 from app.jobs import registry
 from app.recording.checkpoints import CheckpointError
 from app.recording.session import SessionBusy, SessionRecorder, SessionSpec
-from app.trainer import cnn_commands, cnn_train
+from app.trainer import cnn_train
+from app.trainer import jobs as trainer_jobs
 
 ARGS = {"symbol": support.SYMBOL, "min_profitability": "0", "max_episodes": "1000", "epochs": "5",
         "batch_size": "16", "checkpoint_every": "10", "seed": "3", "device": "cpu",
@@ -86,8 +87,8 @@ def test_killed_session_resumes_from_its_checkpoint_to_the_same_weights(engine, 
     assert metrics["discarded_steps"] == steps_seen - last_ckpt
 
     # The same options trained without interruption reach bit-identical weights (CPU determinism).
-    params = registry.get(cnn_commands.JOB_KIND).validate(ARGS)
-    reference = cnn_train.train_cnn(engine, cnn_commands.options_from(params))
+    params = registry.get(trainer_jobs.CNN_JOB).validate(ARGS)
+    reference = cnn_train.train_cnn(engine, trainer_jobs.cnn_options(params))
     with engine.connect() as conn:
         ref_hash = conn.execute(sa.text("SELECT params_hash FROM checkpoints WHERE session_id = :s AND "
                                         "kind = 'final'"), {"s": reference["session_id"]}).scalar()

@@ -8,10 +8,11 @@ from app import cli, config
 from app.db.engine import make_engine
 from app.jobs import registry
 from app.nets import dqn
-from app.recording.capture import CapturePolicy
 from app.recording.optim import OptimizerSpec
+from app.recording.policy import CapturePolicy
 from app.rl_replay import buffer as rb
-from app.trainer import rl_commands, rl_train
+from app.trainer import jobs as trainer_jobs
+from app.trainer import rl_train
 from tests.rl_replay.support import SYMBOL, real_experiences
 
 
@@ -96,7 +97,7 @@ def test_training_priorities_follow_td_errors(real):
 
 def test_job_and_cli_validate_parameters(real, monkeypatch):
     engine, _ = real
-    handler = registry.get(rl_commands.JOB_KIND)
+    handler = registry.get(trainer_jobs.RL_JOB)
     with pytest.raises(Exception, match="symbol"):
         handler.validate({})
     with pytest.raises(Exception, match="gamma"):
@@ -112,6 +113,33 @@ def test_job_and_cli_validate_parameters(real, monkeypatch):
                          "--capture", "none"]) == 0
     finally:
         config.set_settings(None)
+
+
+def test_an_interrupted_rl_session_resumes_from_its_checkpoint(real, monkeypatch):
+    engine, _ = real
+    opts = rl_train.RlTrainOptions(symbol=SYMBOL, steps=24, batch_size=16, checkpoint_every=8, seed=5,
+                                   agent=dqn.DqnSettings(target_update_every=6), device="cpu")
+    calls = iter(range(1000))
+    stop_before_step_13 = rl_train.Hooks(should_stop=lambda: next(calls) >= 12)
+    first = rl_train.train_rl(engine, opts, hooks=stop_before_step_13)
+    assert first["status"] == "interrupted" and first["steps"] == 12
+    monkeypatch.setenv("TRAINSRV_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    config.set_settings(None)
+    try:
+        assert cli.main(["train", "resume", str(first["session_id"])]) == 0
+    finally:
+        config.set_settings(None)
+    with engine.connect() as conn:
+        session = conn.execute(sa.text("SELECT status, metrics FROM training_sessions WHERE id = :s"),
+                               {"s": first["session_id"]}).one()
+        steps = conn.execute(sa.text("SELECT step FROM training_steps WHERE session_id = :s ORDER BY step"),
+                             {"s": first["session_id"]}).scalars().all()
+        ckpts = conn.execute(sa.text("SELECT step FROM checkpoints WHERE session_id = :s ORDER BY step"),
+                             {"s": first["session_id"]}).scalars().all()
+    assert session.status == "succeeded" and session.metrics["resumes"] == 1
+    assert session.metrics["resumed_from_step"] == 12
+    assert steps == list(range(1, 25)) and ckpts == [0, 8, 12, 16, 24]
+    assert rb.index_problems(engine) == []
 
 
 def test_unknown_symbol_is_a_clear_error(real):
