@@ -89,7 +89,7 @@ def deployed(engine: sa.Engine, model_kind: str, symbol: str, device: str = "cpu
 
 def _build(kind: str, symbol: str, session_id: int, version: str, config: dict, checkpoint_id: int, step: int,
            weights: dict, device: str) -> LoadedModel:
-    spec = interface.InputSpec(tuple(config["input_spec"]["timeframes"]), config["input_spec"]["window"])
+    spec = interface.InputSpec(**config["input_spec"])
     build = dqn.build_q_network if kind == "rl" else interface.build_model
     module = build(config["model"], spec, config.get("model_config") or {})
     module.load_state_dict(weights)
