@@ -93,6 +93,7 @@ def paired_bootstrap(arm_rows: list[dict], base_rows: list[dict], *, resamples: 
         return {"units": 0, "diff": None, "low": None, "high": None, "p_le_0": None}
     a = np.array([[u[0]["total_profit"], u[0]["calls"], u[1]["total_profit"], u[1]["calls"]] for u in units])
     diff = _diff(a.sum(axis=0))
+    diff = None if math.isnan(diff) else diff   # an arm that never called: no profit per call to compare
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(units), size=(resamples, len(units)))
     sums = a[idx].sum(axis=1)

@@ -73,3 +73,10 @@ def test_comparisons_pair_each_arm_with_its_familys_uniform_arm_only_on_shared_w
     assert comps[("cnn", "profitable")]["units"] == 1   # seed 1 has no uniform window to pair with
     assert math.isclose(comps[("cnn", "profitable")]["diff"], 0.002)
     assert math.isclose(comps[("rl", "per")]["diff"], -0.002)
+
+
+def test_an_arm_that_never_calls_has_no_difference_rather_than_nan():
+    base = [_row("all", 0, 1, 0.002, 2), _row("all", 0, 2, 0.001, 1)]
+    silent = [_row("profitable", 0, 1, 0.0, 0), _row("profitable", 0, 2, 0.0, 0)]
+    result = stats.paired_bootstrap(silent, base, resamples=50)
+    assert result["diff"] is None and result["low"] is None and result["units"] == 2
