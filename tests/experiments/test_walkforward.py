@@ -24,10 +24,10 @@ def test_tiny_experiment_stores_results_per_lane_and_round(engine, capsys, tmp_p
         for lane in ("cnn_profitable_0", "cnn_all_0", "rl_uniform_0"):
             lanes.drop(engine, lanes.database_name(engine, exp_id, lane))
     rows = walkforward.results(engine, exp_id)
-    lanes = {(r["family"], r["arm"], r["seed"]) for r in rows}
-    assert lanes == {("cnn", "profitable", 0), ("cnn", "all", 0), ("rl", "uniform", 0)}
+    lane_keys = {(r["family"], r["arm"], r["seed"]) for r in rows}
+    assert lane_keys == {("cnn", "profitable", 0), ("cnn", "all", 0), ("rl", "uniform", 0)}
     # Two scored windows per lane (the warm-up window only feeds the first model), baselines beside them.
-    for lane in lanes:
+    for lane in lane_keys:
         mine = [r for r in rows if (r["family"], r["arm"], r["seed"]) == lane]
         assert {r["round"] for r in mine} == {1, 2}
         assert {r["source"] for r in mine} >= {"no_trade", "always_long", "live"}
