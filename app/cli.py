@@ -10,13 +10,13 @@ its traceback.
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import signal
 import sys
 
 import sqlalchemy as sa
 
-from app import __version__, stats
+from app import __version__, logs, stats
 from app.analysts import commands as analysts_commands
 from app.db import commands as db_commands
 from app.demo import commands as demo_commands
@@ -54,12 +54,12 @@ def _exit_on_sigterm(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
-    logging.getLogger("app").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        logs.configure(args.verbose)
         return args.func(args) or 0
+    except BrokenPipeError:
+        return _closed_pipe()
     except TrainsrvError as exc:
         print(f"trainsrv: error: {exc}", file=sys.stderr)
         return 1
@@ -69,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _closed_pipe() -> int:
+    # The reader went away (`trainsrv stats --json | head`): end quietly, as cat does, and keep Python from
+    # reporting the failed flush of stdout at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import json
 import sqlalchemy as sa
 
 from app.db import engine as db_engine
-from app.db import migrate
 from app.errors import ValidationError
 
 
@@ -19,6 +18,8 @@ def open_db(require_head: bool = True) -> sa.Engine:
     engine = db_engine.get_engine()
     db_engine.check_connection(engine)
     if require_head:
+        from app.db import migrate  # alembic: only for commands that open the database
+
         migrate.require_head(engine)
     return engine
 

@@ -24,6 +24,10 @@ class Settings:
     data_dir: Path = Path(".trainsrv")
     db_connect_timeout_s: float = 10.0
     log_level: str = "INFO"
+    # "text" (one human-readable line per record) or "json" (one JSON object per line) for stderr's log.
+    log_format: str = "text"
+    # The trainer logs a progress line every N recorded training steps (0: never).
+    log_every_steps: int = 50
 
     # Ingest (issue: orchestrator write path).
     min_data_completeness: float = 0.8

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from app import cli_common
+from app.analysts import sessions
 
 
 def register(sub) -> None:
@@ -18,6 +19,7 @@ def register(sub) -> None:
     r.add_argument("session_id", type=int)
     r.add_argument("--out", type=Path, required=True, help="output folder (created)")
     r.set_defaults(func=_report)
+    sessions.register(sub)
 
 
 def _similar(args) -> int:

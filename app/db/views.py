@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from alembic import op
 
+from app.db import catalog
 from app.paths import SQL_DIR
 
 
@@ -37,8 +38,10 @@ ANALYST_ROLE = "trainsrv_analyst"
 
 
 def create(name: str, version: int) -> None:
-    """Create the view; analysts may read it once their role exists (migration 0008 on)."""
+    """Create the view, with the comments ``sql/views/catalog.toml`` gives it and its columns; analysts may
+    read it once their role exists (migration 0008 on)."""
     op.execute(read(name, version))
+    catalog.apply(op.get_bind(), [name])
     # Re-created views lose their grants, so every creation grants again.
     op.execute(f"""
         DO $$ BEGIN
@@ -55,6 +58,7 @@ def redefine(name: str, version: int) -> None:
     if "CREATE VIEW" not in statement:
         raise ValueError(f"{path(name, version)} has no CREATE VIEW statement")
     op.execute(statement.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))
+    catalog.apply(op.get_bind(), [name])  # columns a version appends need their comments
 
 
 def drop(name: str) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app import cli_common
-from app.db import migrate
+from app import cli_common, logs
 from app.errors import TrainsrvError
 
 
@@ -59,10 +58,13 @@ def _demo(args) -> int:
     if args.candles is not None and not args.candles.is_file():
         raise TrainsrvError(f"--candles: no such file: {args.candles}")
     engine = cli_common.open_db(require_head=False)
+    from app.db import migrate
+
     migrate.upgrade(engine)  # a fresh data dir is migrated on the spot; an up-to-date one is untouched
     opts = DemoOptions(candles=args.candles, symbol=args.symbol, timeframe=args.timeframe, days=args.days, every_min=args.every_min,
                        horizon_s=args.horizon_s, cnn_epochs=args.cnn_epochs, rl_steps=args.rl_steps,
-                       seed=args.seed, progress=not args.json, stream_s=args.stream_s, cycle_pct=args.cycle_pct)
+                       seed=args.seed, progress=not args.json and logs.show_progress(), stream_s=args.stream_s,
+                       cycle_pct=args.cycle_pct)
     summary = run_demo(engine, engine.url.render_as_string(hide_password=False), opts)
     if args.json:
         print(json.dumps(summary, default=str, indent=2))
@@ -99,8 +101,10 @@ def _print(s: dict) -> None:
           f"{len(replay.get('checks', []))} checkpoints matched bit for bit; integrity problems: "
           f"{len(verify.get('problems', []))}")
     _print_models(s["models"])
-    print("\nNext, as an analyst (psql into the same database):\n")
-    for sql in s["analyst_sql"]:
+    print("\nNext, as an analyst: paste this to query the same database as trainsrv_analyst")
+    print(f"\n  {s['analyst_command']}\n")
+    print("or open psql on it (`trainsrv sql`; `trainsrv db start` keeps the server up for Grafana) and try:\n")
+    for sql in s["analyst_sql"][1:]:
         print(sql + "\n")
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import shlex
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -24,7 +26,7 @@ import sqlalchemy as sa
 from tqdm import tqdm
 
 from app.client import Client
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.db import queries
 from app.demo import live, stream
 from app.demo.trainer_process import TrainerProcess, enqueue, wait_for
@@ -39,15 +41,15 @@ TRAIN_KINDS = ("train_cnn", "train_rl")
 PER_RUN_COUNTS = {"batches", "considered", "found", "velocity", "volatility_spike"}
 
 ANALYST_SQL = [
-    "-- the most profitable setups per symbol\n"
-    "SELECT symbol, predicted_at, action, actual_profit, profitability_score\n"
+    "-- the most profitable setups per symbol: the model's call and forecast beside the outcome\n"
+    "SELECT symbol, predicted_at, action, confidence, predicted_move, price_return, actual_profit\n"
     "FROM v_profitable_setups WHERE profit_rank <= 10 ORDER BY symbol, profit_rank;",
     "-- win rate of premium (rapid-change) vs normal setups\n"
     "SELECT is_premium, count(*), avg(is_profitable::int) AS win_rate, avg(actual_profit) AS mean_profit\n"
     "FROM v_profitable_setups GROUP BY is_premium;",
-    "-- sessions whose out-of-sample calls beat the baseline\n"
-    "SELECT session_id, model_kind, training_value, eval_accuracy, eval_baseline_accuracy, eval_total_profit\n"
-    "FROM v_session_value WHERE beats_baseline ORDER BY training_value DESC;",
+    "-- sessions by out-of-sample value, and whether they beat the baseline\n"
+    "SELECT session_id, model_kind, training_value, eval_accuracy, eval_baseline_accuracy, eval_total_profit,\n"
+    "       beats_baseline FROM v_session_value ORDER BY training_value DESC NULLS LAST;",
     "-- what the CNN would re-train on next (profit_r > 0: profitable calls)\n"
     "SELECT episode_id, profit_r, training_priority FROM v_cnn_replay WHERE profit_r > 0\n"
     "ORDER BY training_priority DESC LIMIT 20;",
@@ -124,8 +126,23 @@ def run_demo(engine: sa.Engine, url: str, opts: DemoOptions) -> dict:
         summary["stats"] = integration_stats(conn)
         summary["models"] = models_summary(conn)
     summary["analyst_sql"] = ANALYST_SQL
+    summary["analyst_command"] = analyst_command(ANALYST_SQL[0])
     summary["elapsed_s"] = round(time.perf_counter() - started, 1)
     return summary
+
+
+def analyst_command(sql: str) -> str:
+    """A shell command that runs ``sql`` as the analyst role on this database, ready to paste: the program
+    as it was invoked and the data dir when it is not the default (a database URL comes from the
+    environment the user already has)."""
+    invoked = Path(sys.argv[0]).name == "trainsrv"
+    program = shlex.quote(sys.argv[0]) if invoked else f"{shlex.quote(sys.executable)} -m app.cli"
+    settings = get_settings()
+    prefix = ""
+    if not settings.database_url and settings.data_dir != Settings().data_dir:
+        prefix = f"TRAINSRV_DATA_DIR={shlex.quote(str(settings.data_dir.resolve()))} "
+    query = " ".join(line for line in sql.splitlines() if not line.startswith("--"))
+    return f"{prefix}{program} sql --analyst -c {shlex.quote(query)}"
 
 
 def _market(opts: DemoOptions) -> tuple[stream.StreamSpec, dict | None]:

@@ -21,8 +21,9 @@ class TrainerProcess:
     """Starts ``trainsrv serve`` against ``url`` and stops it with SIGTERM (a clean shutdown)."""
 
     def __init__(self, url: str, log_path: str, schedule: bool = False, env: dict[str, str] | None = None):
+        # stdout (job transitions) and stderr (the log) share one file: JSON lines for both.
         env = {**os.environ, **(env or {}), "TRAINSRV_DATABASE_URL": url,
-               "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8")}
+               "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8"), "TRAINSRV_LOG_FORMAT": "json"}
         self._log = open(log_path, "ab")
         args = ["serve"] if schedule else ["serve", "--no-schedule"]
         self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args],

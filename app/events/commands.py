@@ -6,7 +6,6 @@ import json
 
 from app import cli_common
 from app.config import get_settings
-from app.events import detect
 
 
 def register(sub) -> None:
@@ -23,6 +22,8 @@ def register(sub) -> None:
 
 
 def _detect(args) -> int:
+    from app.events import detect  # numpy: only when detecting
+
     counts = detect.detect_events(cli_common.open_db(), get_settings(), symbol=args.symbol)
     if args.json:
         print(json.dumps(counts))
@@ -34,6 +35,8 @@ def _detect(args) -> int:
 
 
 def _list(args) -> int:
+    from app.events import detect
+
     with cli_common.open_db().connect() as conn:
         rows = detect.largest(conn, args.symbol, args.limit)
     for r in rows:

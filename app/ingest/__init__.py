@@ -6,17 +6,20 @@ The validation, hashing and idempotency rules live in SQL functions (``sql/funct
 so that the Python client (``app.client``) and orchestrators in other languages share them.
 """
 
-from app.ingest.builder import DEFAULT_WINDOWS, package_from_candles, resample
-from app.ingest.candles import CandleReport, ingest_candles
-from app.ingest.package import (
-                                ModelInputPackage,
-                                PackageTampered,
-                                decode_payload,
-                                load_package,
-                                load_packages,
-)
+import importlib
 
-__all__ = [
-    "DEFAULT_WINDOWS", "CandleReport", "ModelInputPackage", "PackageTampered", "decode_payload",
-    "ingest_candles", "load_package", "load_packages", "package_from_candles", "resample",
-]
+# Loaded on first use (PEP 562), so that `trainsrv ingest candles` and the CLI's start-up do not pay for
+# numpy and the package builder.
+_EXPORTS = {
+    "DEFAULT_WINDOWS": "builder", "package_from_candles": "builder", "resample": "builder",
+    "CandleReport": "candles", "ingest_candles": "candles",
+    "ModelInputPackage": "package", "PackageTampered": "package", "decode_payload": "package",
+    "load_package": "package", "load_packages": "package",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'app.ingest' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"app.ingest.{_EXPORTS[name]}"), name)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app import cli_common
-from app.ingest.candles import CandleReport, ingest_candles
+from app import cli_common, logs
 
 GAPS_SHOWN = 10
 
@@ -22,9 +21,11 @@ def register(sub) -> None:
 
 
 def _candles(args) -> int:
+    from app.ingest.candles import ingest_candles  # numpy and the CSV machinery: only when loading
+
     engine = cli_common.open_db()
     report = ingest_candles(engine, args.file, args.symbol, args.timeframe,
-                            progress=False if args.no_progress else None)
+                            progress=False if args.no_progress or not logs.show_progress() else None)
     if args.json:
         print(json.dumps(report.to_dict(), default=str, indent=2))
     else:
@@ -32,7 +33,7 @@ def _candles(args) -> int:
     return 0
 
 
-def _summary(r: CandleReport) -> str:
+def _summary(r) -> str:
     lines = [
         f"{r.symbol} {r.timeframe}: read {r.rows_read} rows in {r.elapsed_s:.2f}s",
         f"  loaded      {r.loaded}",

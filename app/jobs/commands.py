@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 
@@ -21,6 +22,9 @@ def register(sub) -> None:
     serve.add_argument("--no-schedule", action="store_true", help="do not enqueue scheduled / threshold jobs")
     serve.add_argument("--single-lane", action="store_true",
                        help="one slot only: no maintenance lane for light jobs (implied by --once / --max-jobs)")
+    serve.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="serve Prometheus metrics on /metrics and a health check on /health (0: any free port)")
+    serve.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
     serve.set_defaults(func=_serve)
 
     jobs = sub.add_parser("jobs", help="the job queue").add_subparsers(dest="jobs_command", required=True)
@@ -59,11 +63,22 @@ def _serve(args) -> int:
     if args.once or args.max_jobs is not None or args.single_lane:
         worker = Worker(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
         _install_signals(worker)
-        worker.run(max_jobs=args.max_jobs, once=args.once)
-        return 0
-    trainer = Lanes(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
-    _install_signals(trainer)
-    trainer.run()
+        run = functools.partial(worker.run, max_jobs=args.max_jobs, once=args.once)
+    else:
+        trainer = Lanes(engine, get_settings(), worker_id=args.worker_id, schedule=not args.no_schedule)
+        _install_signals(trainer)
+        run = trainer.run
+    server = None
+    if args.metrics_port is not None:
+        from app import metrics
+
+        server = metrics.serve(engine, args.metrics_port, args.metrics_host)
+        transitions.emit("metrics.listening", host=args.metrics_host, port=server.server_address[1])
+    try:
+        run()
+    finally:
+        if server is not None:
+            server.shutdown()
     return 0
 
 

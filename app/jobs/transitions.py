@@ -9,7 +9,7 @@ Events: ``worker.started`` / ``worker.stopped`` / ``worker.db_unavailable`` / ``
 ``job.enqueued`` (scheduler), ``job.started``, ``job.succeeded``, ``job.retry_scheduled``,
 ``job.failed``, ``job.released``, ``job.lost`` (the row stopped being ours: cancelled or
 rescued), ``job.abandoned`` (outcome not recorded: database down at shutdown), ``job.rescued``,
-``scheduler.error``.
+``scheduler.error``, ``worker.lane_failed`` (the maintenance lane died; the process stops).
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ import logging
 import sys
 from typing import IO
 
+from app import metrics
+
 log = logging.getLogger("app.jobs.transitions")
 
 
 def emit(event: str, **fields) -> None:
     """Log one transition as a JSON object with a UTC timestamp and the event name first."""
+    metrics.on_event(event, fields)
     if not log.isEnabledFor(logging.INFO):
         return
     record = {"ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}

@@ -34,7 +34,7 @@ from typing import Callable
 import sqlalchemy as sa
 import torch
 
-from app import __version__
+from app import __version__, progress_log
 from app.db import models, queries
 from app.errors import TrainsrvError, ValidationError
 from app.recording import checkpoints, sessions
@@ -153,6 +153,7 @@ class SessionRecorder:
     def record_step(self, record: StepRecord) -> None:
         """Queue the step row (and its captured gradients) for the writer."""
         self.writer.submit(record)
+        progress_log.step(self.session_id, record)
 
     def due(self, step: int) -> bool:
         """Whether a periodic checkpoint is due after ``step``."""

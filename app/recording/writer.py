@@ -50,6 +50,7 @@ import sqlalchemy as sa
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.pq import Format
 
+from app import metrics
 from app.db import models, queries
 from app.errors import TrainsrvError
 from app.recording import blobs
@@ -245,6 +246,7 @@ class BackgroundWriter:
         record.gradients.release()  # psycopg has copied the rows: the slot may be filled again
         self.stats.chunks += chunks
         self.stats.blob_bytes += size
+        metrics.inc("trainsrv_gradient_bytes_written_total", size)
         return len(payloads)
 
     def _step_row(self, r: StepRecord, gradients_stored: int) -> tuple:

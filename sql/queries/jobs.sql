@@ -137,12 +137,19 @@ ORDER BY state;
 -- name: new_replay_episodes_by_symbol
 -- Per symbol: CNN replay episodes (v_cnn_replay, profit_r > :min_profit_r; NULL: all) validated since its last train_cnn
 -- job or CNN session began.
-WITH since AS (
+WITH RECURSIVE symbols AS (
+    -- The distinct symbols by skipping along ix_input_packages_symbol_ts (one probe per symbol, not a scan).
+    (SELECT symbol FROM input_packages ORDER BY symbol LIMIT 1)
+    UNION ALL
+    SELECT (SELECT ip.symbol FROM input_packages ip WHERE ip.symbol > s.symbol ORDER BY ip.symbol LIMIT 1)
+    FROM symbols s WHERE s.symbol IS NOT NULL
+),
+since AS (
     SELECT s.symbol, ls.id AS session_id, lj.id AS job_id,
            greatest(ls.started_at, lj.created_at) AS since,
            EXISTS (SELECT 1 FROM jobs a WHERE a.kind = 'train_cnn' AND a.state IN ('queued', 'running')
                    AND a.params ->> 'symbol' = s.symbol) AS active
-    FROM (SELECT DISTINCT symbol FROM input_packages WHERE is_valid) AS s
+    FROM symbols AS s
     LEFT JOIN LATERAL (
         SELECT id, started_at FROM training_sessions t
         WHERE t.model_kind = 'cnn' AND t.config ->> 'symbol' = s.symbol
@@ -160,16 +167,24 @@ SELECT since.symbol, coalesce(since.session_id, 0) AS session_id, coalesce(since
           AND (CAST(:min_profit_r AS float8) IS NULL OR v.profit_r > CAST(:min_profit_r AS float8))
           AND (since.since IS NULL OR v.validated_at > since.since)) AS new_count
 FROM since
+WHERE since.symbol IS NOT NULL
 ORDER BY since.symbol;
 
 -- name: new_experiences_by_symbol
 -- Per symbol: RL experiences stored since its last train_rl job or RL session began.
-WITH since AS (
+WITH RECURSIVE symbols AS (
+    -- The distinct symbols by skipping along ix_experiences_symbol_created_at.
+    (SELECT symbol FROM experiences ORDER BY symbol LIMIT 1)
+    UNION ALL
+    SELECT (SELECT x.symbol FROM experiences x WHERE x.symbol > s.symbol ORDER BY x.symbol LIMIT 1)
+    FROM symbols s WHERE s.symbol IS NOT NULL
+),
+since AS (
     SELECT s.symbol, ls.id AS session_id, lj.id AS job_id,
            greatest(ls.started_at, lj.created_at) AS since,
            EXISTS (SELECT 1 FROM jobs a WHERE a.kind = 'train_rl' AND a.state IN ('queued', 'running')
                    AND a.params ->> 'symbol' = s.symbol) AS active
-    FROM (SELECT DISTINCT symbol FROM experiences) AS s
+    FROM symbols AS s
     LEFT JOIN LATERAL (
         SELECT id, started_at FROM training_sessions t
         WHERE t.model_kind = 'rl' AND t.config ->> 'symbol' = s.symbol
@@ -185,4 +200,5 @@ SELECT since.symbol, coalesce(since.session_id, 0) AS session_id, coalesce(since
        (SELECT count(*) FROM experiences x
         WHERE x.symbol = since.symbol AND (since.since IS NULL OR x.created_at > since.since)) AS new_count
 FROM since
+WHERE since.symbol IS NOT NULL
 ORDER BY since.symbol;

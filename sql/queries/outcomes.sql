@@ -176,13 +176,13 @@ WHERE c.oid IN ('predictions'::regclass, 'input_packages'::regclass, 'outcomes':
 ORDER BY c.relname;
 
 -- name: analyze_predictions
--- Refresh the planner's statistics of predictions (owner or MAINTAIN only; others get a warning).
-ANALYZE predictions;
+-- Refresh the planner's statistics of predictions: size and the columns labelling reads (owner or MAINTAIN only; others get a warning).
+ANALYZE predictions (id, package_id, predicted_at, horizon_s);
 
 -- name: analyze_input_packages
--- Refresh the planner's statistics of input_packages (owner or MAINTAIN only; others get a warning).
-ANALYZE input_packages;
+-- Refresh the planner's statistics of input_packages: size and the columns labelling reads, not the payloads (owner or MAINTAIN only).
+ANALYZE input_packages (id, symbol);
 
 -- name: analyze_outcomes
--- Refresh the planner's statistics of outcomes (owner or MAINTAIN only; others get a warning).
-ANALYZE outcomes;
+-- Refresh the planner's statistics of outcomes: size and the columns labelling reads (owner or MAINTAIN only; others get a warning).
+ANALYZE outcomes (prediction_id, status);

@@ -52,3 +52,16 @@ def test_report_cli(db_url, session_id, tmp_path):
     result = cli.run("report", str(session_id), "--out", str(tmp_path / "cli"), env={"TRAINSRV_DATABASE_URL": db_url})
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cli" / "index.html").exists()
+
+
+def test_report_page_is_a_summary_not_a_json_dump(engine, session_id, tmp_path):
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE training_sessions SET config = :c WHERE id = :s"),
+                     {"s": session_id, "c": json.dumps({"symbol": "BTC-PERP", "optimizer": {"lr": 0.001},
+                                                        "train_episode_ids": list(range(500))})})
+        page = write_report(conn, session_id, tmp_path / "r").read_text()
+    assert f"Training session {session_id} · cnn · BTC-PERP" in page
+    assert "<th>optimizer.lr</th><td>0.001</td>" in page
+    assert "500 values (0 … 499)" in page and "17, 18, 19" not in page
+    assert "{" not in page.split("</style>")[1]   # no JSON anywhere in the body
+    assert "accuracy</th><td>55.00 %" in page

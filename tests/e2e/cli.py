@@ -5,10 +5,16 @@ import subprocess
 import sys
 
 
+def clean_env() -> dict:
+    """This process's environment without trainsrv's own settings, with a UTF-8 locale."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSRV_")}
+    env.setdefault("LC_ALL", "C.UTF-8")
+    return env
+
+
 def run(*args: str, env: dict | None = None, timeout: float = 600, check: bool = False):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSRV_")}
+    full_env = clean_env()
     full_env.update(env or {})
-    full_env.setdefault("LC_ALL", "C.UTF-8")
     result = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
                             env=full_env, timeout=timeout)
     if check and result.returncode != 0:

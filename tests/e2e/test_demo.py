@@ -4,22 +4,10 @@ analysts' commands against what it left behind."""
 import json
 
 import matplotlib.image
-import pytest
 import sqlalchemy as sa
 
 from app.db.embedded import EmbeddedServer
 from tests.e2e import cli
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("demo") / "data"
-    env = {"TRAINSRV_DATA_DIR": str(data_dir)}
-    result = cli.run("demo", "--days", "2", "--rl-steps", "40", "--cnn-epochs", "4", "--json", env=env, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    yield env, json.loads(result.stdout), data_dir
-    server = EmbeddedServer(data_dir)
-    server.stop()
 
 
 def _scalar(data_dir, sql):

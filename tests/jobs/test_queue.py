@@ -52,6 +52,25 @@ def test_claim_uses_the_partial_queued_index(jobs_engine):
     assert any(n["Node Type"] == "LockRows" for n in nodes)
 
 
+def test_a_lanes_claim_uses_the_partial_queued_index_and_takes_only_its_kinds(jobs_engine):
+    with jobs_engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO jobs (kind, state, locked_by, finished_at) "
+                             "SELECT 'noop', 'succeeded', 'w', now() FROM generate_series(1, 20000)"))
+        heavy = conn.execute(sa.text("INSERT INTO jobs (kind, priority) VALUES ('test_watch', 5) RETURNING id")).scalar()
+        light = conn.execute(sa.text("INSERT INTO jobs (kind) VALUES ('noop') RETURNING id")).scalar()
+        conn.execute(sa.text("ANALYZE jobs"))
+        plan = conn.execute(sa.text("EXPLAIN (FORMAT JSON) " + queries.sql("jobs.claim_kinds")),
+                            {"worker": "w1", "kinds": ["noop"]}).scalar()
+    nodes = list(_plan_nodes(plan[0]["Plan"]))
+    scans = [n for n in nodes if n.get("Relation Name") == "jobs" and "Scan" in n["Node Type"]]
+    assert [n for n in scans if n.get("Index Name") == "ix_jobs_claim"], json.dumps(plan, indent=1)
+    assert not any(n["Node Type"] == "Seq Scan" for n in scans)
+    with jobs_engine.begin() as conn:
+        assert queue.claim(conn, "maintenance", ("noop",)).id == light  # the higher-priority kind is not its
+        assert queue.claim(conn, "maintenance", ("noop",)) is None
+        assert queue.claim(conn, "main").id == heavy
+
+
 def test_claim_takes_priority_then_age_and_skips_future_jobs(jobs_engine):
     low = _enqueue(jobs_engine, priority=0).id
     later = _enqueue(jobs_engine, priority=100, delay_s=3600).id

@@ -141,6 +141,7 @@ SEMANTIC = [
     (["ingest", "candles", "CANDLES", "--symbol", "BTC-PERP", "--timeframe", "7q"], "timeframe"),
     (["ingest", "candles", "/nonexistent/candles.csv", "--symbol", "BTC-PERP", "--timeframe", "1m"], "candle file"),
     (["db", "upgrade", "no_such_revision"], "no_such_revision"),
+    (["sql", "-c", " "], "-c"),
 ]
 
 

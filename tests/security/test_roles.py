@@ -8,8 +8,8 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from app.client import Client
 
-VIEWS = ["v_profitable_setups", "v_cnn_replay", "v_rl_replay", "v_rl_replay_stats", "v_session_value",
-         "v_system_stats"]
+VIEWS = ["v_profitable_setups", "v_setup_candles", "v_cnn_replay", "v_rl_replay", "v_rl_replay_stats",
+         "v_session_value", "v_system_stats"]
 TABLES = ["candles", "input_packages", "predictions", "outcomes", "market_events", "experiences", "jobs",
           "training_sessions", "training_steps", "gradient_blobs", "checkpoints"]
 

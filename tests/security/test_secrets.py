@@ -60,7 +60,7 @@ def test_no_command_prints_or_logs_the_password(kind, pg_admin_url, monkeypatch,
         if code != 0:
             failed += 1
             error_line(err)  # one line, no traceback
-    assert failed >= len(_commands()) - 2  # all but the commands that need no database (jobs kinds)
+    assert failed >= len(_commands()) - 2  # all but the commands that need no database (jobs kinds, db url)
 
 
 @pytest.mark.parametrize("argv", [["-v", "serve", "--once"], ["db", "upgrade", "head"],
