@@ -42,7 +42,7 @@ from app.db import queries
 from app.errors import ValidationError
 from app.ingest.package import ModelInputPackage, load_package
 
-__all__ = ["Client", "PackageResult", "Prediction", "rules_from_settings"]
+__all__ = ["Client", "PackageResult", "Prediction", "rule_overrides", "rules_from_settings"]
 
 # A batch that loses a deadlock to a concurrent batch (same packages, other order) is re-run.
 DEADLOCK_RETRIES = 3
@@ -94,13 +94,22 @@ class PackageResult:
 
 
 def rules_from_settings(settings: Settings) -> dict[str, Any]:
-    """The ``p_rules`` argument of the ingest SQL functions, from the settings."""
+    """The ingest validation rules the settings describe (the shape of ``ingest_config.rules``)."""
     return {
         "min_data_completeness": settings.min_data_completeness,
         "max_clock_skew_s": settings.max_clock_skew_s,
         "max_payload_bytes": settings.max_payload_bytes,
         "required_fields": [f.strip() for f in settings.package_required_fields.split(",") if f.strip()],
     }
+
+
+def rule_overrides(settings: Settings) -> dict[str, Any]:
+    """The ``p_rules`` argument the client sends: only the rules its settings change from the defaults.
+
+    The server's configuration (``ingest_config``) decides the rules; only a trainer or the owner may
+    override them, so a client left at the defaults sends ``{}`` and works for every role."""
+    defaults = rules_from_settings(Settings())
+    return {k: v for k, v in rules_from_settings(settings).items() if v != defaults[k]}
 
 
 class _Session:
@@ -135,7 +144,7 @@ class Client:
             self.engine = db_engine.make_engine(db_engine.normalise_url(engine_or_url))
         else:
             self.engine = db_engine.get_engine(self.settings)
-        self._rules = json.dumps(rules_from_settings(self.settings))
+        self._rules = json.dumps(rule_overrides(self.settings))
         self._session: _Session | None = None
 
     # -- the orchestrator's calls -------------------------------------------------------------

@@ -138,6 +138,20 @@ class Settings:
     # torch's default. See docs/session_replay.md for why the count does not change the replayed bits.
     replay_threads: int = 1
 
+    # Retention of gradients and checkpoints (app/retention, `trainsrv gc`, docs/retention.md). Never pruned:
+    # v_sessions_protected (sessions marked keep, running or being replayed, and their lineage). Then the
+    # newest N sessions per (model kind, symbol) keep everything; older ones lose their gradients after
+    # gradient_max_age_days and their checkpoints too after checkpoint_max_age_days (0: never), and the
+    # oldest lose their gradients while all gradients exceed gradient_budget_gb (0: no budget).
+    gradient_keep_newest: int = 3
+    gradient_max_age_days: float = 14.0
+    checkpoint_max_age_days: float = 0.0
+    gradient_budget_gb: float = 0.0
+    # The scheduler enqueues one `gc` job per window of this many seconds (0: never).
+    gc_interval_s: float = 3600.0
+    # gc skips a session whose partition it cannot lock within this time (retried on its next run).
+    gc_lock_timeout_s: float = 2.0
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         """Build settings from ``env`` (default ``os.environ``); malformed values raise ConfigError."""

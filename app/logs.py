@@ -35,13 +35,29 @@ def level_name() -> str:
     return name
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a record is written. Commands run in-process (tests,
+    notebooks) see ``sys.stderr`` replaced between runs; a handler holding an old one writes to a closed file."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def configure(verbose: bool = False) -> None:
     """Send trainsrv's logs to stderr at the configured level, in the configured format."""
     fmt = get_settings().log_format.strip().lower()
     if fmt not in ("text", "json"):
         raise ConfigError(f"TRAINSRV_LOG_FORMAT={get_settings().log_format!r} is not text or json")
     level = logging.DEBUG if verbose else getattr(logging, level_name())
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.set_name(HANDLER_NAME)
     root = logging.getLogger()

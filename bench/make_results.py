@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-AREAS = ["ingest", "outcomes", "jobs", "trainer", "replay", "session_replay", "similar", "cli", "loop"]
+AREAS = ["ingest", "outcomes", "jobs", "trainer", "replay", "session_replay", "similar", "cli", "gradients", "loop"]
 SEPARATOR = "\n---\n"
 
 

@@ -3,7 +3,7 @@
 from alembic import context
 
 from app.db import models
-from app.db.migrate import include_object
+from app.db.migrate import include_object, serialise
 
 config = context.config
 target_metadata = models.Base.metadata
@@ -13,6 +13,7 @@ def run(connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata,
                       include_object=include_object, transaction_per_migration=False)
     with context.begin_transaction():
+        serialise(connection)  # before alembic reads the current revision: concurrent runs queue up
         context.run_migrations()
 
 

@@ -21,6 +21,7 @@ from app.db import migrate
 from app.db.embedded import EmbeddedServer
 from app.db.engine import make_engine, normalise_url
 from app.paths import REPO_ROOT
+from tests.embedded_dirs import reachable
 
 # CI replays the same examples on every run, so a red build always means a change broke
 # something; developers' runs keep exploring new examples.
@@ -38,7 +39,7 @@ def pg_admin_url(tmp_path_factory) -> str:
     if external:
         yield normalise_url(external)
         return
-    server = EmbeddedServer(tmp_path_factory.mktemp("pgserver"))
+    server = EmbeddedServer(reachable(tmp_path_factory.mktemp("pgserver")))
     url = server.acquire()
     yield url
     server.release()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from app import cli_common
+from app.errors import ValidationError
 from app.analysts import sessions
 
 
@@ -47,6 +48,9 @@ def _report(args) -> int:
     from app.analysts.report import write_report
 
     with cli_common.open_db().connect() as conn:
-        index = write_report(conn, args.session_id, args.out)
+        try:
+            index = write_report(conn, args.session_id, args.out)
+        except OSError as exc:  # an unwritable or impossible --out
+            raise ValidationError("--out", f"cannot write the report to {args.out}: {exc.strerror or exc}") from None
     print(f"report written to {index}")
     return 0

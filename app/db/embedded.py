@@ -10,7 +10,11 @@ processes' handles after a kill and then never stops the server. Here:
 * the last live process to release stops the server (fast shutdown);
 * a stale ``postmaster.pid`` (its pid dead or reused by another program) is removed before start;
 * the server listens only on a Unix socket inside the data dir, runs with the C locale and,
-  when we are root, as an unprivileged system user (PostgreSQL refuses to run as root).
+  when we are root, as an unprivileged system user (PostgreSQL refuses to run as root);
+* only the OS user that owns the data dir may connect: the socket accepts peer authentication
+  mapped from that user alone (never ``trust``), and a socket directory outside the data dir (for
+  deep data dirs) is created owner-only. No parent folder's mode is ever changed: a data dir the
+  server user cannot reach is refused with a message saying what to do.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import logging
 import os
 import pwd
+import stat
 import subprocess
 from pathlib import Path
 
@@ -35,6 +40,14 @@ SYSTEM_USER = "pgserver"
 PORT = 5432
 # Unix socket paths are limited to 107 bytes on Linux.
 MAX_SOCKET_PATH = 100
+# Unix-socket logins: peer authentication, mapped so that only the data dir's owner (the OS user that
+# initialised it) gets in, as any database role; TCP (off: listen_addresses is empty) would need a
+# password. Other local users are refused even if they reach the socket.
+HBA_CONF = """# trainsrv (app/db/embedded.py): no trust authentication.
+local   all   all                 peer map=owner
+host    all   all   all           scram-sha-256
+"""
+IDENT_MAP = "owner"
 SERVER_OPTIONS = (
     "-c listen_addresses='' -c max_connections=200 -c shared_buffers=256MB "
     "-c max_wal_size=4GB -c checkpoint_timeout=15min"
@@ -66,9 +79,13 @@ class EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self._locked():
             self._ensure_initialised()
+            changed = self._secure_auth()
             if not self._running_pid():
+                self._check_reachable(self.pgdata)  # a parent may have been closed since initdb
                 self._remove_stale_pidfile()
                 self._start()
+            elif changed:
+                self._pg("pg_ctl", "-D", str(self.pgdata), "reload")  # a server started with the old trust rules
             self._update_handles(add=os.getpid())
         if not self._registered:
             self._registered = True
@@ -126,16 +143,35 @@ class EmbeddedServer:
             raise DatabaseUnavailable(
                 f"{self.pgdata} exists but is not a PostgreSQL data dir; move it away or set TRAINSRV_DATA_DIR"
             )
+        self._check_reachable(self.pgdata)
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self._hand_to_system_user(self.pgdata)
-        self._pg("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
+        self._pg("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth-local=peer", "--auth-host=scram-sha-256",
                  "--encoding=UTF8", "--no-locale", "--no-instructions")
+
+    def _secure_auth(self) -> bool:
+        """Write the owner-only authentication rules (also over a data dir initialised with trust by an
+        older version); True when a file changed."""
+        owner = pwd.getpwuid(os.geteuid()).pw_name
+        wanted = {"pg_hba.conf": HBA_CONF, "pg_ident.conf": f"# trainsrv: the data dir's owner only\n"
+                                                          f"{IDENT_MAP}   {owner}   all\n"}
+        changed = False
+        for name, text in wanted.items():
+            path = self.pgdata / name
+            if path.exists() and path.read_text() == text:
+                continue
+            path.write_text(text)
+            path.chmod(0o600)
+            if os.geteuid() == 0:
+                user = _ensure_system_user()
+                os.chown(path, user.pw_uid, user.pw_gid)
+            changed = True
+        return changed
 
     def _start(self) -> None:
         sock = self.socket_dir()
         if sock != self.pgdata:
-            sock.mkdir(mode=0o777, exist_ok=True)
-            sock.chmod(0o777)
+            self._private_socket_dir(sock)
         options = f"{SERVER_OPTIONS} -k {sock} -p {PORT}"
         log_file = self.pgdata / "server.log"
         try:
@@ -195,11 +231,36 @@ class EmbeddedServer:
         user = _ensure_system_user()
         os.chown(path, user.pw_uid, user.pw_gid)
         path.chmod(0o700)
-        # The server user must be able to traverse every parent folder.
-        for parent in path.parents:
-            mode = parent.stat().st_mode
-            if mode & 0o005 != 0o005:
-                parent.chmod(mode | 0o005)
+
+    def _check_reachable(self, path: Path) -> None:
+        """Refuse (rather than widen a parent folder's mode) when the server user cannot reach ``path``."""
+        if os.geteuid() != 0:
+            return  # the server runs as we do
+        user = _ensure_system_user()
+        for parent in reversed(path.parents):
+            if parent.exists() and not _searchable_by(parent.stat(), user):
+                raise DatabaseUnavailable(
+                    f"the embedded server runs as the system user {SYSTEM_USER!r}, which cannot reach {path}: "
+                    f"{parent} is not searchable by it. Use a data dir it can reach (TRAINSRV_DATA_DIR), grant it "
+                    f"search permission yourself (e.g. setfacl -m u:{SYSTEM_USER}:x {parent}), or set "
+                    "TRAINSRV_DATABASE_URL")
+
+    def _private_socket_dir(self, sock: Path) -> None:
+        """A socket folder outside the data dir: owned by the server's user, mode 0700, never a link."""
+        uid, gid = (os.geteuid(), os.getegid())
+        if os.geteuid() == 0:
+            user = _ensure_system_user()
+            uid, gid = user.pw_uid, user.pw_gid
+        try:
+            sock.mkdir(mode=0o700)
+        except FileExistsError:
+            st = sock.lstat()
+            # Ours, or root's from an older version; anyone else's (e.g. planted in /tmp) is refused.
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (uid, 0):
+                raise DatabaseUnavailable(f"socket folder {sock} exists and is not a folder of the server's user; "
+                                          "remove it (it may have been planted by another user)") from None
+        os.chown(sock, uid, gid, follow_symlinks=False)
+        sock.chmod(0o700)
 
     def _pg(self, program: str, *args: str) -> str:
         kwargs: dict = {}
@@ -214,6 +275,14 @@ class EmbeddedServer:
         if result.returncode != 0:
             raise DatabaseUnavailable(f"{program} failed in {self.pgdata}: {_last_line(result.stdout)}")
         return result.stdout
+
+
+def _searchable_by(st: os.stat_result, user: pwd.struct_passwd) -> bool:
+    if user.pw_uid == st.st_uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if user.pw_gid == st.st_gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
 
 
 def _ensure_system_user() -> pwd.struct_passwd:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -12,6 +14,8 @@ from alembic.script import ScriptDirectory
 from app.db import models
 from app.errors import SchemaOutOfDate, TrainsrvError
 from app.paths import ALEMBIC_INI
+
+_GRADIENT_PARTITION = re.compile(r"gradient_blobs_s[0-9]+")
 
 
 def alembic_config(connection: sa.Connection | None = None) -> Config:
@@ -27,7 +31,35 @@ def head_revisions() -> set[str]:
 
 def current_revisions(engine: sa.Engine) -> set[str]:
     with engine.connect() as conn:
-        return set(MigrationContext.configure(conn).get_current_heads())
+        return connection_revisions(conn)
+
+
+def connection_revisions(conn: sa.Connection) -> set[str]:
+    """The revisions the database of ``conn`` is at (empty when never migrated)."""
+    return set(MigrationContext.configure(conn).get_current_heads())
+
+
+# Migrations hold an advisory lock (sql/queries/migrations.sql) for their whole transaction, so two
+# `db upgrade`s (or an upgrade and a downgrade) run one after the other: the second then finds the
+# first one's work done. Since migration 0011 only the trainer role and the owner may take advisory locks.
+MIGRATION_LOCK_WAIT_S = 600.0
+
+
+def serialise(conn: sa.Connection, wait_s: float | None = None) -> None:
+    """Take the migration lock in ``conn``'s transaction, waiting at most ``wait_s`` seconds."""
+    from app.db import locks
+
+    locks.take(conn, "migrations.lock", "migrations",
+               MIGRATION_LOCK_WAIT_S if wait_s is None else wait_s)
+
+
+def previous_revision(revision: str) -> str:
+    """The revision a migration follows (its ``down_revision``): e.g. a schema just before it, for tests
+    and benches that compare the two whatever the chain is re-ordered to."""
+    down = ScriptDirectory.from_config(alembic_config()).get_revision(revision).down_revision
+    if not isinstance(down, str):
+        raise TrainsrvError(f"migration {revision} does not follow exactly one revision ({down!r})")
+    return down
 
 
 def upgrade(engine: sa.Engine, revision: str = "heads") -> None:
@@ -56,8 +88,10 @@ def schema_drift(engine: sa.Engine) -> list:
 
 
 def include_object(obj, name, type_, reflected, compare_to):
-    """Views are versioned SQL files, not models; alembic's own table is not ours either."""
-    return not (type_ == "table" and (name.startswith("v_") or name == "alembic_version"))
+    """Views are versioned SQL files, not models; alembic's own table is not ours either, nor are the
+    per-session partitions of gradient_blobs (created and dropped at run time, migration 0013)."""
+    return not (type_ == "table" and (name.startswith("v_") or name == "alembic_version"
+                                      or _GRADIENT_PARTITION.fullmatch(name)))
 
 
 def require_head(engine: sa.Engine) -> None:

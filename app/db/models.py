@@ -32,6 +32,7 @@ SESSION_STATES = ("running", "succeeded", "failed", "interrupted")
 CAPTURE_POLICIES = ("full", "every_k", "half", "none")
 EVENT_KINDS = ("velocity", "volatility_spike")
 OUTCOME_STATES = ("validated", "pending")
+PRUNED = ("gradients", "all")
 
 TSTZ = sa.DateTime(timezone=True)
 NOW = sa.text("now()")
@@ -304,6 +305,11 @@ class TrainingSession(Base):
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     started_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
     ended_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
+    # Migration 0013, retention (app/retention): never prune (keep); what was pruned, when and why.
+    keep: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    pruned: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    pruned_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
+    pruned_reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     __table_args__ = (
         sa.CheckConstraint(_in("model_kind", MODEL_KINDS), name="known_model_kind"),
         sa.CheckConstraint(_in("status", SESSION_STATES), name="known_status"),
@@ -312,6 +318,10 @@ class TrainingSession(Base):
         sa.CheckConstraint("ended_at IS NULL OR ended_at >= started_at", name="ordered_times"),
         sa.CheckConstraint("init_session_id IS NULL OR init_session_id < id", name="init_before_self"),
         sa.CheckConstraint("(init_session_id IS NULL) = (init_checkpoint_id IS NULL)", name="init_both_or_neither"),
+        sa.CheckConstraint(f"pruned IS NULL OR {_in('pruned', PRUNED)}", name="known_pruned"),
+        sa.CheckConstraint("pruned IS NULL OR NOT replay_exact", name="pruned_not_exact"),
+        sa.CheckConstraint("(pruned IS NULL) = (pruned_at IS NULL) AND (pruned IS NULL) = (pruned_reason IS NULL)",
+                           name="pruned_complete"),
     )
 
 
@@ -338,7 +348,11 @@ class TrainingStep(Base):
 
 
 class GradientBlob(Base):
-    """One chunk of one parameter's gradient at one step (lossless unless the session says not)."""
+    """One chunk of one parameter's gradient at one step (lossless unless the session says not).
+
+    Migration 0013: partitioned by LIST (session_id), one partition ``gradient_blobs_s<id>`` per session,
+    created by a trigger on ``training_sessions`` and dropped by retention (sql/functions/gradient_partitions).
+    """
 
     __tablename__ = "gradient_blobs"
     session_id: Mapped[int] = mapped_column(
@@ -357,6 +371,7 @@ class GradientBlob(Base):
         sa.CheckConstraint("chunk_index >= 0 AND chunk_index < chunk_count", name="chunk_in_range"),
         sa.CheckConstraint("byte_length = octet_length(data)", name="length_matches"),
         sa.CheckConstraint("octet_length(checksum) = 32", name="checksum_is_sha256"),
+        {"postgresql_partition_by": "LIST (session_id)"},
     )
 
 
@@ -548,4 +563,19 @@ class ExperimentResult(Base):
         sa.CheckConstraint(_in("source", EXPERIMENT_SOURCES), name="known_source"),
         sa.UniqueConstraint("experiment_id", "family", "arm", "seed", "round", "source",
                             name="uq_experiment_results_lane_round_source"),
+    )
+
+
+class IngestConfig(Base):
+    """Migration 0011: the one row of ingest validation rules (``ingest_rules()`` reads it over the
+    built-in defaults). Ops change it with SQL; callers of the ingest functions cannot."""
+
+    __tablename__ = "ingest_config"
+    id: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, server_default=sa.text("1"),
+                                    autoincrement=False)
+    rules: Mapped[dict] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    updated_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    __table_args__ = (
+        sa.CheckConstraint("id = 1", name="single_row"),
+        sa.CheckConstraint("ingest_checked_rules(ingest_default_rules() || rules) IS NOT NULL", name="rules_valid"),
     )

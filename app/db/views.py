@@ -35,13 +35,20 @@ def secure_functions(signatures) -> None:
 
 
 ANALYST_ROLE = "trainsrv_analyst"
+# Building blocks of the RL replay machinery, not documented for analysts (docs/analysts.md): the
+# documented views built on them need no grant on them (a view reads its sources as its owner).
+INTERNAL_VIEWS = frozenset({"v_rl_replay_pending_draws", "v_rl_replay_pending_priorities", "v_rl_replay_totals",
+                            "v_rl_replay_weights"})
 
 
 def create(name: str, version: int) -> None:
-    """Create the view, with the comments ``sql/views/catalog.toml`` gives it and its columns; analysts may
-    read it once their role exists (migration 0008 on)."""
+    """Create the view as a security barrier, with the comments ``sql/views/catalog.toml`` gives it and its
+    columns; analysts may read it once their role exists (migration 0008 on), unless it is internal."""
     op.execute(read(name, version))
+    _security_barrier(name)
     catalog.apply(op.get_bind(), [name])
+    if name in INTERNAL_VIEWS:
+        return
     # Re-created views lose their grants, so every creation grants again.
     op.execute(f"""
         DO $$ BEGIN
@@ -51,6 +58,12 @@ def create(name: str, version: int) -> None:
         END $$""")
 
 
+def _security_barrier(name: str) -> None:
+    # A reader's cheap function (e.g. in pg_temp) in a WHERE clause is then applied only to the rows
+    # the view lets through, never to rows its own conditions filter out.
+    op.execute(f"ALTER VIEW {name} SET (security_barrier = true)")
+
+
 def redefine(name: str, version: int) -> None:
     """Replace the view's query in place (``CREATE OR REPLACE VIEW``): for versions with the same columns,
     so that the views built on it stay, with their grants."""
@@ -58,6 +71,7 @@ def redefine(name: str, version: int) -> None:
     if "CREATE VIEW" not in statement:
         raise ValueError(f"{path(name, version)} has no CREATE VIEW statement")
     op.execute(statement.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))
+    _security_barrier(name)  # CREATE OR REPLACE VIEW resets the view's options
     catalog.apply(op.get_bind(), [name])  # columns a version appends need their comments
 
 

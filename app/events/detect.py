@@ -14,7 +14,7 @@ import math
 import sqlalchemy as sa
 
 from app.config import Settings, get_settings
-from app.db import queries
+from app.db import locks, queries
 from app.errors import ValidationError
 from app.outcomes.grid import bar_seconds
 
@@ -26,7 +26,7 @@ def detect_events(engine: sa.Engine, settings: Settings | None = None, *, symbol
     settings = settings or get_settings()
     params = detection_params(settings, symbol)
     with engine.begin() as conn:
-        conn.execute(queries.get("events.lock_detection"))
+        locks.take(conn, "events.lock_detection", "event detection")
         counts = dict(conn.execute(queries.get("events.detect"), params).mappings().one())
     log.info("event detection: %s", counts)
     return counts

@@ -16,7 +16,7 @@ import logging
 import sqlalchemy as sa
 
 from app.config import Settings, get_settings
-from app.db import models, queries
+from app.db import locks, models, queries
 from app.errors import ValidationError
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def build_experiences(engine: sa.Engine, settings: Settings | None = None, *, sy
     params = {"model_kind": model_kind, "symbol": symbol, "max_gap_s": settings.experience_max_gap_s,
               "as_of": as_of or dt.datetime.now(dt.timezone.utc)}
     with engine.begin() as conn:
-        conn.execute(queries.get("experiences.lock_building"))
+        locks.take(conn, "experiences.lock_building", "experience building")
         counts = dict(conn.execute(queries.get("experiences.build"), params).mappings().one())
     log.info("experiences built: %s", counts)
     return counts

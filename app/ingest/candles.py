@@ -239,7 +239,7 @@ class _FileSource(_Source):
         self.size = path.stat().st_size
         self.show = self.size >= PROGRESS_MIN_BYTES if progress is None else progress
         with self._open() as f:
-            self.columns = _header_columns(f.readline(), path)
+            self.columns = _header_columns(f.readline(MAX_HEADER_CHARS), path)
 
     def _open(self):
         return self.path.open("r", encoding="utf-8", errors="replace", newline="")
@@ -310,12 +310,16 @@ def _staging_row(line: str, row_no: int, line_no: int, order: list[int] | None,
     return f"{row_no},{line}\n"
 
 
+MAX_HEADER_CHARS = 4096  # a header line is read at most this far (a 20 MB 'header' is no header)
+
+
 def _header_columns(header: str, path: Path) -> tuple[str, ...]:
     names = [h.strip().lower() for h in header.strip().lstrip("\ufeff").split(",")]
     missing = [c for c in COLUMNS if c not in names]
     if missing or len(names) != len(COLUMNS):
+        shown = header.strip()[:80]  # repr() escapes control characters; a long line is cut
         raise ValidationError("header", f"{path.name} must have the columns {','.join(COLUMNS)}; "
-                                        f"got {header.strip()!r}")
+                                        f"got {shown!r}{' (cut)' if len(header.strip()) > 80 else ''}")
     return tuple(names)
 
 

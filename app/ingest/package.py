@@ -39,10 +39,23 @@ from app.ingest import canonical, timeframes
 PAYLOAD_FORMAT = "mip-json-v1"
 OHLCV_COLUMNS = ("open", "high", "low", "close", "volume")
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# The same bounds as ingest_metadata_problem (sql/functions/ingest/v0002.sql).
+MAX_METADATA_DEPTH = 32
+MAX_METADATA_BYTES = 65536
 
 
 class PackageTampered(TrainsrvError):
     """A stored package's payload no longer matches its ``data_hash``."""
+
+
+class PackageUndecodable(TrainsrvError):
+    """A stored package's payload matches its hash but is not a package this code can decode."""
+
+
+def ts_text(ts: dt.datetime) -> str:
+    """``ts`` (UTC) as the document writes it: four-digit year, microseconds, ``Z`` (as PostgreSQL's
+    ``to_char(..., 'YYYY-...')``; ``strftime('%Y')`` does not pad years before 1000)."""
+    return f"{ts.year:04d}-{ts:%m-%dT%H:%M:%S.%f}Z"
 
 
 @dataclasses.dataclass(eq=False)
@@ -87,7 +100,7 @@ class ModelInputPackage:
         """The package as a JSON-ready dict (non-finite floats as "NaN" / "Infinity" strings)."""
         return {
             "symbol": self.symbol,
-            "ts": self.ts.strftime(_TS_FORMAT),
+            "ts": ts_text(self.ts),
             "ohlcv": {tf: {"t": self.bar_ts[tf].tolist(), "bars": _json_floats(a)}
                       for tf, a in self.ohlcv.items()},
             "windows": dict(self.windows),
@@ -107,7 +120,7 @@ class ModelInputPackage:
         bytes still equal ``canonical_bytes()``; tests check this on awkward and random floats."""
         doc = {
             "symbol": self.symbol,
-            "ts": self.ts.strftime(_TS_FORMAT),
+            "ts": ts_text(self.ts),
             "ohlcv": {tf: {"t": np.ascontiguousarray(self.bar_ts[tf]), "bars": _wire_floats(a)}
                       for tf, a in self.ohlcv.items()},
             "windows": self.windows,
@@ -158,7 +171,12 @@ def decode_payload(payload: bytes, data_hash: bytes, package_id: int | None = No
     if hashlib.sha256(payload).digest() != bytes(data_hash):
         raise PackageTampered(f"input package {package_id}: payload does not match its data_hash "
                               "(modified after it was stored)")
-    return ModelInputPackage.from_document(json.loads(payload))
+    try:
+        return ModelInputPackage.from_document(json.loads(payload))
+    except (ValidationError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        # Stored by an older, laxer version (or edited along with its hash): named, so callers can skip it.
+        raise PackageUndecodable(f"input package {package_id} cannot be decoded: "
+                                 f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def load_package(conn: sa.Connection, package_id: int) -> ModelInputPackage:
@@ -239,16 +257,32 @@ def _optional_array(field: str, value: Any) -> np.ndarray | None:
 
 def _metadata(value: Any) -> dict[str, Any]:
     # Free-form like any JSON object (the SQL path stores whatever keys it gets, "" included);
-    # only the key type is checked here.
+    # the key type, nesting and size are checked here.
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise ValidationError("metadata", "must be a dict with string keys")
+    _check_depth(value)  # before anything recursive below
     try:
-        canonical.render(json.loads(json.dumps(value, allow_nan=False)))
+        text = canonical.render(json.loads(json.dumps(value, allow_nan=False)))
     except (TypeError, ValueError) as exc:
         raise ValidationError("metadata", f"must be JSON (finite numbers, string keys): {exc}") from None
     if "\x00" in json.dumps(value):
         raise ValidationError("metadata", "must not contain NUL characters")
+    if len(text.encode()) > MAX_METADATA_BYTES:
+        raise ValidationError("metadata", f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
     return value
+
+
+def _check_depth(value: Any) -> None:
+    """Nesting of at most MAX_METADATA_DEPTH levels (the top object is level 0), walked without recursion."""
+    todo = [(value, 0)]
+    while todo:
+        item, level = todo.pop()
+        if level >= MAX_METADATA_DEPTH:
+            raise ValidationError("metadata", f"must not nest deeper than {MAX_METADATA_DEPTH} levels")
+        if isinstance(item, dict):
+            todo.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            todo.extend((v, level + 1) for v in item)
 
 
 def _windows(value: Any, ohlcv: dict[str, np.ndarray]) -> dict[str, int]:
@@ -256,8 +290,8 @@ def _windows(value: Any, ohlcv: dict[str, np.ndarray]) -> dict[str, int]:
         return {tf: len(a) for tf, a in ohlcv.items()}
     _mapping("windows", value)
     for tf, n in value.items():
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValidationError(f"windows.{tf}", f"must be a positive integer, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 1_000_000:
+            raise ValidationError(f"windows.{tf}", f"must be an integer in [1, 1000000], got {n!r}")
     return {tf: int(n) for tf, n in value.items()}
 
 

@@ -79,7 +79,7 @@ def _serve(args) -> int:
     finally:
         if server is not None:
             server.shutdown()
-    return 0
+    return 1 if worker.schema_problem else 0
 
 
 def _install_signals(worker: Worker | Lanes) -> None:

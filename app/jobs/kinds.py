@@ -9,5 +9,6 @@ from app.experiences import jobs as experiences_jobs  # noqa: F401
 from app.jobs import builtin  # noqa: F401
 from app.outcomes import jobs as outcomes_jobs  # noqa: F401
 from app.registry import jobs as registry_jobs  # noqa: F401
+from app.retention import jobs as retention_jobs  # noqa: F401
 from app.session_replay import jobs as session_replay_jobs  # noqa: F401
 from app.trainer import jobs as trainer_jobs  # noqa: F401

@@ -61,13 +61,16 @@ class FailResult:
     max_attempts: int
 
 
+# A job delayed longer than ten years is a mistake (and past PostgreSQL's interval arithmetic at 1e308).
+MAX_DELAY_S = 10 * 365 * 86400
+
 # -- enqueueing -------------------------------------------------------------------------------
 
 def validate(kind: str, params: dict | None, priority: int = 0, max_attempts: int | None = None,
              dedupe_key: str | None = None, delay_s: float = 0.0) -> dict:
     """The job's parameters as its handler will see them; raises ValidationError naming the field."""
-    if not isinstance(delay_s, (int, float)) or isinstance(delay_s, bool) or not 0 <= delay_s < float("inf"):
-        raise ValidationError("delay_s", f"must be a finite number >= 0, got {delay_s!r}")
+    if not isinstance(delay_s, (int, float)) or isinstance(delay_s, bool) or not 0 <= delay_s <= MAX_DELAY_S:
+        raise ValidationError("delay_s", f"must be a number of seconds in [0, {MAX_DELAY_S}], got {delay_s!r}")
     if not isinstance(priority, int) or isinstance(priority, bool) or not -2**31 <= priority < 2**31:
         raise ValidationError("priority", f"must be a 32-bit integer, got {priority!r}")
     if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):

@@ -28,6 +28,8 @@ from app.config import Settings, get_settings
 from app.errors import TrainsrvError, ValidationError
 
 REQUIRED = object()
+# Integers without their own maximum are bounded too: nothing a job counts needs more than 32 bits.
+MAX_INT = 2**31 - 1
 
 
 class Interrupted(Exception):
@@ -41,6 +43,8 @@ class Param:
     choices: tuple | None = None
     min: float | None = None
     max: float | None = None
+    # Further checks of the coerced value (e.g. that text is a JSON object): raises ValidationError.
+    check: Callable[[str, Any], None] | None = None
 
     def parse(self, name: str, value: Any) -> Any:
         if value is None:
@@ -54,6 +58,10 @@ class Param:
             raise ValidationError(name, f"must be >= {self.min}, got {value!r}")
         if self.max is not None and value > self.max:
             raise ValidationError(name, f"must be <= {self.max}, got {value!r}")
+        if self.type is int and self.max is None and abs(value) > MAX_INT:
+            raise ValidationError(name, f"must be at most {MAX_INT} in size, got {value!r}")
+        if self.check is not None:
+            self.check(name, value)
         return value
 
 

@@ -11,6 +11,7 @@
   ``train_rl`` job began. A job of that kind queued or running for the symbol holds the next one
   back. Counting from the last session means a threshold changed (and changed back) never
   trains again on data a session already had.
+* Retention: one ``gc`` job per ``gc_interval_s`` window (app/retention).
 
 Each decision becomes a dedupe key enqueued with ``queue.enqueue_once`` (a key ever enqueued is
 never enqueued again): ``auto:<kind>:<window>`` for periodic jobs, and for training
@@ -84,7 +85,7 @@ class Scheduler:
 
     def due(self, conn: sa.Connection, handlers: dict[str, registry.Handler]) -> list[Due]:
         """Every job the settings call for right now among registered kinds (enqueued ones included)."""
-        found = [*self._periodic(conn), *self._thresholds(conn, handlers)]
+        found = [*self._periodic(conn), *self._gc(conn), *self._thresholds(conn, handlers)]
         for due in found:
             if due.kind not in handlers:
                 self._skip_once(due.kind, "no handler registered in this trainer")
@@ -137,6 +138,14 @@ class Scheduler:
             Due(kind, f"auto:{kind}:{window}", f"every {s.validation_interval_s:g} s", priority=PERIODIC_PRIORITY)
             for kind in PERIODIC_KINDS
         ]
+
+    def _gc(self, conn: sa.Connection) -> list[Due]:
+        """One retention run (``gc``, app/retention) per ``gc_interval_s`` window."""
+        interval = self.settings.gc_interval_s
+        if interval <= 0:
+            return []
+        window = math.floor(float(conn.execute(sa.text("SELECT extract(epoch FROM now())")).scalar()) / interval)
+        return [Due("gc", f"auto:gc:{window}", f"every {interval:g} s")]
 
     def _thresholds(self, conn: sa.Connection, handlers: dict[str, registry.Handler]) -> list[Due]:
         found = []

@@ -36,6 +36,8 @@ from app.jobs.scheduler import Scheduler
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 5.0
+# How often a running trainer checks that the database is still at the migration head it started on.
+SCHEMA_CHECK_INTERVAL_S = 2.0
 MAX_ERROR_CHARS = 4000
 _UNAVAILABLE = object()
 
@@ -80,7 +82,10 @@ class Worker:
         self._conn: sa.Connection | None = None
         self._down_since: float | None = None
         self._backoff_s = RECONNECT_MIN_S
-        self._next_rescue = self._next_schedule = 0.0
+        self._next_rescue = self._next_schedule = self._next_schema_check = 0.0
+        self._heads: set[str] | None = None
+        # Why the worker stopped claiming: the schema left the head (a downgrade or a newer upgrade).
+        self.schema_problem: str | None = None
 
     # -- control ----------------------------------------------------------------------------
 
@@ -106,6 +111,8 @@ class Worker:
         try:
             while not self.stopping and (max_jobs is None or self.processed < max_jobs):
                 self._maintain()
+                if self.stopping:
+                    break
                 job = self._db(self._claim)
                 if isinstance(job, queue.ClaimedJob):
                     self._execute(job)
@@ -224,12 +231,32 @@ class Worker:
 
     def _maintain(self) -> None:
         now = time.monotonic()
+        if now >= self._next_schema_check:
+            self._next_schema_check = now + SCHEMA_CHECK_INTERVAL_S
+            self._db(self._check_schema)
+        if self.stopping:
+            return
         if self.rescues and now >= self._next_rescue:
             self._next_rescue = now + max(0.05, self.settings.heartbeat_timeout_s / 2)
             self._db(self._rescue)
         if self.scheduler is not None and now >= self._next_schedule:
             self._next_schedule = now + self.settings.schedule_check_interval_s
             self._db(self._schedule)
+
+    def _check_schema(self) -> None:
+        """Stop claiming, with one log line, once the database is no longer at the code's migration head:
+        jobs run against another schema would fail and burn their retries."""
+        from app.db import migrate
+
+        if self._heads is None:
+            self._heads = migrate.head_revisions()
+        current = self._on_loop_connection(migrate.connection_revisions)
+        if current != self._heads:
+            have = ", ".join(sorted(current)) or "empty (never migrated)"
+            self.schema_problem = (f"database schema is at {have}, this trainer's code expects "
+                                   f"{', '.join(sorted(self._heads))}; stopped claiming jobs")
+            transitions.emit("worker.schema_changed", worker=self.id, error=self.schema_problem)
+            self.stop()
 
     def _rescue(self) -> None:
         rescued = self._on_loop_connection(lambda conn: queue.rescue(conn, self.settings.heartbeat_timeout_s))

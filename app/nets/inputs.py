@@ -122,12 +122,30 @@ def _normalise(bars: np.ndarray) -> np.ndarray:
     return np.concatenate([prices, volume[:, None]], axis=1).T  # (5, window)
 
 
-def load_inputs(conn: sa.Connection, package_ids: list[int],
-                spec: InputSpec | None = None) -> tuple[torch.Tensor, InputSpec]:
-    """Inputs of ``package_ids`` in order (hash-verified on read) and the spec used."""
+def decode_packages(conn: sa.Connection, package_ids: list[int]) -> tuple[dict, dict[int, str]]:
+    """The packages of ``package_ids`` that decode (hash-verified), and why each other one does not.
+
+    A package stored by an older, laxer version that this code cannot decode any more is reported by
+    id, so training can go on without it; a tampered package (hash mismatch) still raises."""
     unique = list(dict.fromkeys(package_ids))
-    rows = conn.execute(queries.get("trainer.package_payloads"), {"ids": unique})
-    packages = {r.id: ingest_package.decode_payload(bytes(r.payload), bytes(r.data_hash), r.id) for r in rows}
+    packages, undecodable = {}, {}
+    for r in conn.execute(queries.get("trainer.package_payloads"), {"ids": unique}):
+        try:
+            packages[r.id] = ingest_package.decode_payload(bytes(r.payload), bytes(r.data_hash), r.id)
+        except ingest_package.PackageUndecodable as exc:
+            undecodable[r.id] = str(exc)
+    return packages, undecodable
+
+
+def load_inputs(conn: sa.Connection, package_ids: list[int], spec: InputSpec | None = None,
+                packages: dict | None = None) -> tuple[torch.Tensor, InputSpec]:
+    """Inputs of ``package_ids`` in order (hash-verified on read) and the spec used; ``packages``: already
+    decoded ones (``decode_packages``). A package that cannot be decoded raises, naming it."""
+    unique = list(dict.fromkeys(package_ids))
+    if packages is None or any(i not in packages for i in unique):
+        packages, undecodable = decode_packages(conn, unique)
+        if undecodable:
+            raise TrainsrvError(next(iter(undecodable.values())))
     missing = [i for i in unique if i not in packages]
     if missing:
         raise TrainsrvError(f"input packages {missing[:5]} do not exist")

@@ -15,7 +15,7 @@ import logging
 import sqlalchemy as sa
 
 from app.config import Settings, get_settings
-from app.db import queries
+from app.db import locks, queries
 from app.errors import ValidationError
 from app.outcomes.grid import bar_seconds
 
@@ -98,7 +98,7 @@ ANALYZE_QUERIES = {"predictions": "outcomes.analyze_predictions", "input_package
 
 def label_batch(conn: sa.Connection, params: dict) -> dict:
     """Run one labelling statement in the caller's transaction; returns its counts and last id."""
-    conn.execute(queries.get("outcomes.lock_labelling"))
+    locks.take(conn, "outcomes.lock_labelling", "outcome labelling")
     conn.execute(queries.get("outcomes.batch_memory"))
     return dict(conn.execute(queries.get("outcomes.label_batch"), params).mappings().one())
 

@@ -137,6 +137,8 @@ def decode(chunks: list[Chunk], *, verify: bool = True) -> torch.Tensor:
             if checksum(c.data) != c.checksum:
                 raise BlobError(f"{c.param_name}: chunk {c.chunk_index} checksum mismatch")
     original = parse_dtype(first.dtype)
+    if first.codec not in CODECS:
+        raise BlobError(f"{first.param_name}: unknown codec {first.codec!r} (known: {', '.join(CODECS)})")
     stored = codec_dtype(first.codec, original)
     raw = bytearray().join(c.data for c in ordered)
     numel = 1

@@ -125,6 +125,10 @@ class SessionRecorder:
             if row.status not in sessions.RESUMABLE:
                 raise TrainsrvError(f"session {session_id} is {row.status}; only {', '.join(sessions.RESUMABLE)} "
                                     "sessions can be resumed")
+            if row.pruned is not None:  # retention dropped its gradient partition: new steps have nowhere to go
+                raise TrainsrvError(f"session {session_id} cannot be resumed: retention pruned its "
+                                    f"{'gradients' if row.pruned == 'gradients' else 'gradients and checkpoints'} "
+                                    f"({row.pruned_reason})")
             ckpt = checkpoints.load(lock_conn, session_id)
             dropped = _truncate_after(lock_conn, session_id, ckpt.step)
             sessions.mark_resumed(lock_conn, session_id, dropped=dropped, step=ckpt.step)

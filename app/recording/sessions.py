@@ -1,7 +1,8 @@
 """``training_sessions`` rows: the one module that writes them, and the way to read one.
 
 Trainers and replays write through ``SessionRecorder`` (``app.recording.session``), which calls
-``insert`` / ``update`` / ``mark_resumed`` here; commands and jobs read a session with ``get``,
+``insert`` / ``update`` / ``mark_resumed`` here; retention (``app.retention``) calls ``mark_pruned`` and
+``set_keep``; commands and jobs read a session with ``get``,
 ``config_of`` and ``resumable_of_job``. Analysts' reports read the views and named queries.
 """
 
@@ -34,6 +35,18 @@ def update(session_id: int, **values) -> sa.Update:
 def mark_resumed(conn: sa.Connection, session_id: int, *, dropped: int, step: int) -> None:
     """Reopen a session for training, counting the resume and the steps discarded after ``step``."""
     conn.execute(queries.get("trainer.mark_resumed"), {"session_id": session_id, "dropped": dropped, "step": step})
+
+
+def mark_pruned(conn: sa.Connection, session_id: int, *, pruned: str, reason: str) -> None:
+    """Retention removed the session's gradients (``gradients``) or its checkpoints too (``all``): it is no
+    longer replay-exact, and says when and why (app/retention)."""
+    conn.execute(queries.get("retention.mark_pruned"), {"session_id": session_id, "pruned": pruned, "reason": reason})
+
+
+def set_keep(conn: sa.Connection, session_id: int, keep: bool):
+    """Mark a session keep (retention never prunes it nor its lineage) or clear it; the row (id, keep,
+    pruned), None for an unknown id."""
+    return conn.execute(queries.get("retention.set_keep"), {"session_id": session_id, "keep": keep}).first()
 
 
 def get(conn: sa.Connection, session_id: int, field: str = "session"):

@@ -79,7 +79,8 @@ def _replay(args) -> int:
         cli_common.print_result(report.to_dict())
     else:
         print(summary(report))
-    return 1 if params["verify"] and report.divergence is not None else 0
+    # --verify passes only for the whole session, bit-exact from step 0 (not a part of it).
+    return 1 if params["verify"] and not report.verified_whole else 0
 
 
 def _resume(args) -> int:
@@ -116,9 +117,12 @@ def summary(report: exact.ReplayReport) -> str:
         worst = max((c.max_abs_diff or 0.0 for c in report.checks), default=0.0)
         lines.append(f"approximate replay: {matched}/{len(report.checks)} checkpoints identical, "
                      f"largest parameter difference {worst:.3g}")
-    elif report.divergence is None:
+    elif report.divergence is None and not report.incomplete:
         lines.append(f"bit-exact: {matched}/{len(report.checks)} checkpoints reproduced (parameters and "
                      "optimizer state hashes equal)")
+    elif report.divergence is None:
+        lines.append(f"NOT VERIFIED WHOLE: {matched}/{len(report.checks)} checkpoints reproduced, but "
+                     + "; ".join(report.incomplete))
     else:
         d = report.divergence
         differing = f"; differing parameters: {', '.join(d.params_differing[:5])}" if d.params_differing else ""

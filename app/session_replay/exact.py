@@ -32,7 +32,8 @@ from app.db import models
 from app.errors import TrainsrvError, ValidationError
 from app.recording import checkpoints, sessions, stored_steps
 from app.recording.hooks import resolve_device
-from app.session_replay import rebuild
+from app.retention import locks as retention_locks
+from app.session_replay import completeness, rebuild
 from app.session_replay.options import ReplayOptions
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 
 class NotReplayExact(TrainsrvError):
     """The session's gradients were captured lossily: it cannot be verified bit for bit."""
+
+
+class GradientsPruned(NotReplayExact):
+    """Retention removed the session's gradients (``training_sessions.pruned``): nothing to replay."""
 
 
 class ReplayError(TrainsrvError):
@@ -87,6 +92,14 @@ class ReplayReport:
     final_optimizer_hash: str
     elapsed_s: float
     notes: list[str]
+    # What of the recorded session this replay did not cover (from step 0, every step it recorded and
+    # every checkpoint it wrote); empty when the whole session was replayed.
+    incomplete: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def verified_whole(self) -> bool:
+        """Bit-exact from step 0 through every recorded step and checkpoint (what ``--verify`` requires)."""
+        return bool(self.exact) and not self.incomplete
 
     @property
     def steps_per_s(self) -> float:
@@ -96,6 +109,7 @@ class ReplayReport:
         data = dataclasses.asdict(self)
         data["steps_per_s"] = round(self.steps_per_s, 2)
         data["checkpoints_matched"] = sum(c.matches for c in self.checks)
+        data["verified_whole"] = self.verified_whole
         return data
 
 
@@ -114,22 +128,56 @@ def replay_session(engine: sa.Engine, session_id: int, options: ReplayOptions | 
     """Replay ``session_id`` from its stored gradients (see the module docstring).
 
     ``on_step(step)`` is called after every applied step; returning False stops the replay there.
-    Raises NotReplayExact, ReplayError, CorruptedBlob (naming the blob) or CheckpointError.
+    Raises NotReplayExact (GradientsPruned when retention removed its gradients), ReplayError, CorruptedBlob
+    (naming the blob) or CheckpointError. Holds the replay lock on the session throughout, so retention
+    (``trainsrv gc``) never prunes what it reads.
     """
     opts = options or ReplayOptions()
     resolve_device(opts.device)
+    with retention_locks.reading(engine, session_id):
+        return _replay_locked(engine, session_id, opts, on_step)
+
+
+def _replay_locked(engine: sa.Engine, session_id: int, opts: ReplayOptions,
+                   on_step: Callable[[int], bool] | None) -> ReplayReport:
     started = time.perf_counter()
     with engine.connect() as conn:
         row = sessions.get(conn, session_id)
         check_replayable(row, opts)
         start, to_step, targets = _plan(conn, row, opts)
         ckpt = checkpoints.load(conn, session_id, start)
+        last_stored = _last_stored_step(conn, session_id)
     state = restore_state(row, ckpt, opts.device)
     notes = _notes(row, opts)
     run = _Replay(engine, row, state, targets, notes)
     with torch_threads(opts.threads):
         run.apply(start + 1, to_step, on_step or (lambda step: True))
-    return run.report(start, time.perf_counter() - started)
+    report = run.report(start, time.perf_counter() - started)
+    report.incomplete = uncovered(row, report, [start, *targets], last_stored)
+    return report
+
+
+def _last_stored_step(conn: sa.Connection, session_id: int) -> int:
+    return conn.execute(sa.select(sa.func.max(models.TrainingStep.step))
+                        .where(models.TrainingStep.session_id == session_id)).scalar() or 0
+
+
+def uncovered(row, report: "ReplayReport", compared: list[int], last_stored: int) -> list[str]:
+    """What of the recorded session a replay did not reproduce: its start, its tail, its checkpoints."""
+    missing = []
+    if report.start_checkpoint != 0:
+        missing.append(f"started at the checkpoint of step {report.start_checkpoint}, not at step 0")
+    total = completeness.recorded_steps(row.status, row.metrics)
+    end = last_stored if total is None else total
+    if report.to_step < end:
+        why = "recorded" if total is not None else "stored"
+        missing.append(f"stopped at step {report.to_step} of the {end} steps the session {why}")
+    checked = {c.step for c in report.checks} | {report.start_checkpoint}
+    absent = [s for s in completeness.expected_checkpoints(row.config, end)
+              if s not in checked and s not in compared and report.start_checkpoint <= s <= report.to_step]
+    if absent:
+        missing.append(f"no stored checkpoint to compare at step(s) {_brief(absent)}")
+    return missing
 
 
 @contextlib.contextmanager
@@ -150,7 +198,9 @@ def torch_threads(count: int | None = None):
 
 
 def check_replayable(row, opts: ReplayOptions) -> None:
-    """Lossy sessions refuse verification, and replay unless ``approximate`` is asked for."""
+    """Pruned sessions refuse replay; lossy ones refuse verification, and replay unless ``approximate``."""
+    if row.pruned is not None:
+        raise GradientsPruned(pruned_reason(row))
     if row.replay_exact:
         return
     why = lossy_reason(row)
@@ -160,6 +210,14 @@ def check_replayable(row, opts: ReplayOptions) -> None:
     if not opts.approximate:
         raise NotReplayExact(f"session {row.id} is not replay-exact: {why}; pass --approximate to replay it "
                              "anyway (checkpoints are then compared by distance, not hash)")
+
+
+def pruned_reason(row) -> str:
+    """One line: the session cannot be replayed because retention removed its gradients (and when, why)."""
+    what = "gradients" if row.pruned == "gradients" else "gradients and checkpoints"
+    left = "; its checkpoints remain" if row.pruned == "gradients" else ""
+    return (f"session {row.id} cannot be replayed: its {what} were pruned by retention at "
+            f"{row.pruned_at.isoformat(timespec='minutes')} ({row.pruned_reason}){left}")
 
 
 def lossy_reason(row) -> str:
@@ -287,6 +345,12 @@ class _Replay:
                               f"which {self.row.model_name} does not have")
         if self.exact and len(stored.gradients) != stored.gradients_stored:
             self._fewer(stored)
+        for name, grad in stored.gradients.items():
+            param = self.state.params[name]
+            if grad.shape != param.shape or grad.dtype != param.dtype:
+                raise ReplayError(f"session {self.row.id}, step {stored.step}: the stored gradient of {name!r} is "
+                                  f"{grad.dtype} {list(grad.shape)}, the parameter is {param.dtype} "
+                                  f"{list(param.shape)}; see `trainsrv verify --session {self.row.id}`")
 
     def _fewer(self, stored: stored_steps.StoredStep) -> None:
         missing = sorted(set(self.state.params) - set(stored.gradients))

@@ -33,6 +33,7 @@ from app.recording.hooks import Hooks
 from app.recording.policy import CapturePolicy
 from app.recording.session import SessionRecorder, SessionSpec
 from app.recording.writer import StepRecord
+from app.retention import locks as retention_locks
 from app.session_replay import rebuild
 from app.session_replay.exact import ReplayError, check_replayable, torch_threads
 from app.session_replay.options import OntoOptions, ReplayOptions, Target
@@ -53,7 +54,14 @@ class _Run:
 
 def replay_onto(engine: sa.Engine, source_id: int, onto: str | Target, options: OntoOptions | None = None, *,
                 job_id: int | None = None, hooks: Hooks | None = None) -> dict:
-    """Apply ``source_id``'s stored gradients to the ``onto`` checkpoint as a new recorded session."""
+    """Apply ``source_id``'s stored gradients to the ``onto`` checkpoint as a new recorded session (holding
+    the replay lock on the source throughout: retention never prunes what it reads)."""
+    with retention_locks.reading(engine, source_id):
+        return _replay_onto(engine, source_id, onto, options, job_id, hooks)
+
+
+def _replay_onto(engine: sa.Engine, source_id: int, onto: str | Target, options: OntoOptions | None,
+                 job_id: int | None, hooks: Hooks | None) -> dict:
     opts = options or OntoOptions()
     opts.validate()
     target = onto if isinstance(onto, Target) else Target.parse(onto)
@@ -81,10 +89,16 @@ def resume_onto(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = Non
     replay = (row.config or {}).get("replay")
     if not replay:
         raise ValidationError("session", f"session {session_id} was not recorded by a replay onto a checkpoint")
+    with retention_locks.reading(engine, replay["source_session_id"]):
+        return _resume_onto(engine, session_id, row, replay, hooks)
+
+
+def _resume_onto(engine: sa.Engine, session_id: int, row, replay: dict, hooks: Hooks | None) -> dict:
     recorder, ckpt = SessionRecorder.resume(engine, session_id)
     try:
         with engine.connect() as conn:
             source = sessions.get(conn, replay["source_session_id"])
+        check_replayable(source, ReplayOptions(approximate=True))  # refuses a source pruned meanwhile
         model = rebuild.build_model(source.model_kind, source.model_name, source.config).to(row.device)
         optimizer = rebuild.optimizer_spec(source.config).build(model.parameters())
         checkpoints.restore(model, optimizer, ckpt.state, rng=False)

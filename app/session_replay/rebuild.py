@@ -41,7 +41,14 @@ def register(model_kind: str, build: ModelBuilder) -> None:
 def build_model(model_kind: str, model_name: str, config: dict) -> torch.nn.Module:
     """A fresh (untrained) model of a session, on the CPU; load a checkpoint into it next."""
     builder = _builders.get(model_kind, conventional_model)
-    model = builder(model_name, config)
+    if not isinstance(config, dict):
+        raise ValidationError("config", f"the session's config is not an object: {type(config).__name__}")
+    try:
+        model = builder(model_name, config)
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        # E.g. a config without input_spec, or with a model_config the factory does not take.
+        raise ValidationError("config", f"cannot rebuild {model_name} from the session's config: "
+                                        f"{type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(model, torch.nn.Module):
         raise ValidationError("model", f"{model_name} built {type(model).__name__}, not a torch.nn.Module")
     return model

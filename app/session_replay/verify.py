@@ -9,6 +9,10 @@
   row recorded — naming the parameters missing from the session's model — and blobs without a
   step row;
 * steps — holes in a session's step numbers;
+* blob layouts — each gradient's codec, dtype, shape and byte length, against each other and the
+  session's model (what replay decodes with);
+* completeness — a succeeded session holds steps 1..N of its ``metrics.steps`` and every checkpoint
+  it wrote (``app.session_replay.completeness``);
 * checkpoints — each state against its ``content_hash``, that it loads with
   ``torch.load(weights_only=True)``, and that the parameters and optimizer state it holds hash
   to the stored ``params_hash`` / ``optimizer_hash`` (the values replay verification trusts);
@@ -26,10 +30,10 @@ from typing import Callable
 import sqlalchemy as sa
 
 from app.db import queries
-from app.errors import TrainsrvError
+from app.errors import ValidationError
 from app.ingest import package as ingest_package
-from app.recording import checkpoints, sessions
-from app.session_replay import rebuild
+from app.recording import blobs, checkpoints, sessions
+from app.session_replay import completeness, rebuild
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +87,17 @@ def verify_integrity(engine: sa.Engine, session_id: int | None = None, *,
         params = {"session_id": session_id}
         report.checked.update(conn.execute(queries.get("replay_session.counts"), params).one()._asdict())
         _packages(conn, session_id, report, heartbeat)
-        models = _ModelNames(conn, report.notes)
-        for check in (_blob_checksums, _missing_chunks, _missing_steps, _no_start_checkpoint):
+        models = _ModelNames(conn, report.notes, report.problems)
+        for check in (_blob_checksums, _missing_chunks, _missing_steps, _no_start_checkpoint, session_completeness):
             report.problems.extend(check(conn, params))
             heartbeat()
         report.problems.extend(_step_coverage(conn, params, models))
+        report.problems.extend(_blob_layouts(conn, params, models))
         bad = _checkpoint_hashes(conn, params)
         report.problems.extend(bad)
         report.problems.extend(_checkpoint_contents(conn, params, {p.row_id for p in bad}, models, heartbeat))
+        report.problems[:] = _unique(report.problems)
+        separate_pruned_from_missing(conn, params, report)
     log.info("verified %s: %s problem(s)", f"session {session_id}" if session_id else "database",
              len(report.problems))
     return report
@@ -134,7 +141,7 @@ def _package_problem(row) -> Problem | None:
     except ingest_package.PackageTampered:
         return Problem("package_hash_mismatch", "input_packages", row_id=row.id,
                        detail="payload does not match its data_hash")
-    except (TrainsrvError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever one stored package does, the others are still checked
         return Problem("package_undecodable", "input_packages", row_id=row.id, detail=str(exc)[:200])
     return None
 
@@ -172,7 +179,31 @@ def _no_start_checkpoint(conn: sa.Connection, params: dict) -> list[Problem]:
             for r in conn.execute(queries.get("replay_session.sessions_without_start"), params)]
 
 
-def _step_coverage(conn: sa.Connection, params: dict, models: "_ModelNames") -> list[Problem]:
+def session_completeness(conn: sa.Connection, params: dict) -> list[Problem]:
+    """Succeeded sessions must hold every step their metrics recorded (1..N, no holes) and every
+    checkpoint they wrote (start, every ``checkpoint_every`` steps, final): a deleted tail or start is
+    reported, not taken for a shorter session."""
+    problems = []
+    for r in conn.execute(queries.get("session_integrity.session_extents"), params):
+        for kind, step, detail in completeness.gaps(r.status, r.metrics, r.config, r.steps_stored, r.last_step,
+                                                    list(r.checkpoint_steps)):
+            table = "checkpoints" if kind == "missing_checkpoint" else "training_steps"
+            problems.append(Problem(kind, table, r.session_id, step, detail=detail))
+    return problems
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    """One problem per kind and row (the start checkpoint can be found missing by two checks)."""
+    seen, kept = set(), []
+    for p in problems:
+        key = (p.kind, p.table, p.session_id, p.step, p.param, p.chunk, p.row_id)
+        if key not in seen:
+            seen.add(key)
+            kept.append(p)
+    return kept
+
+
+def _step_coverage(conn: sa.Connection, params: dict, models: _ModelNames) -> list[Problem]:
     problems = []
     for r in conn.execute(queries.get("replay_session.step_gradient_counts"), params):
         present = set(r.names)
@@ -189,11 +220,49 @@ def _step_coverage(conn: sa.Connection, params: dict, models: "_ModelNames") -> 
     return problems
 
 
+def _blob_layouts(conn: sa.Connection, params: dict, models: "_ModelNames") -> list[Problem]:
+    """What replay relies on besides the checksums: each stored gradient's codec, dtype, shape and byte
+    length agree with each other and with the session's model (a blob truncated together with its
+    length and checksum, or relabelled, passes the checksum check but not this one)."""
+    problems = []
+    for r in conn.execute(queries.get("session_integrity.blob_layouts"), params):
+        detail = _layout_problem(r, models.parameters(r.session_id))
+        if detail is not None:
+            kind, text = detail
+            problems.append(Problem(kind, "gradient_blobs", r.session_id, r.first_step, r.param_name,
+                                    detail=f"{text} ({r.steps} step(s) from step {r.first_step})"))
+    return problems
+
+
+def _layout_problem(r, params: dict | None) -> tuple[str, str] | None:
+    if r.codec not in blobs.CODECS:
+        return "blob_bad_codec", f"unknown codec {r.codec!r} (known: {', '.join(blobs.CODECS)})"
+    try:
+        dtype = blobs.parse_dtype(r.dtype)
+    except blobs.BlobError as exc:
+        return "blob_bad_dtype", str(exc)
+    if params is not None:
+        param = params.get(r.param_name)
+        if param is None:
+            return "blob_unknown_param", "the session's model has no parameter of this name"
+        if dtype != param.dtype:
+            return "blob_bad_dtype", f"stored as {r.dtype}, the parameter is {blobs.dtype_name(param.dtype)}"
+        if list(r.shape) != list(param.shape):
+            return "blob_bad_shape", f"stored shape {list(r.shape)}, the parameter's is {list(param.shape)}"
+    numel = 1
+    for d in r.shape:
+        numel *= d
+    expected = numel * blobs.codec_dtype(r.codec, dtype).itemsize
+    if r.bytes != expected:
+        return "blob_bad_length", f"{r.bytes} bytes stored, shape {list(r.shape)} as {r.codec} needs {expected}"
+    return None
+
+
 class _ModelNames:
     """The parameter names of each session's model (rebuilt once per session, lazily)."""
 
-    def __init__(self, conn: sa.Connection, notes: list[str]):
-        self.conn, self.notes = conn, notes
+    def __init__(self, conn: sa.Connection, notes: list[str], problems: list[Problem]):
+        self.conn, self.notes, self.problems = conn, notes, problems
         self._rows: dict[int, object] = {}
         self._models: dict[int, object] = {}
 
@@ -209,15 +278,62 @@ class _ModelNames:
             try:
                 rebuild.optimizer_spec(row.config)
                 self._models[session_id] = rebuild.build_model(row.model_kind, row.model_name, row.config)
-            except Exception as exc:  # noqa: BLE001 - a plug-in model may fail in any way; reported, not fatal
-                self.notes.append(f"session {session_id}: model {row.model_name} cannot be rebuilt ({exc}); "
-                                  "its parameter names and checkpoint hashes were not checked")
+            except ValidationError as exc:
+                if not exc.field.startswith("config"):  # e.g. a plug-in model not installed here: a note
+                    self._unbuildable(session_id, row, exc)
+                    return None
+                # The stored config itself is wrong: replay refuses it too.
+                self.problems.append(Problem("session_config_invalid", "training_sessions", session_id,
+                                             detail=f"model {row.model_name} cannot be rebuilt: {exc}"))
                 self._models[session_id] = None
+            except Exception as exc:  # noqa: BLE001 - a plug-in model may fail in any way; reported, not fatal
+                self._unbuildable(session_id, row, exc)
         return self._models[session_id]
+
+    def _unbuildable(self, session_id: int, row, exc: BaseException) -> None:
+        self.notes.append(f"session {session_id}: model {row.model_name} cannot be rebuilt ({exc}); "
+                          "its parameter names and checkpoint hashes were not checked")
+        self._models[session_id] = None
 
     def names(self, session_id: int) -> set[str]:
         model = self.model(session_id)
         return set() if model is None else {n for n, p in model.named_parameters() if p.requires_grad}
+
+    def parameters(self, session_id: int) -> dict | None:
+        model = self.model(session_id)
+        return None if model is None else dict(model.named_parameters())
+
+
+# -- pruned by retention, not missing ----------------------------------------------------------------
+
+# What retention removes, by ``training_sessions.pruned``: absent rows of these kinds are pruned, not lost.
+PRUNED_KINDS = {"gradients": {"missing_gradient"}, "all": {"missing_gradient", "missing_checkpoint"}}
+
+
+def separate_pruned_from_missing(conn: sa.Connection, params: dict, report: IntegrityReport) -> None:
+    """Move the absences retention caused out of ``report.problems`` into one note per pruned session.
+
+    A session that ``trainsrv gc`` pruned has no gradients (and with ``all`` no checkpoints) on purpose;
+    the same absence in a session not marked pruned stays a problem (missing). Corruption of what is left
+    (checksums, hashes) is never excused.
+    """
+    pruned = {r.session_id: r for r in conn.execute(queries.get("retention.pruned_sessions"), params)}
+    report.checked["pruned_sessions"] = len(pruned)
+    if not pruned:
+        return
+    kept, excused = [], {}
+    for p in report.problems:
+        row = pruned.get(p.session_id)
+        if row is not None and p.kind in PRUNED_KINDS[row.pruned]:
+            excused[p.session_id] = excused.get(p.session_id, 0) + 1
+        else:
+            kept.append(p)
+    report.problems[:] = kept
+    for sid, row in pruned.items():
+        what = "gradients" if row.pruned == "gradients" else "gradients and checkpoints"
+        when = row.pruned_at.isoformat(timespec="minutes")
+        report.notes.append(f"session {sid}: {what} pruned by retention at {when} ({row.pruned_reason}); "
+                            f"{excused.get(sid, 0)} absent row(s) are pruned, not missing")
 
 
 # -- checkpoints --------------------------------------------------------------------------------

@@ -125,8 +125,10 @@ def train_cnn(engine: sa.Engine, opts: CnnTrainOptions, *, job_id: int | None = 
         split = episodes_mod.split(conn, opts.symbol, min_profitability=opts.min_profitability,
                                    min_profit_r=opts.min_profit_r, max_episodes=opts.max_episodes,
                                    eval_fraction=opts.eval_fraction, keep_holds=opts.keep_holds)
-        spec_in = _input_spec_of(conn, split.train)
-        train, evaluation = _load(conn, split.train, spec_in), _load(conn, split.evaluation, spec_in)
+        split, packages = _decodable(conn, split)
+        spec_in = inputs.infer_spec(packages[split.train[0].package_id], settings)
+        train = _load(conn, split.train, spec_in, packages)
+        evaluation = _load(conn, split.evaluation, spec_in, packages)
         config = _config(opts, opts.optimizer, spec_in, split, settings, device)
         start = warm.resolve(conn, opts.init, model_kind=MODEL_KIND, symbol=opts.symbol,
                              architecture={k: config[k] for k in ("model", "model_config", "input_spec")})
@@ -259,13 +261,25 @@ def _finish(run: _Run) -> dict:
             "converged": run.tracker.converged}
 
 
-def _input_spec_of(conn: sa.Connection, eps: list[episodes_mod.Episode]) -> interface.InputSpec:
-    _, spec = inputs.load_inputs(conn, [eps[0].package_id])
-    return spec
+def _decodable(conn: sa.Connection, split: episodes_mod.Split) -> tuple[episodes_mod.Split, dict]:
+    """The split without episodes whose package cannot be decoded (each skipped package logged by id),
+    and the decoded packages: one bad package must not stop training for every other one."""
+    packages, undecodable = inputs.decode_packages(conn, [e.package_id for e in split.train + split.evaluation])
+    for package_id, reason in undecodable.items():
+        log.warning("skipping input package %s: %s", package_id, reason)
+    if not undecodable:
+        return split, packages
+    train = [e for e in split.train if e.package_id not in undecodable]
+    if not train:
+        raise episodes_mod.NoEpisodes(f"every training episode's input package cannot be decoded "
+                                      f"(e.g. {next(iter(undecodable.values()))})")
+    evaluation = [e for e in split.evaluation if e.package_id not in undecodable]
+    return dataclasses.replace(split, train=train, evaluation=evaluation), packages
 
 
-def _load(conn: sa.Connection, eps: list[episodes_mod.Episode], spec: interface.InputSpec) -> _Data:
-    x = (inputs.load_inputs(conn, [e.package_id for e in eps], spec)[0] if eps
+def _load(conn: sa.Connection, eps: list[episodes_mod.Episode], spec: interface.InputSpec,
+          packages: dict | None = None) -> _Data:
+    x = (inputs.load_inputs(conn, [e.package_id for e in eps], spec, packages)[0] if eps
          else torch.empty((0, *spec.shape())))
     action = torch.tensor([interface.ACTIONS.index(e.optimal_action) for e in eps], dtype=torch.long)
     return _Data([e.episode_id for e in eps], x, action,

@@ -22,7 +22,7 @@ def _shared_params(model: str, optimizer: str) -> dict:
     """The parameters every trainer takes (model, optimizer, capture, checkpoints, seed, device)."""
     return {
         "model": registry.Param(str, default=model),
-        "model_config": registry.Param(str, default=None),
+        "model_config": registry.Param(str, default=None, check=lambda name, text: json_object(name)(text)),
         "optimizer": registry.Param(str, default=optimizer, choices=OPTIMIZERS),
         "lr": registry.Param(float, default=1e-3, min=1e-12),
         "capture": registry.Param(str, default="full", choices=POLICIES),
@@ -44,20 +44,20 @@ CNN_PARAMS = {
     # The replay threshold on v_cnn_replay's profit_r scale (0 = break-even): profit_r above it.
     "min_profit_r": registry.Param(float, default=None),
     # None: every candidate (a small budget ranked by priority made the threshold a no-op; docs/training.md).
-    "max_episodes": registry.Param(int, default=None, min=1),
+    "max_episodes": registry.Param(int, default=None, min=1, max=10_000_000),
     # Hold examples kept whatever the thresholds; uniform or priority-weighted batches (docs/evidence.md).
     "keep_holds": registry.Param(bool, default=True),
     "sampling": registry.Param(str, default="uniform", choices=("uniform", "priority")),
-    "epochs": registry.Param(int, default=10, min=1),
-    "batch_size": registry.Param(int, default=32, min=1),
+    "epochs": registry.Param(int, default=10, min=1, max=100_000),
+    "batch_size": registry.Param(int, default=32, min=1, max=65_536),
     "eval_fraction": registry.Param(float, default=0.2, min=0.01, max=0.99),
     **_shared_params(model=REFERENCE, optimizer="adamw"),
 }
 
 RL_PARAMS = {
     "symbol": registry.Param(str),
-    "steps": registry.Param(int, default=200, min=1),
-    "batch_size": registry.Param(int, default=64, min=1),
+    "steps": registry.Param(int, default=200, min=1, max=100_000_000),
+    "batch_size": registry.Param(int, default=64, min=1, max=65_536),
     "profitable_share": registry.Param(float, default=None, min=0.0, max=1.0),
     "beta_start": registry.Param(float, default=None, min=0.0, max=1.0),
     "gamma": registry.Param(float, default=0.9, min=0.0, max=0.999),

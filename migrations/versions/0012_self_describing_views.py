@@ -19,7 +19,7 @@ from alembic import op
 from app.db import catalog, views
 
 revision = "0012"
-down_revision = "0016"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

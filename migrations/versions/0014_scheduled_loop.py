@@ -12,7 +12,7 @@ and create; the downgrade restores v0001.
 from app.db import views
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

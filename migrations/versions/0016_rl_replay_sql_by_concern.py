@@ -10,7 +10,7 @@ grants); the downgrade re-creates them from v0003.
 from app.db import views
 
 revision = "0016"
-down_revision = "0010"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

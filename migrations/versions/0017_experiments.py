@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql
 from app.db import views
 
 revision = "0017"
-down_revision = "0015"
+down_revision = ("0015", "0016")
 branch_labels = None
 depends_on = None
 

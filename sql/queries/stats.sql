@@ -30,5 +30,7 @@ SELECT
     -- RL replay logs not folded into experiences yet (rl_replay_fold; the views include them already).
     (SELECT count(*) FROM rl_replay_priority_log) AS rl_unfolded_write_backs,
     (SELECT count(*) FROM rl_replay_draws) AS rl_unfolded_batches,
-    pg_total_relation_size('gradient_blobs') AS gradient_bytes,
+    -- gradient_blobs is partitioned (one partition per session): its bytes are its partitions'.
+    (SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint
+       FROM pg_partition_tree('gradient_blobs') WHERE isleaf) AS gradient_bytes,
     pg_total_relation_size('checkpoints') AS checkpoint_bytes;

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.db.embedded import EmbeddedServer
+from tests.embedded_dirs import reachable
 
 
 def _scalar(url, sql):
@@ -26,7 +27,7 @@ def _scalar(url, sql):
 
 @pytest.fixture
 def server(tmp_path):
-    srv = EmbeddedServer(tmp_path / "data")
+    srv = EmbeddedServer(reachable(tmp_path) / "data")
     yield srv
     srv.release()
     srv.stop()
@@ -94,7 +95,7 @@ def _holder(data_dir, seconds):
 
 
 def test_last_user_stops_the_server_and_others_keep_it(tmp_path):
-    data = tmp_path / "data"
+    data = reachable(tmp_path) / "data"
     a = _holder(data, 60)
     b = _holder(data, 0)
     b.wait(timeout=30)
@@ -106,7 +107,7 @@ def test_last_user_stops_the_server_and_others_keep_it(tmp_path):
 
 
 def test_killed_user_does_not_keep_the_server_forever(tmp_path):
-    data = tmp_path / "data"
+    data = reachable(tmp_path) / "data"
     victim = _holder(data, 60)
     victim.kill()
     victim.wait()

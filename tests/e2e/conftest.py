@@ -6,11 +6,12 @@ import pytest
 
 from app.db.embedded import EmbeddedServer
 from tests.e2e import cli
+from tests.embedded_dirs import reachable
 
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("demo") / "data"
+    data_dir = reachable(tmp_path_factory.mktemp("demo")) / "data"
     env = {"TRAINSRV_DATA_DIR": str(data_dir)}
     result = cli.run("demo", "--days", "2", "--rl-steps", "40", "--cnn-epochs", "4", "--json", env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

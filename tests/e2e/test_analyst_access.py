@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from app.db import access, catalog
 from app.db.embedded import EmbeddedServer
 from tests.e2e import cli
+from tests.embedded_dirs import reachable
 
 
 def cookbook() -> list[str]:
@@ -67,7 +68,7 @@ def _psql(url, sql):
 
 
 def test_db_start_keeps_the_server_up_for_psql_until_db_stop(tmp_path):
-    env = {"TRAINSRV_DATA_DIR": str(tmp_path / "data")}
+    env = {"TRAINSRV_DATA_DIR": str(reachable(tmp_path) / "data")}
     cli.run("db", "upgrade", env=env, check=True)
     url = cli.run("db", "url", env=env, check=True).stdout.strip()
     assert url.startswith("postgresql://") and "psycopg" not in url

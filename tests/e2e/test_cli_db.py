@@ -3,10 +3,11 @@
 import json
 
 from tests.e2e import cli
+from tests.embedded_dirs import reachable
 
 
 def test_fresh_data_dir_upgrade_then_stats(tmp_path):
-    env = {"TRAINSRV_DATA_DIR": str(tmp_path / "data")}
+    env = {"TRAINSRV_DATA_DIR": str(reachable(tmp_path) / "data")}
     cli.run("db", "upgrade", env=env, check=True)
     stats = json.loads(cli.run("stats", "--json", env=env, check=True).stdout)
     assert {t["table_name"] for t in stats["tables"]} >= {"candles", "jobs", "gradient_blobs"}

@@ -5,10 +5,11 @@ import subprocess
 import sys
 
 from tests.e2e import cli
+from tests.embedded_dirs import reachable
 
 
 def test_no_progress_bar_into_a_pipe(tmp_path, real_candles_path):
-    env = {"TRAINSRV_DATA_DIR": str(tmp_path / "data")}
+    env = {"TRAINSRV_DATA_DIR": str(reachable(tmp_path) / "data")}
     cli.run("db", "upgrade", env=env, check=True)
     result = cli.run("ingest", "candles", str(real_candles_path), "--symbol", "BTC-PERP", "--timeframe", "1m", env=env,
                      check=True)

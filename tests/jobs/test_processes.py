@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from app.db import migrate
 from app.db.embedded import EmbeddedServer
+from tests.embedded_dirs import reachable
 from app.db.engine import make_engine
 from app.jobs import queue
 from tests.jobs import handlers
@@ -102,7 +103,7 @@ def test_sigterm_lets_a_running_job_finish(jobs_engine, workers):
 @pytest.fixture
 def own_server(tmp_path):
     """A PostgreSQL server this test may stop and start."""
-    server = EmbeddedServer(tmp_path / "pg")
+    server = EmbeddedServer(reachable(tmp_path) / "pg")
     url = server.acquire()
     engine = make_engine(url)
     migrate.upgrade(engine)

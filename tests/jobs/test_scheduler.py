@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from app.jobs import queue, registry
 from app.jobs.scheduler import Scheduler
 
-SCHEDULED_KINDS = ("validate_outcomes", "detect_events", "build_experiences", "train_cnn", "train_rl")
+SCHEDULED_KINDS = ("validate_outcomes", "detect_events", "build_experiences", "train_cnn", "train_rl", "gc")
 
 
 def _stand_in(kind: str, **params: registry.Param) -> registry.Handler:
@@ -42,7 +42,7 @@ def stand_ins(monkeypatch):
 def thresholds(settings):
     return dataclasses.replace(settings, enable_background_validation=False, min_episodes_for_cnn_training=3,
                                min_profit_r_for_replay=0.0, cnn_replay_mode="profitable",
-                               min_experiences_for_rl_training=2)
+                               min_experiences_for_rl_training=2, gc_interval_s=0)
 
 
 _counter = iter(range(1, 10**6))

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from app.client import Client, Prediction
 from app.db import migrate
 from app.db.embedded import EmbeddedServer
+from tests.embedded_dirs import reachable
 from app.db.engine import make_engine
 from app.demo import candle_episodes as episodes
 from app.ingest.builder import package_from_candles
@@ -44,7 +45,7 @@ DOWN_S = 1.5  # how long the database stays down after the crash
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A PostgreSQL server of this module's own, which its tests crash and restart."""
-    srv = EmbeddedServer(tmp_path_factory.mktemp("crashing-pg"))
+    srv = EmbeddedServer(reachable(tmp_path_factory.mktemp("crashing-pg")))
     admin = srv.acquire()
     yield srv, admin
     srv.release()

@@ -66,6 +66,17 @@ def small_tablespace(pg_admin_url):
         mount.rmdir()
 
 
+# gradient_blobs is partitioned by session (migration 0013): its own tablespace is where new sessions'
+# partitions go; moving back means moving every partition too.
+GRADIENTS_TO_DEFAULT = """
+DO $$ DECLARE r record; BEGIN
+    ALTER TABLE gradient_blobs SET TABLESPACE pg_default;
+    FOR r IN SELECT relid::text AS part FROM pg_partition_tree('gradient_blobs') WHERE isleaf LOOP
+        EXECUTE format('ALTER TABLE %s SET TABLESPACE pg_default', r.part);
+    END LOOP;
+END $$"""
+
+
 @pytest.fixture
 def full_engine(engine, small_tablespace):
     """The test database with gradient_blobs on the small tablespace (moved back before teardown)."""
@@ -73,7 +84,7 @@ def full_engine(engine, small_tablespace):
         conn.execute(sa.text(f"ALTER TABLE gradient_blobs SET TABLESPACE {small_tablespace}"))
     yield engine
     with engine.begin() as conn:
-        conn.execute(sa.text("ALTER TABLE gradient_blobs SET TABLESPACE pg_default"))
+        conn.execute(sa.text(GRADIENTS_TO_DEFAULT))
 
 
 def test_a_full_disk_stops_the_session_cleanly_and_it_resumes(full_engine, real_candles_path):
@@ -93,7 +104,7 @@ def test_a_full_disk_stops_the_session_cleanly_and_it_resumes(full_engine, real_
     assert verify.verify_integrity(engine, sid).ok  # what was committed is whole
 
     with engine.begin() as conn:  # space is back
-        conn.execute(sa.text("ALTER TABLE gradient_blobs SET TABLESPACE pg_default"))
+        conn.execute(sa.text(GRADIENTS_TO_DEFAULT))
     resumed = cnn_train.resume_cnn(engine, sid)
     assert resumed["status"] == "succeeded"
     assert verify.verify_integrity(engine, sid).ok

@@ -201,7 +201,8 @@ def test_migration_0010_round_trips_with_pending_logs(empty_db_url):
         with engine.connect() as conn:
             assert conn.execute(sa.text(
                 "SELECT has_table_privilege('trainsrv_trainer', 'rl_replay_priority_log', 'INSERT, DELETE') AND "
-                "has_table_privilege('trainsrv_analyst', 'v_rl_replay_pending_priorities', 'SELECT')")).scalar()
+                # An internal view: not granted to analysts since migration 0011 (issue 18).
+                "NOT has_table_privilege('trainsrv_analyst', 'v_rl_replay_pending_priorities', 'SELECT')")).scalar()
         buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=8)
         buffer.update_priorities(buffer.sample(4).ids, [1.0] * 4)
         buffer.close()

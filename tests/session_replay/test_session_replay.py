@@ -287,9 +287,13 @@ def test_cli_replay_verify_and_integrity_check(world, monkeypatch, capsys):
     config.set_settings(None)
     sid = world.exact["session_id"]
     try:
-        assert cli.main(["replay", "session", str(sid), "--verify", "--from-step", "10"]) == 0
+        assert cli.main(["replay", "session", str(sid), "--verify"]) == 0
         out = capsys.readouterr().out
-        assert "bit-exact: 3/3 checkpoints reproduced" in out and "from checkpoint 10" in out
+        assert "bit-exact: " in out and "from checkpoint 0" in out
+        # A part of the session, however exact, is not a verified session.
+        assert cli.main(["replay", "session", str(sid), "--verify", "--from-step", "10"]) == 1
+        out = capsys.readouterr().out
+        assert "NOT VERIFIED WHOLE: 3/3 checkpoints reproduced" in out and "not at step 0" in out
         assert cli.main(["replay", "session", str(world.lossy["session_id"]), "--verify"]) == 1
         assert "cannot be verified" in capsys.readouterr().err
         assert cli.main(["verify", "--session", str(sid)]) == 0
