@@ -14,26 +14,52 @@ from app.errors import TrainsrvError
 def register(sub) -> None:
     p = sub.add_parser("experiment", help="walk-forward experiments: which replay policy makes better models")
     ex = p.add_subparsers(dest="experiment_command", required=True, metavar="SUBCOMMAND")
-    w = ex.add_parser("walk-forward", help="run arms x seeds through the loop, round by round, and score each "
-                                          "round's model on the next window")
+    w = ex.add_parser(
+        "walk-forward",
+        help="run arms x seeds through the loop, round by round, and score each round's model on the next window",
+    )
     src = w.add_mutually_exclusive_group(required=True)
     src.add_argument("--candles", type=Path, help="CSV of 1-minute candles (timestamp,open,high,low,close,volume)")
     src.add_argument("--simulated", action="store_true", help="the simulated market (app/demo/market.py)")
-    w.add_argument("--symbol", type=cli.non_empty, help="symbol in the lanes (default BTC-PERP with --candles, else SIM)")
+    w.add_argument(
+        "--symbol", type=cli.non_empty, help="symbol in the lanes (default BTC-PERP with --candles, else SIM)"
+    )
     w.add_argument("--bars", type=cli.positive_int, help="use the first N bars (simulated: how many; default 44640)")
     w.add_argument("--market-seed", type=int, default=7, help="simulated market seed (default 7)")
     from app.experiments.walkforward import CNN_ARMS, RL_ARMS, Options
 
     d = Options()
-    w.add_argument("--every-min", type=cli.positive_int, default=d.every_min, help=f"minutes between decisions (default {d.every_min})")
-    w.add_argument("--horizon-s", type=cli.positive_int, default=d.horizon_s, help=f"prediction horizon (default {d.horizon_s})")
-    w.add_argument("--warmup-days", type=float, default=d.warmup_days, help=f"days of reference-rule calls before the first model (default {d.warmup_days})")
-    w.add_argument("--rounds", type=cli.positive_int, default=d.rounds, help=f"rounds after the warm-up (default {d.rounds})")
+    w.add_argument(
+        "--every-min",
+        type=cli.positive_int,
+        default=d.every_min,
+        help=f"minutes between decisions (default {d.every_min})",
+    )
+    w.add_argument(
+        "--horizon-s", type=cli.positive_int, default=d.horizon_s, help=f"prediction horizon (default {d.horizon_s})"
+    )
+    w.add_argument(
+        "--warmup-days",
+        type=float,
+        default=d.warmup_days,
+        help=f"days of reference-rule calls before the first model (default {d.warmup_days})",
+    )
+    w.add_argument(
+        "--rounds", type=cli.positive_int, default=d.rounds, help=f"rounds after the warm-up (default {d.rounds})"
+    )
     w.add_argument("--seeds", type=cli.positive_int, default=d.seeds, help=f"seeds per arm (default {d.seeds})")
-    w.add_argument("--cnn-arms", default=",".join(d.cnn_arms), help=f"comma-separated of {', '.join(CNN_ARMS)} ('' for none)")
-    w.add_argument("--rl-arms", default=",".join(d.rl_arms), help=f"comma-separated of {', '.join(RL_ARMS)} ('' for none)")
-    w.add_argument("--epochs", type=cli.positive_int, default=d.epochs, help=f"CNN epochs per round (default {d.epochs})")
-    w.add_argument("--rl-steps", type=cli.positive_int, default=d.rl_steps, help=f"RL steps per round (default {d.rl_steps})")
+    w.add_argument(
+        "--cnn-arms", default=",".join(d.cnn_arms), help=f"comma-separated of {', '.join(CNN_ARMS)} ('' for none)"
+    )
+    w.add_argument(
+        "--rl-arms", default=",".join(d.rl_arms), help=f"comma-separated of {', '.join(RL_ARMS)} ('' for none)"
+    )
+    w.add_argument(
+        "--epochs", type=cli.positive_int, default=d.epochs, help=f"CNN epochs per round (default {d.epochs})"
+    )
+    w.add_argument(
+        "--rl-steps", type=cli.positive_int, default=d.rl_steps, help=f"RL steps per round (default {d.rl_steps})"
+    )
     w.add_argument("--out", type=Path, help="write the report (markdown + plots) here")
     w.add_argument("--keep-lanes", action="store_true", help="keep each lane's database for inspection")
     w.set_defaults(func=_walk_forward)
@@ -58,10 +84,18 @@ def _walk_forward(args) -> int:
 
     if args.candles is not None and not args.candles.is_file():
         raise TrainsrvError(f"--candles: no such file: {args.candles}")
-    opts = walkforward.Options(every_min=args.every_min, horizon_s=args.horizon_s, warmup_days=args.warmup_days,
-                               rounds=args.rounds, seeds=args.seeds, cnn_arms=_arms(args.cnn_arms),
-                               rl_arms=_arms(args.rl_arms), epochs=args.epochs, rl_steps=args.rl_steps,
-                               keep_lanes=args.keep_lanes)
+    opts = walkforward.Options(
+        every_min=args.every_min,
+        horizon_s=args.horizon_s,
+        warmup_days=args.warmup_days,
+        rounds=args.rounds,
+        seeds=args.seeds,
+        cnn_arms=_arms(args.cnn_arms),
+        rl_arms=_arms(args.rl_arms),
+        epochs=args.epochs,
+        rl_steps=args.rl_steps,
+        keep_lanes=args.keep_lanes,
+    )
     try:
         opts.validate()
         if args.candles is not None:
@@ -102,8 +136,10 @@ def _list(args) -> int:
 
     with cli.open_db().connect() as conn:
         for r in conn.execute(queries.get("experiments.list"), {"limit": args.limit}).mappings():
-            print(f"{r['id']:>5}  {r['status']:<9}  {r['symbol']:<10}  {r['series']}  started {r['started_at']:%Y-%m-%d %H:%M}"
-                  f"  took {r['took'] or '-'}")
+            print(
+                f"{r['id']:>5}  {r['status']:<9}  {r['symbol']:<10}  {r['series']}"
+                f"  started {r['started_at']:%Y-%m-%d %H:%M}  took {r['took'] or '-'}"
+            )
     return 0
 
 
@@ -117,5 +153,3 @@ def _audit(args) -> int:
         print(f"{r['check_name']:<30} session {r['session_id'] or '-':<6} item {r['item_id']:<8} {r['detail']}")
     print(f"leakage audit: {total} row(s)" + ("" if total else " — no look-ahead found"))
     return 1 if total else 0
-
-

@@ -17,16 +17,16 @@ from app.ingest.builder import package_from_candles
 from app.ingest.candles import ingest_candles
 from app.ingest.package import ModelInputPackage
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 # The package builder's longest window (12 one-hour bars) plus its indicator warm-up.
 HISTORY = dt.timedelta(hours=13)
 
 
 @dataclasses.dataclass(frozen=True)
 class Series:
-    name: str                         # the file path, or "simulated:<seed>"
+    name: str  # the file path, or "simulated:<seed>"
     symbol: str
-    columns: dict[str, np.ndarray]    # 1-minute OHLCV, ``timestamp`` as datetime64[s] (bar open)
+    columns: dict[str, np.ndarray]  # 1-minute OHLCV, ``timestamp`` as datetime64[s] (bar open)
 
     @property
     def first(self) -> dt.datetime:
@@ -46,7 +46,7 @@ class Series:
     def between(self, after: dt.datetime, clock: dt.datetime) -> dict[str, np.ndarray]:
         """The bars that closed in (``after``, ``clock``]."""
         lo = len(self.upto(after)["timestamp"])
-        return {k: v[lo:len(self.upto(clock)["timestamp"])] for k, v in self.columns.items()}
+        return {k: v[lo : len(self.upto(clock)["timestamp"])] for k, v in self.columns.items()}
 
 
 def from_file(path: Path, symbol: str, bars: int | None = None) -> Series:

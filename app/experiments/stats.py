@@ -28,8 +28,16 @@ def window_metrics(calls: list[str], price_returns: list[float], optimal: list[s
     """Episodes, calls, total and per-call profit, hit rate, accuracy, majority baseline, hold share."""
     n = len(calls)
     if n == 0:
-        return {"episodes": 0, "calls": 0, "total_profit": 0.0, "profit_per_call": None, "hit_rate": None,
-                "accuracy": None, "baseline_accuracy": None, "hold_share": None}
+        return {
+            "episodes": 0,
+            "calls": 0,
+            "total_profit": 0.0,
+            "profit_per_call": None,
+            "hit_rate": None,
+            "accuracy": None,
+            "baseline_accuracy": None,
+            "hold_share": None,
+        }
     profits = [profit(c, r, cost) for c, r in zip(calls, price_returns) if c != "hold"]
     return {
         "episodes": n,
@@ -69,23 +77,43 @@ def arm_table(rows: list[dict]) -> list[dict]:
             calls = sum(r["calls"] for r in seed_rows)
             hits = sum((r["hit_rate"] or 0) * r["calls"] for r in seed_rows)
             edges = [r["accuracy"] - r["baseline_accuracy"] for r in seed_rows if r["accuracy"] is not None]
-            per_seed.append({"ppc": _pooled(seed_rows), "hit": hits / calls if calls else None,
-                             "edge": float(np.mean(edges)) if edges else None,
-                             "calls": calls, "episodes": sum(r["episodes"] for r in seed_rows)})
+            per_seed.append(
+                {
+                    "ppc": _pooled(seed_rows),
+                    "hit": hits / calls if calls else None,
+                    "edge": float(np.mean(edges)) if edges else None,
+                    "calls": calls,
+                    "episodes": sum(r["episodes"] for r in seed_rows),
+                }
+            )
         all_rows = [r for seed_rows in by_seed.values() for r in seed_rows]
         ppc, ppc_sd = _mean_sd([s["ppc"] for s in per_seed])
         hit, hit_sd = _mean_sd([s["hit"] for s in per_seed])
         edge, edge_sd = _mean_sd([s["edge"] for s in per_seed])
-        out.append({"family": family, "arm": arm, "source": source, "seeds": len(by_seed),
-                    "rounds": max(len(v) for v in by_seed.values()),
-                    "episodes": sum(s["episodes"] for s in per_seed), "calls": sum(s["calls"] for s in per_seed),
-                    "profit_per_call": _pooled(all_rows), "ppc_mean": ppc, "ppc_sd": ppc_sd,
-                    "hit_rate_mean": hit, "hit_rate_sd": hit_sd, "edge_mean": edge, "edge_sd": edge_sd})
+        out.append(
+            {
+                "family": family,
+                "arm": arm,
+                "source": source,
+                "seeds": len(by_seed),
+                "rounds": max(len(v) for v in by_seed.values()),
+                "episodes": sum(s["episodes"] for s in per_seed),
+                "calls": sum(s["calls"] for s in per_seed),
+                "profit_per_call": _pooled(all_rows),
+                "ppc_mean": ppc,
+                "ppc_sd": ppc_sd,
+                "hit_rate_mean": hit,
+                "hit_rate_sd": hit_sd,
+                "edge_mean": edge,
+                "edge_sd": edge_sd,
+            }
+        )
     return out
 
 
-def paired_bootstrap(arm_rows: list[dict], base_rows: list[dict], *, resamples: int = 5000,
-                     seed: int = 0, level: float = 0.95) -> dict:
+def paired_bootstrap(
+    arm_rows: list[dict], base_rows: list[dict], *, resamples: int = 5000, seed: int = 0, level: float = 0.95
+) -> dict:
     """CI of (pooled profit per call of the arm) - (that of the base) over resampled (seed, round) units."""
     base = {(r["seed"], r["round"]): r for r in base_rows}
     units = [(r, base[(r["seed"], r["round"])]) for r in arm_rows if (r["seed"], r["round"]) in base]
@@ -93,7 +121,7 @@ def paired_bootstrap(arm_rows: list[dict], base_rows: list[dict], *, resamples: 
         return {"units": 0, "diff": None, "low": None, "high": None, "p_le_0": None}
     a = np.array([[u[0]["total_profit"], u[0]["calls"], u[1]["total_profit"], u[1]["calls"]] for u in units])
     diff = _diff(a.sum(axis=0))
-    diff = None if math.isnan(diff) else diff   # an arm that never called: no profit per call to compare
+    diff = None if math.isnan(diff) else diff  # an arm that never called: no profit per call to compare
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(units), size=(resamples, len(units)))
     sums = a[idx].sum(axis=1)
@@ -102,8 +130,13 @@ def paired_bootstrap(arm_rows: list[dict], base_rows: list[dict], *, resamples: 
     if not len(diffs):
         return {"units": len(units), "diff": diff, "low": None, "high": None, "p_le_0": None}
     tail = (1 - level) / 2
-    return {"units": len(units), "diff": diff, "low": float(np.quantile(diffs, tail)),
-            "high": float(np.quantile(diffs, 1 - tail)), "p_le_0": float(np.mean(diffs <= 0))}
+    return {
+        "units": len(units),
+        "diff": diff,
+        "low": float(np.quantile(diffs, tail)),
+        "high": float(np.quantile(diffs, 1 - tail)),
+        "p_le_0": float(np.mean(diffs <= 0)),
+    }
 
 
 def _diff(s: np.ndarray) -> float:
@@ -123,6 +156,7 @@ def comparisons(rows: list[dict], source: str = "model", **kwargs) -> list[dict]
         base = by_arm.get((family, UNIFORM[family]))
         if arm == UNIFORM[family] or base is None:
             continue
-        out.append({"family": family, "arm": arm, "against": UNIFORM[family],
-                    **paired_bootstrap(arm_rows, base, **kwargs)})
+        out.append(
+            {"family": family, "arm": arm, "against": UNIFORM[family], **paired_bootstrap(arm_rows, base, **kwargs)}
+        )
     return out

@@ -33,11 +33,12 @@ from collections.abc import Callable
 import numpy as np
 import sqlalchemy as sa
 
-from app.client import Client, Prediction
+from app.client import Client
 from app.config import Settings, get_settings
 from app.db import queries
 from app.demo import orchestrator
-from app.experiments import lanes, series as series_mod, stats
+from app.experiments import lanes, stats
+from app.experiments import series as series_mod
 from app.ingest.candles import ingest_candles
 from app.jobs import queue
 
@@ -102,10 +103,10 @@ class Lane:
 @dataclasses.dataclass(frozen=True)
 class Window:
     index: int
-    lo: int                 # decisions [lo, hi)
+    lo: int  # decisions [lo, hi)
     hi: int
-    start: dt.datetime      # first decision time
-    end: dt.datetime        # when the window's last horizon has passed: its candles are stored by then
+    start: dt.datetime  # first decision time
+    end: dt.datetime  # when the window's last horizon has passed: its candles are stored by then
 
 
 def windows(times: list[dt.datetime], opts: Options) -> list[Window]:
@@ -114,8 +115,10 @@ def windows(times: list[dt.datetime], opts: Options) -> list[Window]:
     w0 = next((i for i, t in enumerate(times) if t >= warm_end), len(times))
     rest = len(times) - w0
     if w0 < 10 or rest < 10 * opts.rounds:
-        raise ValueError(f"{len(times)} decisions: too few for a {opts.warmup_days}-day warm-up and {opts.rounds} "
-                         "rounds (at least 10 decisions each); use a longer series or fewer rounds")
+        raise ValueError(
+            f"{len(times)} decisions: too few for a {opts.warmup_days}-day warm-up and {opts.rounds} "
+            "rounds (at least 10 decisions each); use a longer series or fewer rounds"
+        )
     bounds = [0, w0] + [w0 + rest * k // opts.rounds for k in range(1, opts.rounds + 1)]
     out = []
     for i in range(len(bounds) - 1):
@@ -135,17 +138,26 @@ class Progress:
         self.done += 1
         elapsed = time.monotonic() - self.t0
         left = elapsed / self.done * (self.total - self.done)
-        print(f"[{self.done}/{self.total} {_mmss(elapsed)} elapsed, ~{_mmss(left)} left] {text}",
-              file=self.stream, flush=True)
+        print(
+            f"[{self.done}/{self.total} {_mmss(elapsed)} elapsed, ~{_mmss(left)} left] {text}",
+            file=self.stream,
+            flush=True,
+        )
 
 
 def _mmss(s: float) -> str:
     return f"{int(s // 60)}m{int(s % 60):02d}s"
 
 
-def run(main: sa.Engine, series: series_mod.Series, opts: Options, *, settings: Settings | None = None,
-        progress: Progress | None = None, on_lane: Callable[[Lane, list[dict]], None] = lambda lane, rows: None
-        ) -> int:
+def run(
+    main: sa.Engine,
+    series: series_mod.Series,
+    opts: Options,
+    *,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+    on_lane: Callable[[Lane, list[dict]], None] = lambda lane, rows: None,
+) -> int:
     """Run the experiment; returns its id in ``experiments`` (results in ``experiment_results``)."""
     opts.validate()
     settings = settings or get_settings()
@@ -154,14 +166,21 @@ def run(main: sa.Engine, series: series_mod.Series, opts: Options, *, settings: 
     plan = windows(times, opts)
     lanes_ = [Lane("cnn", a, s) for a in opts.cnn_arms for s in range(opts.seeds)]
     lanes_ += [Lane("rl", a, s) for a in opts.rl_arms for s in range(opts.seeds)]
-    config = {**dataclasses.asdict(opts), "decisions": len(times), "bars": int(len(series.columns["timestamp"])),
-              "windows": [{"start": w.start.isoformat(), "end": w.end.isoformat(), "decisions": w.hi - w.lo}
-                          for w in plan],
-              "fee_rate": settings.fee_rate, "slippage_rate": settings.slippage_rate,
-              "lanes": [lane.name for lane in lanes_], "machine": _machine()}
+    config = {
+        **dataclasses.asdict(opts),
+        "decisions": len(times),
+        "bars": int(len(series.columns["timestamp"])),
+        "windows": [{"start": w.start.isoformat(), "end": w.end.isoformat(), "decisions": w.hi - w.lo} for w in plan],
+        "fee_rate": settings.fee_rate,
+        "slippage_rate": settings.slippage_rate,
+        "lanes": [lane.name for lane in lanes_],
+        "machine": _machine(),
+    }
     with main.begin() as conn:
-        exp_id = conn.execute(queries.get("experiments.insert"), {
-            "series": series.name, "symbol": series.symbol, "config": json.dumps(config, default=str)}).scalar_one()
+        exp_id = conn.execute(
+            queries.get("experiments.insert"),
+            {"series": series.name, "symbol": series.symbol, "config": json.dumps(config, default=str)},
+        ).scalar_one()
     progress = progress or Progress(1 + len(lanes_) * len(plan))
     tpl_name = lanes.database_name(main, exp_id, "tpl")
     try:
@@ -192,9 +211,12 @@ def results(main: sa.Engine, exp_id: int) -> list[dict]:
 
 def summarise(main: sa.Engine, exp_id: int) -> dict:
     rows = results(main, exp_id)
-    return {"arms": stats.arm_table(rows), "comparisons": stats.comparisons(rows),
-            "live_comparisons": stats.comparisons(rows, source="live"),
-            "leakage_rows": sum(r["leakage_rows"] for r in rows if r["source"] == "model")}
+    return {
+        "arms": stats.arm_table(rows),
+        "comparisons": stats.comparisons(rows),
+        "live_comparisons": stats.comparisons(rows, source="live"),
+        "leakage_rows": sum(r["leakage_rows"] for r in rows if r["source"] == "model"),
+    }
 
 
 def _machine() -> dict:
@@ -220,8 +242,18 @@ def _packages(main: sa.Engine, exp_id: int, tpl_name: str, series: series_mod.Se
         lanes.drop(main, scratch_name)
 
 
-def _run_lane(main, exp_id, tpl_name, lane: Lane, series, packages, plan: list[Window], opts: Options,
-              settings: Settings, progress: Progress) -> list[dict]:
+def _run_lane(
+    main,
+    exp_id,
+    tpl_name,
+    lane: Lane,
+    series,
+    packages,
+    plan: list[Window],
+    opts: Options,
+    settings: Settings,
+    progress: Progress,
+) -> list[dict]:
     name = lanes.database_name(main, exp_id, lane.name)
     engine = lanes.clone(main, tpl_name, name)
     try:
@@ -240,7 +272,7 @@ class LaneRun:
         self.plan, self.opts, self.settings, self.progress = plan, opts, settings, progress
         self.rng = np.random.default_rng(1_000 + lane.seed)
         self.clock = series.first - dt.timedelta(minutes=1)
-        self.sessions: dict[int, dict] = {}   # window index -> result of the training job after it
+        self.sessions: dict[int, dict] = {}  # window index -> result of the training job after it
         self.package_ids: list[int | None] = [None] * len(packages)
         self.cost = 2 * (settings.fee_rate + settings.slippage_rate)
 
@@ -258,17 +290,26 @@ class LaneRun:
                 t0 = time.monotonic()
                 self._release(w.end)
                 self._decide(client, w)
-                self._jobs([("validate_outcomes", {"symbol": self.series.symbol, "force": True}),
-                            ("detect_events", {"symbol": self.series.symbol}),
-                            ("build_experiences", {"symbol": self.series.symbol})])
+                self._jobs(
+                    [
+                        ("validate_outcomes", {"symbol": self.series.symbol, "force": True}),
+                        ("detect_events", {"symbol": self.series.symbol}),
+                        ("build_experiences", {"symbol": self.series.symbol}),
+                    ]
+                )
                 trained = ""
                 if w.index < len(self.plan) - 1:
                     self.sessions[w.index] = self._train()
                     s = self.sessions[w.index]
-                    trained = (f", trained session {s.get('session_id')}" if s.get("session_id")
-                               else f", no model: {s.get('error', '?')[:120]}")
-                self.progress.step(f"{self.lane.family}/{self.lane.arm} seed {self.lane.seed}: window {w.index} "
-                                   f"({w.hi - w.lo} decisions){trained} in {time.monotonic() - t0:.1f} s")
+                    trained = (
+                        f", trained session {s.get('session_id')}"
+                        if s.get("session_id")
+                        else f", no model: {s.get('error', '?')[:120]}"
+                    )
+                self.progress.step(
+                    f"{self.lane.family}/{self.lane.arm} seed {self.lane.seed}: window {w.index} "
+                    f"({w.hi - w.lo} decisions){trained} in {time.monotonic() - t0:.1f} s"
+                )
         self._release(self.series.end + dt.timedelta(minutes=1))
         self._jobs([("validate_outcomes", {"symbol": self.series.symbol, "force": True})])
         return self._score()
@@ -282,7 +323,7 @@ class LaneRun:
         self.clock = max(self.clock, clock)
 
     def _decide(self, client: Client, w: Window) -> None:
-        pkgs = self.packages[w.lo:w.hi]
+        pkgs = self.packages[w.lo : w.hi]
         stored = client.insert_packages(pkgs)
         model = client.deployed_model(self.lane.family, self.series.symbol)
         model_calls = model.calls(model.inputs(pkgs)) if model is not None else None
@@ -290,8 +331,9 @@ class LaneRun:
             self.package_ids[w.lo + i] = res.package_id
             for pred in orchestrator.calls(pkg, self.opts.horizon_s, self.rng):
                 if pred.model_kind == self.lane.family and model_calls is not None:
-                    pred = dataclasses.replace(pred, model_version=model.version, action=model_calls[i],
-                                               confidence=0.5, predicted_move=None)
+                    pred = dataclasses.replace(
+                        pred, model_version=model.version, action=model_calls[i], confidence=0.5, predicted_move=None
+                    )
                 client.insert_prediction(pred, package_id=res.package_id)
 
     # -- the loop's jobs ----------------------------------------------------------------------------
@@ -311,15 +353,32 @@ class LaneRun:
         return job["result"]
 
     def _training_job(self) -> tuple[str, dict]:
-        common = {"symbol": self.series.symbol, "seed": self.lane.seed, "capture": "none", "device": "cpu",
-                  "checkpoint_every": 1_000_000, "eval_fraction": self.opts.eval_fraction, "init": "deployed",
-                  "promote": True}
+        common = {
+            "symbol": self.series.symbol,
+            "seed": self.lane.seed,
+            "capture": "none",
+            "device": "cpu",
+            "checkpoint_every": 1_000_000,
+            "eval_fraction": self.opts.eval_fraction,
+            "init": "deployed",
+            "promote": True,
+        }
         if self.lane.family == "cnn":
             arm = {k: v for k, v in CNN_ARMS[self.lane.arm].items()}
-            return "train_cnn", {**common, **arm, "epochs": self.opts.epochs, "batch_size": self.opts.batch_size,
-                                 "model_config": json.dumps(SMALL_CNN)}
-        return "train_rl", {**common, **RL_ARMS[self.lane.arm]["params"], "steps": self.opts.rl_steps,
-                            "batch_size": self.opts.batch_size, "model_config": json.dumps(SMALL_RL)}
+            return "train_cnn", {
+                **common,
+                **arm,
+                "epochs": self.opts.epochs,
+                "batch_size": self.opts.batch_size,
+                "model_config": json.dumps(SMALL_CNN),
+            }
+        return "train_rl", {
+            **common,
+            **RL_ARMS[self.lane.arm]["params"],
+            "steps": self.opts.rl_steps,
+            "batch_size": self.opts.batch_size,
+            "model_config": json.dumps(SMALL_RL),
+        }
 
     # -- scoring ------------------------------------------------------------------------------------
 
@@ -330,22 +389,41 @@ class LaneRun:
             leakage = conn.execute(queries.get("experiments.leakage_count")).scalar_one()
         rows = []
         for w in self.plan[1:]:
-            ids = self.package_ids[w.lo:w.hi]
+            ids = self.package_ids[w.lo : w.hi]
             with self.engine.connect() as conn:
-                truth = {r.package_id: r for r in conn.execute(queries.get("experiments.window_truth"), {
-                    "ids": ids, "model_kind": self.lane.family})}
-                live = {r.package_id: r.action for r in conn.execute(queries.get("experiments.window_calls"), {
-                    "ids": ids, "model_kind": self.lane.family})}
+                truth = {
+                    r.package_id: r
+                    for r in conn.execute(
+                        queries.get("experiments.window_truth"), {"ids": ids, "model_kind": self.lane.family}
+                    )
+                }
+                live = {
+                    r.package_id: r.action
+                    for r in conn.execute(
+                        queries.get("experiments.window_calls"), {"ids": ids, "model_kind": self.lane.family}
+                    )
+                }
             keep = [i for i, pid in enumerate(ids) if pid in truth]
             rets = [truth[ids[i]].price_return for i in keep]
             optimal = [truth[ids[i]].optimal_action for i in keep]
             base = {"window_from": w.start, "window_to": w.end, "round": w.index, "leakage_rows": leakage}
-            rows.append({**base, "source": "no_trade", **stats.window_metrics(["hold"] * len(keep), rets, optimal,
-                                                                              self.cost)})
-            rows.append({**base, "source": "always_long", **stats.window_metrics(["long"] * len(keep), rets, optimal,
-                                                                                 self.cost)})
-            rows.append({**base, "source": "live", **stats.window_metrics([live[ids[i]] for i in keep], rets,
-                                                                          optimal, self.cost)})
+            rows.append(
+                {**base, "source": "no_trade", **stats.window_metrics(["hold"] * len(keep), rets, optimal, self.cost)}
+            )
+            rows.append(
+                {
+                    **base,
+                    "source": "always_long",
+                    **stats.window_metrics(["long"] * len(keep), rets, optimal, self.cost),
+                }
+            )
+            rows.append(
+                {
+                    **base,
+                    "source": "live",
+                    **stats.window_metrics([live[ids[i]] for i in keep], rets, optimal, self.cost),
+                }
+            )
             trained = self.sessions.get(w.index - 1, {})
             sid = trained.get("session_id")
             if sid is None:
@@ -355,9 +433,17 @@ class LaneRun:
             calls = model.calls(model.inputs(pkgs)) if pkgs else []
             with self.engine.connect() as conn:
                 info = conn.execute(queries.get("experiments.session_info"), {"id": sid, "slice_start": w.start}).one()
-            rows.append({**base, "source": "model", "session_id": sid, "train_episodes": info.train_episodes,
-                         "promoted": info.promoted, "leakage_rows": leakage + info.contaminated,
-                         **stats.window_metrics(calls, rets, optimal, self.cost)})
+            rows.append(
+                {
+                    **base,
+                    "source": "model",
+                    "session_id": sid,
+                    "train_episodes": info.train_episodes,
+                    "promoted": info.promoted,
+                    "leakage_rows": leakage + info.contaminated,
+                    **stats.window_metrics(calls, rets, optimal, self.cost),
+                }
+            )
         for row in rows:
             row.setdefault("session_id", None)
             row.setdefault("train_episodes", None)

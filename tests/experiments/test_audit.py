@@ -19,7 +19,7 @@ from app.events.detect import detect_events
 from app.ingest.candles import ingest_candles
 from app.outcomes.validate import validate_outcomes
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 START = dt.datetime(2024, 1, 1, tzinfo=UTC)
 
 
@@ -40,8 +40,7 @@ def _reset(engine) -> None:
 
 
 def _candles(engine, minutes: int, seed: int, spikes: float = 1.5) -> dict:
-    cols = market.simulate(market.MarketSpec(minutes=minutes, seed=seed, spikes_per_day=spikes,
-                                             start=START))
+    cols = market.simulate(market.MarketSpec(minutes=minutes, seed=seed, spikes_per_day=spikes, start=START))
     ingest_candles(engine, cols, ce.SYMBOL, "1m", progress=False)
     return cols
 
@@ -69,18 +68,22 @@ def test_outcomes_are_priced_from_bars_after_the_prediction_and_planted_ones_are
         for k, off in enumerate(offsets_s):
             at = pkg_ts + dt.timedelta(seconds=off)
             pred = ce.insert_prediction(conn, pid, at, ("long", "short", "hold")[k % 3], 900)
-            conn.execute(sa.text("UPDATE predictions SET prediction_key = :k WHERE id = :i"),
-                         {"k": f"p{k}-{pred}", "i": pred})
+            conn.execute(
+                sa.text("UPDATE predictions SET prediction_key = :k WHERE id = :i"), {"k": f"p{k}-{pred}", "i": pred}
+            )
             if off < 0:
                 early.append(pred)
     validate_outcomes(engine, Settings(), as_of=START + dt.timedelta(days=2))
     with engine.connect() as conn:
         assert _audit(conn, "outcome_not_after_prediction") == []
         assert sorted(r.item_id for r in _audit(conn, "package_after_prediction")) == sorted(early)
-    with engine.begin() as conn:   # an outcome whose entry is no bar opening after its prediction
-        planted = conn.execute(sa.text(
-            "UPDATE outcomes SET entry_price = entry_price * 1.5 WHERE prediction_id = "
-            "(SELECT min(prediction_id) FROM outcomes WHERE status = 'validated') RETURNING prediction_id")).scalar()
+    with engine.begin() as conn:  # an outcome whose entry is no bar opening after its prediction
+        planted = conn.execute(
+            sa.text(
+                "UPDATE outcomes SET entry_price = entry_price * 1.5 WHERE prediction_id = "
+                "(SELECT min(prediction_id) FROM outcomes WHERE status = 'validated') RETURNING prediction_id"
+            )
+        ).scalar()
     with engine.connect() as conn:
         assert [r.item_id for r in _audit(conn, "outcome_not_after_prediction")] == ([planted] if planted else [])
 
@@ -98,9 +101,13 @@ def test_premium_marks_use_only_events_known_at_the_package_time(engine, seed, e
     with engine.connect() as conn:
         assert _audit(conn, "premium_before_event_known") == []
     with engine.begin() as conn:
-        early = conn.execute(sa.text(
-            "SELECT p.id FROM input_packages p JOIN market_events e ON p.ts >= e.started_at AND p.ts < e.known_at "
-            "WHERE NOT p.is_premium AND p.id = ANY(:ids) LIMIT 1"), {"ids": ids}).scalar()
+        early = conn.execute(
+            sa.text(
+                "SELECT p.id FROM input_packages p JOIN market_events e ON p.ts >= e.started_at AND p.ts < e.known_at "
+                "WHERE NOT p.is_premium AND p.id = ANY(:ids) LIMIT 1"
+            ),
+            {"ids": ids},
+        ).scalar()
         if early is None:
             return
         conn.execute(sa.text("UPDATE input_packages SET is_premium = true WHERE id = :i"), {"i": early})
@@ -108,7 +115,11 @@ def test_premium_marks_use_only_events_known_at_the_package_time(engine, seed, e
         found = [r.item_id for r in _audit(conn, "premium_before_event_known")]
     # Reported unless another event that contains it was already known at its time.
     with engine.connect() as conn:
-        known = conn.execute(sa.text(
-            "SELECT EXISTS (SELECT 1 FROM market_events e JOIN input_packages p ON p.id = :i "
-            "WHERE p.ts BETWEEN e.started_at AND e.ended_at AND e.known_at <= p.ts)"), {"i": early}).scalar_one()
+        known = conn.execute(
+            sa.text(
+                "SELECT EXISTS (SELECT 1 FROM market_events e JOIN input_packages p ON p.id = :i "
+                "WHERE p.ts BETWEEN e.started_at AND e.ended_at AND e.known_at <= p.ts)"
+            ),
+            {"i": early},
+        ).scalar_one()
     assert (early in found) != known

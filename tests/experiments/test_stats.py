@@ -13,9 +13,20 @@ COST = 0.001
 
 
 def _row(arm, seed, rnd, total, calls, family="cnn", source="model", acc=0.5, base=0.4, hit=0.5):
-    return {"family": family, "arm": arm, "seed": seed, "round": rnd, "source": source, "total_profit": total,
-            "calls": calls, "episodes": max(calls, 1), "hit_rate": hit if calls else None, "accuracy": acc,
-            "baseline_accuracy": base, "leakage_rows": 0}
+    return {
+        "family": family,
+        "arm": arm,
+        "seed": seed,
+        "round": rnd,
+        "source": source,
+        "total_profit": total,
+        "calls": calls,
+        "episodes": max(calls, 1),
+        "hit_rate": hit if calls else None,
+        "accuracy": acc,
+        "baseline_accuracy": base,
+        "leakage_rows": 0,
+    }
 
 
 def test_window_metrics_price_calls_after_costs_and_holds_earn_nothing():
@@ -30,8 +41,12 @@ def test_window_metrics_price_calls_after_costs_and_holds_earn_nothing():
 
 
 def test_arm_table_pools_rounds_per_seed_then_mean_and_sd_over_seeds():
-    rows = [_row("all", 0, 1, 0.002, 2), _row("all", 0, 2, 0.0, 2), _row("all", 1, 1, 0.004, 2),
-            _row("all", 1, 2, 0.004, 2)]
+    rows = [
+        _row("all", 0, 1, 0.002, 2),
+        _row("all", 0, 2, 0.0, 2),
+        _row("all", 1, 1, 0.004, 2),
+        _row("all", 1, 2, 0.004, 2),
+    ]
     (arm,) = stats.arm_table(rows)
     assert arm["seeds"] == 2 and arm["rounds"] == 2 and arm["calls"] == 8
     assert math.isclose(arm["ppc_mean"], (0.0005 + 0.002) / 2)
@@ -40,8 +55,9 @@ def test_arm_table_pools_rounds_per_seed_then_mean_and_sd_over_seeds():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.floats(-0.01, 0.01), st.integers(1, 30)), min_size=2, max_size=12),
-       st.floats(0.0001, 0.002))
+@given(
+    st.lists(st.tuples(st.floats(-0.01, 0.01), st.integers(1, 30)), min_size=2, max_size=12), st.floats(0.0001, 0.002)
+)
 def test_bootstrap_of_an_arm_shifted_by_a_constant_recovers_the_shift(units, shift):
     base = [_row("all", i % 3, i, p * c, c) for i, (p, c) in enumerate(units)]
     arm = [_row("priority", i % 3, i, (p + shift) * c, c) for i, (p, c) in enumerate(units)]
@@ -54,8 +70,7 @@ def test_bootstrap_of_an_arm_shifted_by_a_constant_recovers_the_shift(units, shi
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.floats(-0.01, 0.01), st.floats(-0.01, 0.01), st.integers(1, 30)), min_size=1,
-                max_size=12))
+@given(st.lists(st.tuples(st.floats(-0.01, 0.01), st.floats(-0.01, 0.01), st.integers(1, 30)), min_size=1, max_size=12))
 def test_bootstrap_interval_contains_the_point_difference_and_is_antisymmetric(units):
     a = [_row("profitable", 0, i, p * c, c) for i, (p, _, c) in enumerate(units)]
     b = [_row("all", 0, i, q * c, c) for i, (_, q, c) in enumerate(units)]
@@ -66,11 +81,16 @@ def test_bootstrap_interval_contains_the_point_difference_and_is_antisymmetric(u
 
 
 def test_comparisons_pair_each_arm_with_its_familys_uniform_arm_only_on_shared_windows():
-    rows = [_row("all", 0, 1, 0.001, 1), _row("profitable", 0, 1, 0.003, 1), _row("profitable", 1, 1, 0.5, 1),
-            _row("uniform", 0, 1, 0.0, 1, family="rl"), _row("per", 0, 1, -0.002, 1, family="rl")]
+    rows = [
+        _row("all", 0, 1, 0.001, 1),
+        _row("profitable", 0, 1, 0.003, 1),
+        _row("profitable", 1, 1, 0.5, 1),
+        _row("uniform", 0, 1, 0.0, 1, family="rl"),
+        _row("per", 0, 1, -0.002, 1, family="rl"),
+    ]
     comps = {(c["family"], c["arm"]): c for c in stats.comparisons(rows, resamples=50)}
     assert set(comps) == {("cnn", "profitable"), ("rl", "per")}
-    assert comps[("cnn", "profitable")]["units"] == 1   # seed 1 has no uniform window to pair with
+    assert comps[("cnn", "profitable")]["units"] == 1  # seed 1 has no uniform window to pair with
     assert math.isclose(comps[("cnn", "profitable")]["diff"], 0.002)
     assert math.isclose(comps[("rl", "per")]["diff"], -0.002)
 

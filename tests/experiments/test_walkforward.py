@@ -10,9 +10,18 @@ from app.db import queries
 from app.db.engine import make_engine
 from app.experiments import lanes, report, series, walkforward
 
-TINY = walkforward.Options(every_min=30, horizon_s=1800, warmup_days=0.5, rounds=2, seeds=1,
-                           cnn_arms=("profitable", "all"), rl_arms=("uniform",), epochs=1, batch_size=16,
-                           rl_steps=5)
+TINY = walkforward.Options(
+    every_min=30,
+    horizon_s=1800,
+    warmup_days=0.5,
+    rounds=2,
+    seeds=1,
+    cnn_arms=("profitable", "all"),
+    rl_arms=("uniform",),
+    epochs=1,
+    batch_size=16,
+    rl_steps=5,
+)
 
 
 def test_tiny_experiment_stores_results_per_lane_and_round(engine, capsys, tmp_path):
@@ -37,12 +46,15 @@ def test_tiny_experiment_stores_results_per_lane_and_round(engine, capsys, tmp_p
     assert models and all(r["session_id"] is not None for r in models)
     assert all(r["leakage_rows"] == 0 for r in rows)
     with engine.connect() as conn:
-        status, summary = conn.execute(sa.text("SELECT status, summary FROM experiments WHERE id = :i"),
-                                       {"i": exp_id}).one()
-        arms = conn.execute(sa.text("SELECT count(*) FROM v_experiment_arms WHERE experiment_id = :i"),
-                            {"i": exp_id}).scalar_one()
-        leftover = conn.execute(sa.text("SELECT count(*) FROM pg_database WHERE datname LIKE :p"),
-                                {"p": f"%\\_x{exp_id}\\_%"}).scalar_one()
+        status, summary = conn.execute(
+            sa.text("SELECT status, summary FROM experiments WHERE id = :i"), {"i": exp_id}
+        ).one()
+        arms = conn.execute(
+            sa.text("SELECT count(*) FROM v_experiment_arms WHERE experiment_id = :i"), {"i": exp_id}
+        ).scalar_one()
+        leftover = conn.execute(
+            sa.text("SELECT count(*) FROM pg_database WHERE datname LIKE :p"), {"p": f"%\\_x{exp_id}\\_%"}
+        ).scalar_one()
     assert status == "succeeded" and summary["comparisons"]
     assert arms >= 3 * 3
     assert leftover == 0
@@ -63,16 +75,35 @@ def _check_lineage_audit(engine, exp_id: int) -> None:
         with lane.begin() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM v_leakage_audit")).scalar_one() == 0
             first = conn.execute(sa.text("SELECT min(id) FROM training_sessions WHERE status = 'succeeded'")).scalar()
-            conn.execute(sa.text("UPDATE training_sessions SET trained_through = "
-                                 "CAST(config ->> 'eval_cutoff' AS timestamptz) + interval '1 hour' WHERE id = :i"),
-                         {"i": first})
-            heirs = conn.execute(sa.text(
-                "WITH RECURSIVE h AS (SELECT id FROM training_sessions WHERE id = :i UNION ALL "
-                "SELECT s.id FROM training_sessions s JOIN h ON s.init_session_id = h.id) SELECT id FROM h"),
-                {"i": first}).scalars().all()
-            found = conn.execute(sa.text("SELECT session_id FROM v_leakage_audit "
-                                         "WHERE check_name = 'training_after_evaluation' AND item_id = :i"),
-                                 {"i": first}).scalars().all()
+            conn.execute(
+                sa.text(
+                    "UPDATE training_sessions SET trained_through = "
+                    "CAST(config ->> 'eval_cutoff' AS timestamptz) + interval '1 hour' WHERE id = :i"
+                ),
+                {"i": first},
+            )
+            heirs = (
+                conn.execute(
+                    sa.text(
+                        "WITH RECURSIVE h AS (SELECT id FROM training_sessions WHERE id = :i UNION ALL "
+                        "SELECT s.id FROM training_sessions s JOIN h ON s.init_session_id = h.id) SELECT id FROM h"
+                    ),
+                    {"i": first},
+                )
+                .scalars()
+                .all()
+            )
+            found = (
+                conn.execute(
+                    sa.text(
+                        "SELECT session_id FROM v_leakage_audit "
+                        "WHERE check_name = 'training_after_evaluation' AND item_id = :i"
+                    ),
+                    {"i": first},
+                )
+                .scalars()
+                .all()
+            )
         assert sorted(found) == sorted(heirs)
     finally:
         lane.dispose()

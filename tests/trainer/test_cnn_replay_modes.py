@@ -12,8 +12,16 @@ from app.db.engine import make_engine
 from app.demo import candle_episodes as support
 from app.trainer import cnn_train, episodes
 
-BASE = dict(symbol=support.SYMBOL, epochs=2, batch_size=16, model_config=support.SMALL_MODEL, seed=3, device="cpu",
-            capture=cnn_train.CapturePolicy("none"), init="scratch")
+BASE = dict(
+    symbol=support.SYMBOL,
+    epochs=2,
+    batch_size=16,
+    model_config=support.SMALL_MODEL,
+    seed=3,
+    device="cpu",
+    capture=cnn_train.CapturePolicy("none"),
+    init="scratch",
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +59,27 @@ def test_priority_sampling_draws_in_proportion_to_priority_and_is_reproducible(e
     first = cnn_train.train_cnn(engine, opts)
     again = cnn_train.train_cnn(engine, opts)
     with engine.connect() as conn:
-        rows = {sid: conn.execute(sa.text("SELECT config FROM training_sessions WHERE id = :i"), {"i": sid}).scalar_one()
-                for sid in (first["session_id"], again["session_id"])}
-        batches = {sid: [i for (b,) in conn.execute(sa.text(
-            "SELECT batch_ids FROM training_steps WHERE session_id = :i ORDER BY step"), {"i": sid}) for i in b]
-            for sid in rows}
+        rows = {
+            sid: conn.execute(sa.text("SELECT config FROM training_sessions WHERE id = :i"), {"i": sid}).scalar_one()
+            for sid in (first["session_id"], again["session_id"])
+        }
+        batches = {
+            sid: [
+                i
+                for (b,) in conn.execute(
+                    sa.text("SELECT batch_ids FROM training_steps WHERE session_id = :i ORDER BY step"), {"i": sid}
+                )
+                for i in b
+            ]
+            for sid in rows
+        }
     config = rows[first["session_id"]]
     assert config["sampling"] == "priority" and len(config["sample_weights"]) == len(config["train_episode_ids"])
     # The weights are stored with the session (a resume draws the same batches); high-priority episodes are drawn more.
     counts = Counter(batches[first["session_id"]])
     weight = dict(zip(config["train_episode_ids"], config["sample_weights"]))
-    top = sorted(weight, key=weight.get)[-len(weight) // 4:]
-    bottom = sorted(weight, key=weight.get)[:len(weight) // 4]
+    top = sorted(weight, key=weight.get)[-len(weight) // 4 :]
+    bottom = sorted(weight, key=weight.get)[: len(weight) // 4]
     assert sum(counts[i] for i in top) > sum(counts[i] for i in bottom)
 
 
