@@ -69,8 +69,8 @@ def add_param_arguments(parser, kind: str, params: dict) -> None:
         required = param.default is registry.REQUIRED
         # Booleans arrive as text (yes / no, true / false) and are parsed by the parameter, as job params are.
         parser.add_argument("--" + name.replace("_", "-"), type=str if param.type is bool else param.type,
-                            required=required, default=None,
-                            choices=param.choices, help="required" if required else f"default {param.default}")
+                            required=required, default=None, choices=param.choices,
+                            help="required" if required else f"default {param.default}")
     parser.add_argument("--enqueue", action="store_true", help=f"queue a {kind} job instead of running now")
 
 

@@ -190,9 +190,7 @@ class Client:
     def deployed_version(self, model_kind: str, symbol: str) -> str | None:
         """The version string of the model deployed for ``model_kind`` and ``symbol`` (None: none); one cheap
         query, so a bot can poll it (or LISTEN on ``trainsrv_models``) and reload only when it changes."""
-        with self.engine.connect() as conn:
-            return conn.execute(queries.get("registry.deployed_version"),
-                                {"model_kind": model_kind, "symbol": symbol}).scalar()
+        return self._one("registry.deployed_version", {"model_kind": model_kind, "symbol": symbol}).version
 
     def deployed_model(self, model_kind: str, symbol: str, device: str = "cpu"):
         """The deployed model for ``model_kind`` and ``symbol`` as an ``app.registry.loader.LoadedModel``:

@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-AREAS = ["ingest", "outcomes", "jobs", "trainer", "replay", "session_replay", "similar", "cli", "gradients", "loop"]
+AREAS = ["ingest", "outcomes", "jobs", "trainer", "replay", "session_replay", "similar", "cli", "gradients", "loop",
+         "models"]
 SEPARATOR = "\n---\n"
 
 

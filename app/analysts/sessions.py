@@ -15,7 +15,7 @@ from app.errors import TrainsrvError
 
 LIST_COLUMNS = [("session_id", "id", 5), ("model_kind", "kind", 4), ("symbol", "symbol", 10), ("status", "status", 11),
                 ("started_at", "started", 19), ("duration_s", "dur s", 7), ("steps", "steps", 6),
-                ("final_loss", "loss", 8), ("training_value", "value", 6), ("eval_accuracy", "acc", 6),
+                ("final_loss_raw", "loss", 8), ("training_value", "value", 6), ("eval_accuracy", "acc", 6),
                 ("eval_baseline_accuracy", "base", 6), ("eval_total_profit", "profit", 8),
                 ("beats_baseline", "beats", 5), ("gradient_bytes", "gradients", 9)]
 COMPARE_SKIP = {"metrics", "config"}

@@ -5,10 +5,9 @@ Torch is imported only by the commands that build a model (promote, export).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from app import cli_common as cli
+from app import cli_common
 from app.registry import lineage, store
 
 
@@ -17,8 +16,8 @@ def register(sub) -> None:
     m = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     ls = m.add_parser("list", help="registry models (succeeded sessions), newest first, with deployment status")
     ls.add_argument("--kind", choices=store.KINDS)
-    ls.add_argument("--symbol", type=cli.non_empty)
-    ls.add_argument("--limit", type=cli.positive_int, default=50)
+    ls.add_argument("--symbol", type=cli_common.non_empty)
+    ls.add_argument("--limit", type=cli_common.positive_int, default=50)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_list)
     show = m.add_parser("show", help="one model: evaluation, lineage, deployment decisions and their evidence")
@@ -30,7 +29,7 @@ def register(sub) -> None:
     pr.set_defaults(func=_promote)
     rb = m.add_parser("rollback", help="deploy the previous model of a kind and symbol again")
     rb.add_argument("kind", choices=store.KINDS)
-    rb.add_argument("symbol", type=cli.non_empty)
+    rb.add_argument("symbol", type=cli_common.non_empty)
     rb.add_argument("--to", type=int, help="the session to deploy (default: the previously promoted one)")
     rb.add_argument("--reason", default="", help="why (recorded)")
     rb.set_defaults(func=_rollback)
@@ -41,12 +40,8 @@ def register(sub) -> None:
     ex.set_defaults(func=_export)
     lv = m.add_parser("live", help="deployed versions' realised results next to the offline evaluation")
     lv.add_argument("--kind", choices=store.KINDS)
-    lv.add_argument("--symbol", type=cli.non_empty)
+    lv.add_argument("--symbol", type=cli_common.non_empty)
     lv.set_defaults(func=_live)
-
-
-def _print(value) -> None:
-    print(json.dumps(value, default=str, indent=2))
 
 
 def _num(value, fmt: str = "+.5f") -> str:
@@ -54,10 +49,10 @@ def _num(value, fmt: str = "+.5f") -> str:
 
 
 def _list(args) -> int:
-    with cli.open_db(require_head=True).connect() as conn:
+    with cli_common.open_db(require_head=True).connect() as conn:
         rows = store.models_list(conn, args.kind, args.symbol, args.limit)
     if args.json:
-        _print(rows)
+        cli_common.print_result(rows)
         return 0
     print(f"{'version':<14} {'kind':<4} {'symbol':<12} {'from':>6} {'eval':>5} {'acc-base':>8} {'profit/call':>12} "
           f"{'best const':>11} {'clean':>5} {'value':>7}  deployed")
@@ -72,9 +67,9 @@ def _list(args) -> int:
 
 
 def _show(args) -> int:
-    with cli.open_db().connect() as conn:
+    with cli_common.open_db().connect() as conn:
         entry = store.model(conn, args.session_id)
-        _print({"model": entry, "lineage": lineage.lineage(conn, args.session_id),
+        cli_common.print_result({"model": entry, "lineage": lineage.lineage(conn, args.session_id),
                 "decisions": store.decisions(conn, args.session_id)})
     return 0
 
@@ -82,13 +77,13 @@ def _show(args) -> int:
 def _promote(args) -> int:
     from app.registry import gate
 
-    decision = gate.run(cli.open_db(), args.session_id, source="manual", force=args.force)
-    _print(decision.to_dict())
+    decision = gate.run(cli_common.open_db(), args.session_id, source="manual", force=args.force)
+    cli_common.print_result(decision.to_dict())
     return 0 if decision.action in ("promote", "none") else 2
 
 
 def _rollback(args) -> int:
-    _print(store.rollback(cli.open_db(), args.kind, args.symbol, to=args.to, reason=args.reason))
+    cli_common.print_result(store.rollback(cli_common.open_db(), args.kind, args.symbol, to=args.to, reason=args.reason))
     return 0
 
 
@@ -96,7 +91,7 @@ def _export(args) -> int:
     from app.errors import ValidationError
     from app.registry import export
 
-    engine = cli.open_db()
+    engine = cli_common.open_db()
     session_id = args.session_id
     if args.deployed:
         with engine.connect() as conn:
@@ -106,11 +101,11 @@ def _export(args) -> int:
         session_id = row.session_id
     if session_id is None:
         raise ValidationError("session_id", "give a session id or --deployed KIND SYMBOL")
-    _print(export.export(engine, session_id, args.out))
+    cli_common.print_result(export.export(engine, session_id, args.out))
     return 0
 
 
 def _live(args) -> int:
-    with cli.open_db().connect() as conn:
-        _print(store.live_performance(conn, args.kind, args.symbol))
+    with cli_common.open_db().connect() as conn:
+        cli_common.print_result(store.live_performance(conn, args.kind, args.symbol))
     return 0

@@ -80,10 +80,7 @@ def resolve(conn: sa.Connection, text: str, *, model_kind: str, symbol: str, arc
 
 
 def _source(conn: sa.Connection, session_id: int):
-    try:
-        return sessions.get(conn, session_id)
-    except ValidationError:
-        raise ValidationError("init", f"no training session with id {session_id}") from None
+    return sessions.get(conn, session_id, field="init")
 
 
 def _mismatch(source, model_kind: str, architecture: dict) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from app import cli_common
 from app.errors import ValidationError
+from app.registry import jobs as registry_jobs
 from app.trainer import jobs
 
 
@@ -28,7 +29,8 @@ def _train_cnn(args) -> int:
     def run(engine, params):
         from app.trainer import cnn_train
 
-        return cnn_train.train_cnn(engine, jobs.cnn_options(params))
+        result = cnn_train.train_cnn(engine, jobs.cnn_options(params))
+        return registry_jobs.after_training(engine, result, params["promote"], inline=True)
 
     return cli_common.run_or_enqueue(args, jobs.CNN_JOB, jobs.CNN_PARAMS, run)
 
@@ -37,7 +39,8 @@ def _train_rl(args) -> int:
     def run(engine, params):
         from app.trainer import rl_train
 
-        return rl_train.train_rl(engine, jobs.rl_options(params))
+        result = rl_train.train_rl(engine, jobs.rl_options(params))
+        return registry_jobs.after_training(engine, result, params["promote"], inline=True)
 
     return cli_common.run_or_enqueue(args, jobs.RL_JOB, jobs.RL_PARAMS, run)
 

@@ -8,6 +8,7 @@ import logging
 
 from app.cli_common import json_object
 from app.jobs import registry
+from app.registry import jobs as registry_jobs
 from app.nets.interface import REFERENCE, RL_REFERENCE
 from app.recording.optim import OPTIMIZERS
 from app.recording.policy import HALF_CODECS, POLICIES
@@ -143,7 +144,7 @@ def run_cnn(ctx: registry.JobContext, params: dict) -> dict:
     result = _after_training(ctx, result, params)
     if result["status"] == "interrupted":
         raise registry.Interrupted(f"session {result['session_id']} interrupted; it resumes when the job runs again")
-    return result
+    return registry_jobs.after_training(ctx.engine, result, params["promote"])
 
 
 @registry.handler(RL_JOB, **RL_PARAMS)
@@ -156,4 +157,4 @@ def run_rl(ctx: registry.JobContext, params: dict) -> dict:
     result = _after_training(ctx, result, params)
     if result["status"] == "interrupted":
         raise registry.Interrupted(f"session {result['session_id']} interrupted after {result['steps']} steps")
-    return result
+    return registry_jobs.after_training(ctx.engine, result, params["promote"])

@@ -11,14 +11,17 @@ Batches are drawn from the replay as usual and the held-out rows dropped, drawin
 batch is full. Dropping rows from draws made in proportion to the weights leaves draws in proportion
 to the weights among the kept rows, and the importance weights ``(N P(i)) ** -beta`` change only by a
 factor common to every kept row, which the normalisation by the batch maximum removes: so they are
-recomputed over the kept rows. Held-out rows that were drawn count in ``times_sampled`` (the draw log
-is written by the sampler) but get no priority write-back.
+recomputed over the kept rows. Each draw asks for the batch divided by ``keep_share`` (the share of the
+symbol's experiences that may be trained on) plus 15 %, so one statement usually fills the batch
+(bench/results/models.md). Held-out and surplus rows that were drawn count in ``times_sampled`` (the
+draw log is written by the sampler) but get no priority write-back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 
 import numpy as np
 import sqlalchemy as sa
@@ -54,17 +57,30 @@ def training_items(conn: sa.Connection, symbol: str, cutoff: dt.datetime) -> np.
     return np.array(sorted(ids), dtype=np.int64)
 
 
+def keep_share(conn: sa.Connection, symbol: str, allowed: np.ndarray) -> float:
+    """The share of ``symbol``'s experiences that ``allowed`` holds (an estimate of a draw's kept share)."""
+    total = conn.execute(queries.get("registry.symbol_experiences"), {"symbol": symbol}).scalar()
+    return len(allowed) / total if total else 1.0
+
+
 def sample(buffer: ProfitWeightedExperienceBuffer, allowed: np.ndarray, batch_size: int, *, symbol: str,
-           beta: float) -> batches.ReplayBatch:
-    """A batch of ``batch_size`` draws among the ``allowed`` experiences (see the module docstring)."""
-    parts, have = [], 0
-    for _ in range(MAX_DRAWS):
-        drawn = buffer.sample(batch_size, symbol=symbol, beta=beta)
+           beta: float, keep_share: float = 1.0) -> batches.ReplayBatch:
+    """A batch of ``batch_size`` draws among the ``allowed`` experiences (see the module docstring), with the
+    buffer's share of draws from the profitable stratum, as a plain draw has."""
+    need_profitable = round(buffer.profitable_share * batch_size)
+    parts, have, profitable = [], 0, 0
+    for draw in range(MAX_DRAWS):
+        missing = max(1, batch_size - have, need_profitable - profitable,
+                      batch_size - need_profitable - (have - profitable))
+        ask = min(4 * batch_size, math.ceil(missing / max(keep_share, 0.25) * 1.15) + 2)
+        drawn = buffer.sample(ask, symbol=symbol, beta=beta)
         keep = np.isin(drawn.ids, allowed)
         parts.append(_take(drawn, keep))
         have += int(keep.sum())
-        if have >= batch_size:
-            return _first(_concat(parts), batch_size)
+        profitable += int(drawn.from_profitable[keep].sum())
+        quotas = profitable >= need_profitable and have - profitable >= batch_size - need_profitable
+        if have >= batch_size and (quotas or draw >= 7):   # a stratum held out entirely: fill from the other
+            return _first(_concat(parts), batch_size, need_profitable)
     raise TrainsrvError(f"{MAX_DRAWS} draws of {batch_size} gave {have} experiences from before the evaluation "
                         f"cutoff: too few of {symbol}'s replay weight lies before it (lower --eval-fraction)")
 
@@ -92,9 +108,15 @@ def _concat(parts: list[batches.ReplayBatch]) -> batches.ReplayBatch:
     return dataclasses.replace(first, **joined)
 
 
-def _first(b: batches.ReplayBatch, n: int) -> batches.ReplayBatch:
+def _first(b: batches.ReplayBatch, n: int, need_profitable: int) -> batches.ReplayBatch:
+    """``n`` rows, ``need_profitable`` of them from the profitable stratum when there are enough, in draw order,
+    with the importance weights renormalised over them."""
+    prof = np.flatnonzero(b.from_profitable)
+    rest = np.flatnonzero(~b.from_profitable.astype(bool))
+    take_p = prof[:max(need_profitable, n - len(rest))]
+    take = np.concatenate([take_p, rest[:n - len(take_p)]])
     keep = np.zeros(len(b), dtype=bool)
-    keep[:n] = True
+    keep[take] = True
     kept = _take(b, keep)
     return dataclasses.replace(kept, weights=batches.importance_weights(kept.probabilities, kept.replay_size,
                                                                           kept.beta))

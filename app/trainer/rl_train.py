@@ -114,6 +114,7 @@ class _Holdout:
     episodes: list[episodes_mod.Episode]
     inputs: torch.Tensor
     cost: float
+    keep_share: float = 1.0   # share of the symbol's experiences in ``allowed`` (rl_holdout.sample draws for it)
 
 
 def train_rl(engine: sa.Engine, opts: RlTrainOptions, *, job_id: int | None = None, hooks: Hooks | None = None,
@@ -164,6 +165,8 @@ def resume_rl(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None,
         opts = options_of(config)
         buffer = _buffer(engine, opts, settings)
         states = PackageStates(InputSpec(**config["input_spec"]))  # the inputs it was trained on
+        with engine.connect() as conn:
+            holdout = _holdout_of(conn, config, opts, states, settings)
         device = resolve_device(config["device"])
         online = dqn.build_q_network(opts.model, states.spec, opts.model_config).to(device)
         agent = dqn.DoubleDQN(online, opts.agent)
@@ -172,8 +175,6 @@ def resume_rl(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None,
         extra = checkpoints.restore(online, optimizer, ckpt.state)
         agent.target.load_state_dict(extra["target"])
         buffer.samples_drawn = int(extra.get("beta_step", 0))
-        with engine.connect() as conn:
-            holdout = _holdout_of(conn, config, states, settings)
     except BaseException as exc:
         recorder.fail(exc)
         if buffer is not None:
@@ -200,15 +201,6 @@ def options_of(config: dict) -> RlTrainOptions:
         eval_fraction=config.get("eval_fraction", 0.2))
 
 
-def _holdout_of(conn: sa.Connection, config: dict, states: PackageStates, settings: Settings) -> "_Holdout":
-    """A resumed session's evaluation slice and allowed experiences, as it started with them."""
-    cutoff = dt.datetime.fromisoformat(config["eval_cutoff"])
-    eps = rl_holdout.episodes_by_id(conn, config["eval_episode_ids"])
-    allowed = rl_holdout.training_items(conn, config["symbol"], cutoff)
-    x = inputs.load_inputs(conn, [e.package_id for e in eps], states.spec)[0]
-    return _Holdout(cutoff, allowed, eps, x, config.get("cost", 2 * (settings.fee_rate + settings.slippage_rate)))
-
-
 def _close(buffer: ProfitWeightedExperienceBuffer) -> None:
     """Fold the session's logged write-backs and draws into experiences; a failure only leaves them logged
     (the views read the logs, the next fold takes them), so it must not hide how the session ended."""
@@ -228,7 +220,20 @@ def _holdout(conn: sa.Connection, opts: RlTrainOptions, states: PackageStates, s
         raise ValidationError("eval_fraction", f"no experience of {opts.symbol!r} ended before the evaluation "
                                                f"cutoff {cutoff} (lower --eval-fraction)")
     x = inputs.load_inputs(conn, [e.package_id for e in eps], states.spec)[0]
-    return _Holdout(cutoff, allowed, eps, x, 2 * (settings.fee_rate + settings.slippage_rate))
+    return _Holdout(cutoff, allowed, eps, x, 2 * (settings.fee_rate + settings.slippage_rate),
+                    rl_holdout.keep_share(conn, opts.symbol, allowed))
+
+
+def _holdout_of(conn: sa.Connection, config: dict, opts: RlTrainOptions, states: PackageStates,
+                settings: Settings) -> _Holdout:
+    """A resumed session's hold-out: the slice it recorded (a session from before migration 0015 gets one now)."""
+    if "eval_cutoff" not in config:
+        return _holdout(conn, opts, states, settings)
+    cutoff = dt.datetime.fromisoformat(config["eval_cutoff"])
+    eps = rl_holdout.episodes_by_id(conn, config["eval_episode_ids"])
+    x = inputs.load_inputs(conn, [e.package_id for e in eps], states.spec)[0]
+    allowed = rl_holdout.training_items(conn, opts.symbol, cutoff)
+    return _Holdout(cutoff, allowed, eps, x, config["cost"], rl_holdout.keep_share(conn, opts.symbol, allowed))
 
 
 def _buffer(engine: sa.Engine, opts: RlTrainOptions, settings: Settings) -> ProfitWeightedExperienceBuffer:
@@ -264,7 +269,7 @@ def _step(run: _Run, step: int):
     """Sample, train one recorded step, write the TD errors back, refresh the target when due."""
     t0 = time.perf_counter()
     sampled = rl_holdout.sample(run.buffer, run.holdout.allowed, run.opts.batch_size, symbol=run.opts.symbol,
-                                beta=run.buffer.beta.at(step - 1))
+                                beta=run.buffer.beta.at(step - 1), keep_share=run.holdout.keep_share)
     with run.buffer.engine.connect() as conn:
         batch = run.states.transitions(conn, sampled, run.opts.reward_scale).to(run.device)
     load_ms = round((time.perf_counter() - t0) * 1000.0, 3)

@@ -30,7 +30,7 @@ FROM v_model_lineage WHERE model_session_id = :session_id ORDER BY depth;
 
 -- name: lock_deployment
 -- Serialise the decisions on one (kind, symbol) until the end of the transaction.
-SELECT pg_advisory_xact_lock(29780, hashtext(CAST(:model_kind AS text) || '/' || CAST(:symbol AS text)));
+SELECT pg_advisory_xact_lock(29781, hashtext(CAST(:model_kind AS text) || '/' || CAST(:symbol AS text)));
 
 -- name: rollback_target
 -- The model a rollback restores: the newest earlier promoted model of the kind and symbol that is not
@@ -98,8 +98,12 @@ FROM model_deployments WHERE action = 'refuse' GROUP BY 1, 2 ORDER BY 3 DESC, 1,
 
 -- name: deployed_version
 -- The version string of the deployed model (NULL: none); works for the orchestrator's role.
-SELECT deployed_version(:model_kind, :symbol);
+SELECT deployed_version(:model_kind, :symbol) AS version;
 
 -- name: deployed_model
 -- The deployed model's session config and latest checkpoint; works for the orchestrator's role.
 SELECT * FROM deployed_model(:model_kind, :symbol);
+
+-- name: symbol_experiences
+-- How many experiences a symbol has (the RL hold-out's share of them sizes its draws).
+SELECT count(*) FROM experiences WHERE symbol = :symbol;

@@ -1,7 +1,7 @@
 -- name: list
 -- Training sessions, newest first, with what v_session_value says each is worth (optionally one model kind / status).
 SELECT v.session_id, v.model_kind, v.model_name, s.config ->> 'symbol' AS symbol, v.status, v.started_at,
-       v.duration_s, v.steps, v.final_loss, v.training_value, v.eval_accuracy, v.eval_baseline_accuracy,
+       v.duration_s, v.steps, v.final_loss_raw, v.training_value, v.eval_accuracy, v.eval_baseline_accuracy,
        v.eval_total_profit, v.beats_baseline, v.gradient_bytes, v.checkpoints
 FROM v_session_value v
 JOIN training_sessions s ON s.id = v.session_id

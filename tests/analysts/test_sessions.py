@@ -19,7 +19,8 @@ def three(engine):
     made = []
     with engine.begin() as conn:
         for kind, lr, value, evaluation in [
-            ("cnn", 0.001, 0.7, {"accuracy": 0.6, "baseline_accuracy": 0.5, "total_profit": 0.02}),
+            ("cnn", 0.001, 0.7, {"accuracy": 0.6, "baseline_accuracy": 0.5, "total_profit": 0.02, "calls": 10,
+                                  "mean_profit_per_call": 0.002}),
             ("cnn", 0.01, 0.4, {"accuracy": 0.4, "baseline_accuracy": 0.5, "total_profit": -0.01}),
             ("rl", 0.001, 0.6, {}),
         ]:

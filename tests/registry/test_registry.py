@@ -20,7 +20,7 @@ from app.errors import TrainsrvError, ValidationError
 from app.ingest.builder import package_from_candles
 from app.registry import export, gate, loader, store, warm
 from app.trainer import cnn_train, rl_train
-from app.recording.capture import CapturePolicy
+from app.recording.policy import CapturePolicy
 from app.recording.optim import OptimizerSpec
 
 from tests.registry.support import SYMBOL, cnn_and_rl_calls
