@@ -32,9 +32,22 @@ from app.retention import commands as retention_commands
 from app.session_replay import commands as session_replay_commands
 from app.trainer import commands as trainer_commands
 
-COMMANDS = (db_commands, stats, analysts_commands, demo_commands, jobs_commands, outcomes_commands,
-            events_commands, experiences_commands, trainer_commands, ingest_commands, session_replay_commands,
-            registry_commands, experiments_commands, retention_commands)
+COMMANDS = (
+    db_commands,
+    stats,
+    analysts_commands,
+    demo_commands,
+    jobs_commands,
+    outcomes_commands,
+    events_commands,
+    experiences_commands,
+    trainer_commands,
+    ingest_commands,
+    session_replay_commands,
+    registry_commands,
+    experiments_commands,
+    retention_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

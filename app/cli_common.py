@@ -68,9 +68,14 @@ def add_param_arguments(parser, kind: str, params: dict) -> None:
     for name, param in params.items():
         required = param.default is registry.REQUIRED
         # Booleans arrive as text (yes / no, true / false) and are parsed by the parameter, as job params are.
-        parser.add_argument("--" + name.replace("_", "-"), type=str if param.type is bool else param.type,
-                            required=required, default=None, choices=param.choices,
-                            help="required" if required else f"default {param.default}")
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=str if param.type is bool else param.type,
+            required=required,
+            default=None,
+            choices=param.choices,
+            help="required" if required else f"default {param.default}",
+        )
     parser.add_argument("--enqueue", action="store_true", help=f"queue a {kind} job instead of running now")
 
 
@@ -84,7 +89,7 @@ def run_or_enqueue(args, kind: str, params: dict, run_inline) -> int:
         return enqueue_and_print(engine, kind, raw)
     params = registry.get(kind).validate(raw)
     result = run_inline(engine, params)
-    if "promote" in params:   # training: the promotion gate runs inline (docs/models.md)
+    if "promote" in params:  # training: the promotion gate runs inline (docs/models.md)
         from app.registry import jobs as registry_jobs
 
         result = registry_jobs.after_training(engine, result, params["promote"], inline=True)

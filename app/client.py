@@ -154,8 +154,11 @@ class Client:
 
         Idempotent: recording the same package and prediction again returns the same ids. An
         invalid package (failed checks) is still stored, with its flags, for audit."""
-        params = {"package": self._package_json(package), "prediction": _prediction_json(prediction),
-                  "rules": self._rules}
+        params = {
+            "package": self._package_json(package),
+            "prediction": _prediction_json(prediction),
+            "rules": self._rules,
+        }
         row = self._one("ingest.record", params)
         return row.package_id, row.prediction_id
 
@@ -173,8 +176,9 @@ class Client:
         row = self._one("ingest.insert_prediction", {"prediction": _prediction_json(prediction), "rules": self._rules})
         return row.prediction_id
 
-    def insert_packages(self, packages: Iterable[ModelInputPackage], batch_size: int = 500,
-                        connections: int | None = None) -> list[PackageResult]:
+    def insert_packages(
+        self, packages: Iterable[ModelInputPackage], batch_size: int = 500, connections: int | None = None
+    ) -> list[PackageResult]:
         """Bulk store: each batch is sent as one array and run through ``ingest_package`` in
         one statement, hence one transaction (a batch is all or nothing).
         Batches run on up to ``connections`` connections at once (default: the setting
@@ -212,7 +216,7 @@ class Client:
             self._session.close()
             self._session = None
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -248,8 +252,9 @@ class Client:
             raise ValidationError("package", f"must be a ModelInputPackage, got {type(package).__name__}")
         text = package.to_json()
         if len(text) > self.settings.max_payload_bytes:
-            raise ValidationError("package", f"payload is {len(text)} bytes, over the limit of "
-                                             f"{self.settings.max_payload_bytes} bytes")
+            raise ValidationError(
+                "package", f"payload is {len(text)} bytes, over the limit of {self.settings.max_payload_bytes} bytes"
+            )
         return _refuse_nul("package", text)
 
 
@@ -306,8 +311,7 @@ class _BulkLoad:
 
     def _merge(self, session: _Session | None, texts: list[str]) -> list[PackageResult]:
         if session is None:  # the client's own connection, reopened once if it dropped
-            return self.client._with_retry(lambda: _merge_batch(self.client._own_session(), texts,
-                                                                self.client._rules))
+            return self.client._with_retry(lambda: _merge_batch(self.client._own_session(), texts, self.client._rules))
         return _merge_batch(session, texts, self.client._rules)
 
 
@@ -318,8 +322,9 @@ def _merge_batch(session: _Session, texts: list[str], rules: str) -> list[Packag
     nothing is TOAST-compressed on the way in only to be decompressed again."""
     for attempt in range(DEADLOCK_RETRIES + 1):
         try:
-            rows = _execute(session.pg, "ingest.insert_packages", {"docs": texts, "rules": rules},
-                            binary=True).fetchall()
+            rows = _execute(
+                session.pg, "ingest.insert_packages", {"docs": texts, "rules": rules}, binary=True
+            ).fetchall()
             return [_package_result(r) for r in rows]
         except psycopg.errors.DeadlockDetected:
             if attempt == DEADLOCK_RETRIES:
@@ -331,8 +336,7 @@ def _execute(pg: psycopg.Connection, query: str, params: dict[str, Any], binary:
     """Run a named query on a driver connection as a prepared statement; refusals of the
     ingest functions (SQLSTATE 22023 with the field in COLUMN) become ValidationError."""
     try:
-        return pg.cursor(row_factory=namedtuple_row).execute(_driver_sql(query), params, prepare=True,
-                                                             binary=binary)
+        return pg.cursor(row_factory=namedtuple_row).execute(_driver_sql(query), params, prepare=True, binary=binary)
     except psycopg.errors.InvalidParameterValue as exc:
         field = exc.diag.column_name
         if not field:
@@ -352,8 +356,14 @@ def _driver_sql(query: str) -> str:
 
 
 def _package_result(row: Any) -> PackageResult:
-    return PackageResult(row.package_id, bytes(row.data_hash), row.is_valid, row.completeness_score,
-                         dict(row.validation_flags), row.created)
+    return PackageResult(
+        row.package_id,
+        bytes(row.data_hash),
+        row.is_valid,
+        row.completeness_score,
+        dict(row.validation_flags),
+        row.created,
+    )
 
 
 def _prediction_json(prediction: Prediction | dict) -> str:

@@ -34,8 +34,10 @@ class Settings:
     max_payload_bytes: int = 16 * 1024 * 1024
     max_clock_skew_s: float = 5.0
     # Fields whose presence makes a package complete (comma-separated dotted paths), see docs/ingest.md.
-    package_required_fields: str = ("ohlcv.1m,ohlcv.5m,ohlcv.15m,ohlcv.1h,features.returns_1m,features.rsi_14,"
-                                    "features.ema_ratio_12_26,features.volatility_20,features.volume_z_20,orderbook")
+    package_required_fields: str = (
+        "ohlcv.1m,ohlcv.5m,ohlcv.15m,ohlcv.1h,features.returns_1m,features.rsi_14,"
+        "features.ema_ratio_12_26,features.volatility_20,features.volume_z_20,orderbook"
+    )
     # Connections a bulk package load (Client.insert_packages) spreads its batches over.
     ingest_bulk_connections: int = 2
 
@@ -153,7 +155,7 @@ class Settings:
     gc_lock_timeout_s: float = 2.0
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default ``os.environ``); malformed values raise ConfigError."""
         env = os.environ if env is None else env
         hints = get_type_hints(cls)

@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, float("inf"))
 _lock = threading.Lock()
 _counters: dict[tuple[str, tuple], float] = {}
-_histograms: dict[tuple[str, tuple], list[float]] = {}   # bucket counts..., sum, count
+_histograms: dict[tuple[str, tuple], list[float]] = {}  # bucket counts..., sum, count
 _job_started: dict[int, float] = {}
-_steps_window: list[tuple[float, int]] = []   # (monotonic time, total steps) for steps/s
+_steps_window: list[tuple[float, int]] = []  # (monotonic time, total steps) for steps/s
 HELP = {
     "trainsrv_jobs_finished_total": ("counter", "jobs this process finished, by kind and outcome"),
     "trainsrv_job_duration_seconds": ("histogram", "wall time of the jobs this process ran, by kind and outcome"),
@@ -59,8 +59,14 @@ def on_event(event: str, fields: dict) -> None:
     if event == "job.started" and job_id is not None:
         _job_started[job_id] = time.monotonic()
         return
-    outcome = {"job.succeeded": "succeeded", "job.failed": "failed", "job.retry_scheduled": "retry",
-               "job.released": "released", "job.lost": "lost", "job.abandoned": "abandoned"}.get(event)
+    outcome = {
+        "job.succeeded": "succeeded",
+        "job.failed": "failed",
+        "job.retry_scheduled": "retry",
+        "job.released": "released",
+        "job.lost": "lost",
+        "job.abandoned": "abandoned",
+    }.get(event)
     if outcome is None or job_id is None:
         return
     kind = str(fields.get("kind", ""))
@@ -86,7 +92,7 @@ def steps_per_second() -> float:
             return 0.0
         (t0, s0), (t1, s1) = _steps_window[0], _steps_window[-1]
     if time.monotonic() - t1 > 60:
-        return 0.0   # no step for a minute
+        return 0.0  # no step for a minute
     return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
 
 
@@ -108,8 +114,10 @@ def render(database: Callable[[], dict] | None = None) -> str:
         try:
             figures = database()
             samples["trainsrv_up"] = ["trainsrv_up 1"]
-            samples["trainsrv_jobs"] = [f"trainsrv_jobs{_labels((('kind', k), ('state', s)))} {n}"
-                                        for (s, k), n in sorted(figures["jobs"].items())]
+            samples["trainsrv_jobs"] = [
+                f"trainsrv_jobs{_labels((('kind', k), ('state', s)))} {n}"
+                for (s, k), n in sorted(figures["jobs"].items())
+            ]
             samples["trainsrv_validation_lag_seconds"] = [f"trainsrv_validation_lag_seconds {figures['lag_s']:g}"]
         except Exception as exc:  # a scrape must answer even when the database does not
             log.warning("metrics: database figures unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
@@ -139,6 +147,7 @@ def database_figures(engine) -> Callable[[], dict]:
             jobs = {(r.state, r.kind): r.jobs for r in conn.execute(queries.get("metrics.queue_depth"))}
             lag = conn.execute(queries.get("metrics.validation_lag")).scalar()
         return {"jobs": jobs, "lag_s": float(lag or 0)}
+
     return read
 
 

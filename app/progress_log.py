@@ -11,7 +11,7 @@ from app import metrics
 from app.config import get_settings
 
 log = logging.getLogger("app.training")
-_last: dict[int, tuple[float, int]] = {}   # session id -> (monotonic time, step) of its last progress line
+_last: dict[int, tuple[float, int]] = {}  # session id -> (monotonic time, step) of its last progress line
 
 
 def step(session_id: int, record) -> None:
@@ -27,5 +27,12 @@ def step(session_id: int, record) -> None:
     rate = (record.step - since_step) / (now - since) if now > since else 0.0
     _last[session_id] = (now, record.step)
     grad = "-" if record.grad_norm is None else f"{record.grad_norm:.4g}"
-    log.info("session %d step %d: loss %.4g, grad norm %s, lr %.3g, %.2f steps/s", session_id, record.step,
-             record.loss_total, grad, record.learning_rate, rate)
+    log.info(
+        "session %d step %d: loss %.4g, grad norm %s, lr %.3g, %.2f steps/s",
+        session_id,
+        record.step,
+        record.loss_total,
+        grad,
+        record.learning_rate,
+        rate,
+    )

@@ -32,8 +32,13 @@ def retention_stats(conn: sa.Connection) -> dict:
     rules = policy.Policy.from_settings(get_settings())
     plan = policy.plan(conn, rules)
     headroom = rules.budget_bytes - plan.gradient_bytes if rules.budget_bytes > 0 else None
-    return {"by_class": plan.by_class(), "gradient_bytes": plan.gradient_bytes, "budget_bytes": rules.budget_bytes,
-            "headroom_bytes": headroom, "due_now": len(plan.actions)}
+    return {
+        "by_class": plan.by_class(),
+        "gradient_bytes": plan.gradient_bytes,
+        "budget_bytes": rules.budget_bytes,
+        "headroom_bytes": headroom,
+        "due_now": len(plan.actions),
+    }
 
 
 def register(sub) -> None:
@@ -56,7 +61,8 @@ def _stats(args) -> int:
     for t in tables:
         print(f"{t['table_name']:<20} {t['row_count']:>12} {t['total_bytes']:>14}  {t['health']}")
     print()
-    print(retention_commands.storage_lines(retention["by_class"], retention["gradient_bytes"],
-                                           retention["budget_bytes"]))
+    print(
+        retention_commands.storage_lines(retention["by_class"], retention["gradient_bytes"], retention["budget_bytes"])
+    )
     print(f"sessions gc would prune now: {retention['due_now']}")
     return 0

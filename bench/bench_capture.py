@@ -97,23 +97,29 @@ def timed_block(recorder, model, optimizer, spec, loss_fn, first_step: int, step
 def bench_step_time(engine: sa.Engine, steps: int, rounds: int) -> dict:
     plain = make_run()
     captured = make_run()
-    rec = SessionRecorder.start(engine, SessionSpec("cnn", interface.REFERENCE, MODEL_CONFIG, 0, str(DEVICE),
-                                                    CapturePolicy("full")))
+    rec = SessionRecorder.start(
+        engine, SessionSpec("cnn", interface.REFERENCE, MODEL_CONFIG, 0, str(DEVICE), CapturePolicy("full"))
+    )
     rec.attach(captured[0])
     times: dict[str, list[float]] = {"base": [], "full": []}
     timed_block(None, *plain, 1, 5)  # warm-up both paths
     timed_block(rec, *captured, 1, 5)
     for r in range(rounds):
         start = 6 + r * steps
-        for path in (("base", "full") if r % 2 == 0 else ("full", "base")):
+        for path in ("base", "full") if r % 2 == 0 else ("full", "base"):
             recorder, run = (None, plain) if path == "base" else (rec, captured)
             times[path] += timed_block(recorder, *run, start, steps)
     rec.writer.flush()  # every captured gradient was written, not dropped
     rec.close()
     n_params = sum(p.numel() for p in captured[0].parameters())
     base, full = statistics.median(times["base"]), statistics.median(times["full"])
-    return {"params": n_params, "base_ms": 1000 * base, "full_ms": 1000 * full, "ratio": full / base,
-            "blob_bytes": rec.writer.stats.blob_bytes}
+    return {
+        "params": n_params,
+        "base_ms": 1000 * base,
+        "full_ms": 1000 * full,
+        "ratio": full / base,
+        "blob_bytes": rec.writer.stats.blob_bytes,
+    }
 
 
 def captured_steps(slots: int):
@@ -125,9 +131,13 @@ def captured_steps(slots: int):
 def bench_write(engine: sa.Engine, steps: int, rounds: int) -> dict:
     """Alternate writer and raw COPY ``rounds`` times over the same bytes; median of per-round ratios."""
     with engine.begin() as conn:
-        sid = conn.execute(sa.text("INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, "
-                                   "trainsrv_version, device, capture_policy, replay_exact) VALUES ('cnn', 'bench', "
-                                   "0, 'x', 'x', 'cpu', 'full', true) RETURNING id")).scalar_one()
+        sid = conn.execute(
+            sa.text(
+                "INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, "
+                "trainsrv_version, device, capture_policy, replay_exact) VALUES ('cnn', 'bench', "
+                "0, 'x', 'x', 'cpu', 'full', true) RETURNING id"
+            )
+        ).scalar_one()
         conn.execute(sa.text("CREATE TABLE IF NOT EXISTS bench_raw_copy (data bytea NOT NULL)"))
     options = WriterOptions()
     _, cap = captured_steps(slots=options.slots)
@@ -137,7 +147,7 @@ def bench_write(engine: sa.Engine, steps: int, rounds: int) -> dict:
     total_bytes = steps * sum(len(c) for c in chunks)
     writer_s, raw_s, rows = [], [], 0
     for r in range(rounds):
-        for path in (("writer", "raw") if r % 2 == 0 else ("raw", "writer")):
+        for path in ("writer", "raw") if r % 2 == 0 else ("raw", "writer"):
             if path == "raw":
                 raw_s.append(raw_copy(engine, chunks, steps))
                 continue
@@ -148,12 +158,18 @@ def bench_write(engine: sa.Engine, steps: int, rounds: int) -> dict:
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE bench_raw_copy"))
     w, rw = statistics.median(writer_s), statistics.median(raw_s)
-    return {"bytes": total_bytes, "writer_mb_s": total_bytes / w / 1e6, "raw_mb_s": total_bytes / rw / 1e6,
-            "ratio": statistics.median(b / a for a, b in zip(writer_s, raw_s)), "rows": rows // rounds}
+    return {
+        "bytes": total_bytes,
+        "writer_mb_s": total_bytes / w / 1e6,
+        "raw_mb_s": total_bytes / rw / 1e6,
+        "ratio": statistics.median(b / a for a, b in zip(writer_s, raw_s)),
+        "rows": rows // rounds,
+    }
 
 
-def writer_round(engine: sa.Engine, sid: int, cap: GradientCapture, options: WriterOptions, first: int,
-                 steps: int) -> tuple[float, object]:
+def writer_round(
+    engine: sa.Engine, sid: int, cap: GradientCapture, options: WriterOptions, first: int, steps: int
+) -> tuple[float, object]:
     """Capture and write ``steps`` steps through a fresh writer; seconds until all are committed."""
     writer = BackgroundWriter(engine, sid, max_pending=options.max_pending, max_batch=options.max_batch)
     t0 = time.perf_counter()
@@ -188,8 +204,10 @@ def run_once(engine: sa.Engine, args) -> tuple[dict, dict]:
     print(f"[{load()}]")
     st = bench_step_time(engine, args.steps, args.rounds)
     target = 1.15 if DEVICE.type == "cuda" else 1.3
-    print(f"reference CNN {str(MODEL_CONFIG) + ' ' if MODEL_CONFIG else ''}({st['params']:,} params, batch {BATCH}, inputs {SPEC_IN.shape()}), "
-          f"{_device_name()}:")
+    print(
+        f"reference CNN {str(MODEL_CONFIG) + ' ' if MODEL_CONFIG else ''}({st['params']:,} params, batch {BATCH}, inputs {SPEC_IN.shape()}), "
+        f"{_device_name()}:"
+    )
     print(f"  step without capture   {st['base_ms']:8.2f} ms (median)")
     print(f"  step with full capture {st['full_ms']:8.2f} ms (median)")
     print(f"  ratio full / none      {st['ratio']:8.3f}   (target <= {target})")

@@ -23,8 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_database, machine  # noqa: E402
 
-COMMANDS = [["--version"], ["--help"], ["db", "url"], ["jobs", "kinds"], ["db", "current"], ["stats"],
-            ["jobs", "list"], ["sessions", "list"]]
+COMMANDS = [
+    ["--version"],
+    ["--help"],
+    ["db", "url"],
+    ["jobs", "kinds"],
+    ["db", "current"],
+    ["stats"],
+    ["jobs", "list"],
+    ["sessions", "list"],
+]
 
 
 def _time(argv: list[str], env: dict) -> float:
@@ -47,7 +55,7 @@ def main() -> None:
         cases.update({"trainsrv " + " ".join(c): py + ["-m", "app.cli", *c] for c in COMMANDS})
         times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.runs):
-            for name, argv in cases.items():   # interleaved: load changes hit every case alike
+            for name, argv in cases.items():  # interleaved: load changes hit every case alike
                 times[name].append(_time(argv, env))
         base = statistics.median(times["python -c pass"])
         print(f"machine: {machine()}; {args.runs} runs each, interleaved; load average {os.getloadavg()[0]:.1f}")
@@ -55,8 +63,9 @@ def main() -> None:
         for name, values in times.items():
             median = statistics.median(values)
             print(f"{name:<34} {median:>9.3f} {median / base:>16.1f}×")
-        trace = subprocess.run(py + ["-X", "importtime", "-m", "app.cli", "stats"], env=env, capture_output=True,
-                               text=True)
+        trace = subprocess.run(
+            py + ["-X", "importtime", "-m", "app.cli", "stats"], env=env, capture_output=True, text=True
+        )
         torch_lines = [line for line in trace.stderr.splitlines() if line.rstrip().endswith("| torch")]
         print("-X importtime of `trainsrv stats`: " + ("imports torch!" if torch_lines else "no torch"))
 

@@ -41,11 +41,18 @@ from bench import bench_capture as bc  # noqa: E402
 from bench.common import bench_database, machine  # noqa: E402
 from tests.rl_replay import support as rl_support  # noqa: E402
 
-CANDLES = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "nautilus-ftx-btc-perp-1m"
-           / "btc-perp-20211231-20220201_1m.csv")
-STEP_BYTES = ("SELECT step, string_agg(data, ''::bytea ORDER BY param_name, chunk_index) AS data "
-              "FROM gradient_blobs WHERE session_id = :s AND codec = 'raw' AND dtype = 'float32' "
-              "GROUP BY step ORDER BY step")
+CANDLES = (
+    Path(__file__).resolve().parent.parent.parent
+    / "shared"
+    / "data"
+    / "nautilus-ftx-btc-perp-1m"
+    / "btc-perp-20211231-20220201_1m.csv"
+)
+STEP_BYTES = (
+    "SELECT step, string_agg(data, ''::bytea ORDER BY param_name, chunk_index) AS data "
+    "FROM gradient_blobs WHERE session_id = :s AND codec = 'raw' AND dtype = 'float32' "
+    "GROUP BY step ORDER BY step"
+)
 
 
 def shuffle(raw: bytes) -> bytes:
@@ -63,8 +70,10 @@ def codecs(levels: list[int]) -> dict:
     for level in levels:
         cctx, dctx = zstandard.ZstdCompressor(level=level), zstandard.ZstdDecompressor()
         out[f"zstd-{level}"] = (cctx.compress, dctx.decompress)
-        out[f"shuffle+zstd-{level}"] = (lambda b, c=cctx: c.compress(shuffle(b)),
-                                        lambda b, d=dctx: unshuffle(d.decompress(b)))
+        out[f"shuffle+zstd-{level}"] = (
+            lambda b, c=cctx: c.compress(shuffle(b)),
+            lambda b, d=dctx: unshuffle(d.decompress(b)),
+        )
     out["lz4"] = (lz4.frame.compress, lz4.frame.decompress)
     out["shuffle+lz4"] = (lambda b: lz4.frame.compress(shuffle(b)), lambda b: unshuffle(lz4.frame.decompress(b)))
     return out
@@ -82,18 +91,35 @@ def measure(steps: list[bytes], compress, decompress, repeats: int = 3) -> dict:
         c_s.append(t1 - t0)
         d_s.append(time.perf_counter() - t1)
         assert back == steps, "round trip changed the bytes"
-    return {"ratio": raw / sum(len(p) for p in packed), "compress_mb_s": raw / statistics.median(c_s) / 1e6,
-            "decompress_mb_s": raw / statistics.median(d_s) / 1e6}
+    return {
+        "ratio": raw / sum(len(p) for p in packed),
+        "compress_mb_s": raw / statistics.median(c_s) / 1e6,
+        "decompress_mb_s": raw / statistics.median(d_s) / 1e6,
+    }
 
 
 def train(engine: sa.Engine, args) -> dict[str, int]:
     support.build_episodes(engine, CANDLES, minutes=900)
-    cnn = cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(
-        symbol=support.SYMBOL, min_profitability=0.0, max_episodes=128, epochs=args.cnn_epochs, batch_size=32,
-        checkpoint_every=50, seed=1, device="cpu"))
+    cnn = cnn_train.train_cnn(
+        engine,
+        cnn_train.CnnTrainOptions(
+            symbol=support.SYMBOL,
+            min_profitability=0.0,
+            max_episodes=128,
+            epochs=args.cnn_epochs,
+            batch_size=32,
+            checkpoint_every=50,
+            seed=1,
+            device="cpu",
+        ),
+    )
     rl_support.real_experiences(engine, CANDLES, candles=1700)
-    rl = rl_train.train_rl(engine, rl_train.RlTrainOptions(symbol=rl_support.SYMBOL, steps=args.rl_steps,
-                                                           batch_size=32, checkpoint_every=50, seed=1, device="cpu"))
+    rl = rl_train.train_rl(
+        engine,
+        rl_train.RlTrainOptions(
+            symbol=rl_support.SYMBOL, steps=args.rl_steps, batch_size=32, checkpoint_every=50, seed=1, device="cpu"
+        ),
+    )
     return {"cnn": cnn["session_id"], "rl": rl["session_id"]}
 
 
@@ -125,13 +151,17 @@ def main(argv=None) -> int:
         for kind, sid in sessions.items():
             steps = step_bytes(engine, sid)
             copy = copy_mb_s(engine, steps)
-            print(f"{kind} session {sid}: {len(steps)} steps x {len(steps[0]) / 1e3:.1f} kB of float32 gradients; "
-                  f"raw COPY {copy:.1f} MB/s")
+            print(
+                f"{kind} session {sid}: {len(steps)} steps x {len(steps[0]) / 1e3:.1f} kB of float32 gradients; "
+                f"raw COPY {copy:.1f} MB/s"
+            )
             for name, (c, d) in codecs([int(x) for x in args.zstd_levels.split(",")]).items():
                 m = measure(steps, c, d)
                 need = copy / (1 - 1 / m["ratio"]) if m["ratio"] > 1 else float("inf")
-                print(f"  {name:<16} ratio {m['ratio']:6.3f}  compress {m['compress_mb_s']:8.1f} MB/s  "
-                      f"decompress {m['decompress_mb_s']:8.1f} MB/s  break-even compress {need:8.1f} MB/s  exact")
+                print(
+                    f"  {name:<16} ratio {m['ratio']:6.3f}  compress {m['compress_mb_s']:8.1f} MB/s  "
+                    f"decompress {m['decompress_mb_s']:8.1f} MB/s  break-even compress {need:8.1f} MB/s  exact"
+                )
         engine.dispose()
     print(f"[load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}]")
     return 0

@@ -42,8 +42,10 @@ from app.recording.session import WriterOptions  # noqa: E402
 from bench import bench_capture as bc  # noqa: E402
 from bench.common import _autocommit, machine  # noqa: E402
 
-NEW_SESSION = ("INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, trainsrv_version, device, "
-               "capture_policy, replay_exact) VALUES ('cnn', 'bench', 0, 'x', 'x', 'cpu', 'full', true) RETURNING id")
+NEW_SESSION = (
+    "INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, trainsrv_version, device, "
+    "capture_policy, replay_exact) VALUES ('cnn', 'bench', 0, 'x', 'x', 'cpu', 'full', true) RETURNING id"
+)
 
 
 @contextlib.contextmanager
@@ -88,8 +90,11 @@ def read(engine: sa.Engine, sid: int, steps: int) -> float:
 def drop(engine: sa.Engine, sid: int, partitioned: bool) -> float:
     """Seconds to remove the session's gradients; for the plain table the VACUUM that frees their space
     is included (it scans the whole table, every session's rows)."""
-    statement = ("SELECT gradient_blobs_drop_partition(:s)" if partitioned
-                 else "DELETE FROM gradient_blobs WHERE session_id = :s")
+    statement = (
+        "SELECT gradient_blobs_drop_partition(:s)"
+        if partitioned
+        else "DELETE FROM gradient_blobs WHERE session_id = :s"
+    )
     t0 = time.perf_counter()
     with engine.begin() as conn:
         conn.execute(sa.text(statement), {"s": sid})
@@ -118,7 +123,7 @@ def main(argv=None) -> int:
                 write(engine, cap, 5)
         size = 0
         for r in range(args.rounds):
-            for label in (("partitioned", "plain") if r % 2 == 0 else ("plain", "partitioned")):
+            for label in ("partitioned", "plain") if r % 2 == 0 else ("plain", "partitioned"):
                 engine, t = engines[label], times[label]
                 sid, seconds, size = write(engine, cap, args.steps)
                 t["write"].append(seconds)
@@ -130,20 +135,26 @@ def main(argv=None) -> int:
 
 
 def report(times: dict, size: int, args) -> None:
-    print(f"{args.steps} steps of the reference CNN ({size / 1e6:.1f} MB) per round, {args.rounds} rounds, "
-          f"{args.sessions} other sessions in each database")
+    print(
+        f"{args.steps} steps of the reference CNN ({size / 1e6:.1f} MB) per round, {args.rounds} rounds, "
+        f"{args.sessions} other sessions in each database"
+    )
     for what in ("write", "read", "drop"):
         part, plain = times["partitioned"][what], times["plain"][what]
         if what == "drop":
-            line = (f"  {what:<6} partitioned {1000 * statistics.median(part):8.1f} ms   plain (DELETE + VACUUM) "
-                    f"{1000 * statistics.median(plain):8.1f} ms")
+            line = (
+                f"  {what:<6} partitioned {1000 * statistics.median(part):8.1f} ms   plain (DELETE + VACUUM) "
+                f"{1000 * statistics.median(plain):8.1f} ms"
+            )
             ratio = statistics.median(b / a for a, b in zip(part, plain))
             print(f"{line}   plain ÷ partitioned {ratio:6.2f}×")
             continue
         mb = [size / s / 1e6 for s in part], [size / s / 1e6 for s in plain]
         ratio = statistics.median(b / a for a, b in zip(part, plain))  # time plain / time partitioned
-        print(f"  {what:<6} partitioned {statistics.median(mb[0]):8.1f} MB/s   plain {statistics.median(mb[1]):8.1f} "
-              f"MB/s   partitioned ÷ plain {ratio:6.3f}")
+        print(
+            f"  {what:<6} partitioned {statistics.median(mb[0]):8.1f} MB/s   plain {statistics.median(mb[1]):8.1f} "
+            f"MB/s   partitioned ÷ plain {ratio:6.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from app.paths import REPO_ROOT  # noqa: E402
 from bench.common import bench_database, machine  # noqa: E402
 
 CANDLES = REPO_ROOT.parent / "shared" / "data" / "nautilus-ftx-btc-perp-1m" / "btc-perp-20211231-20220201_1m.csv"
-T0 = dt.datetime(2022, 1, 3, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2022, 1, 3, 0, 0, tzinfo=dt.UTC)
 PREDICTION = Prediction(model_kind="cnn", model_version="bench", action="long", confidence=0.6, horizon_s=300)
 
 
@@ -62,9 +62,15 @@ def bench_candles(engine: sa.Engine, rounds: int, candles: Path = CANDLES) -> di
     data = candles.read_bytes()
     base, first, again = [], [], []
     for r in range(rounds):
-        base.append(raw_copy(engine, "CREATE TABLE bench_bare (ts timestamptz, open float8, high float8, "
-                                     "low float8, close float8, volume float8)",
-                             "COPY bench_bare FROM STDIN WITH (FORMAT csv, HEADER true)", [data]))
+        base.append(
+            raw_copy(
+                engine,
+                "CREATE TABLE bench_bare (ts timestamptz, open float8, high float8, "
+                "low float8, close float8, volume float8)",
+                "COPY bench_bare FROM STDIN WITH (FORMAT csv, HEADER true)",
+                [data],
+            )
+        )
         report = ingest_candles(engine, candles, f"BENCH-{r}", "1m", progress=False)
         assert report.loaded == 45031 and report.rejected == 0, report
         first.append(report.elapsed_s)
@@ -72,10 +78,14 @@ def bench_candles(engine: sa.Engine, rounds: int, candles: Path = CANDLES) -> di
         assert report.loaded == 0 and report.duplicates == 45031, report
         again.append(report.elapsed_s)
     rows = 45031
-    return {"rows": rows, "copy_rows_s": rows / statistics.median(base),
-            "first_rows_s": rows / statistics.median(first), "again_rows_s": rows / statistics.median(again),
-            "first_ratio": statistics.median(b / f for b, f in zip(base, first)),
-            "again_ratio": statistics.median(b / a for b, a in zip(base, again))}
+    return {
+        "rows": rows,
+        "copy_rows_s": rows / statistics.median(base),
+        "first_rows_s": rows / statistics.median(first),
+        "again_rows_s": rows / statistics.median(again),
+        "first_ratio": statistics.median(b / f for b, f in zip(base, first)),
+        "again_ratio": statistics.median(b / a for b, a in zip(base, again)),
+    }
 
 
 def build_packages(engine: sa.Engine, n: int) -> list[ModelInputPackage]:
@@ -97,8 +107,14 @@ def bench_bulk(engine: sa.Engine, packages: list, rounds: int, connections: tupl
                 batch = variants(packages, f"bulk-{r}-{conns}")
                 texts = [p.to_json() for p in batch]
                 size = sum(len(t) for t in texts)
-                base.append(raw_copy(engine, "CREATE TABLE bench_bare (seq bigint, doc text)",
-                                     "COPY bench_bare FROM STDIN", [(i, t) for i, t in enumerate(texts)]))
+                base.append(
+                    raw_copy(
+                        engine,
+                        "CREATE TABLE bench_bare (seq bigint, doc text)",
+                        "COPY bench_bare FROM STDIN",
+                        [(i, t) for i, t in enumerate(texts)],
+                    )
+                )
                 started = time.perf_counter()
                 results = client.insert_packages(batch, batch_size=250, connections=conns)
                 ours[conns].append(time.perf_counter() - started)
@@ -106,7 +122,7 @@ def bench_bulk(engine: sa.Engine, packages: list, rounds: int, connections: tupl
     n = len(packages)
     out = {"n": n, "mb": size / 1e6, "copy_pkg_s": n / statistics.median(base)}
     for i, (conns, times) in enumerate(ours.items()):
-        pairs = list(zip(base[i::len(connections)], times))
+        pairs = list(zip(base[i :: len(connections)], times))
         out[f"pkg_s_{conns}"] = n / statistics.median(times)
         out[f"ratio_{conns}"] = statistics.median(b / t for b, t in pairs)
     return out
@@ -136,8 +152,15 @@ def bench_round_trip(engine: sa.Engine, packages: list, rounds: int) -> dict:
 
     def q(samples, pct):
         return statistics.quantiles(samples, n=100)[pct - 1] * 1e3
-    return {"n": len(ours), "p50": q(ours, 50), "p99": q(ours, 99), "bare_p50": q(bare, 50),
-            "bare_p99": q(bare, 99), "ping_p50": q(pings, 50)}
+
+    return {
+        "n": len(ours),
+        "p50": q(ours, 50),
+        "p99": q(ours, 99),
+        "bare_p50": q(bare, 50),
+        "bare_p99": q(bare, 99),
+        "ping_p50": q(pings, 50),
+    }
 
 
 def main(argv=None) -> int:
@@ -154,19 +177,27 @@ def main(argv=None) -> int:
         engine = make_engine(url)
         try:
             c = bench_candles(engine, args.rounds, args.candles)
-            print(f"candles: {c['rows']} rows; first load {c['first_rows_s']:,.0f} rows/s = {c['first_ratio']:.2f}x of "
-                  f"raw COPY ({c['copy_rows_s']:,.0f} rows/s); idempotent re-load {c['again_rows_s']:,.0f} rows/s = "
-                  f"{c['again_ratio']:.2f}x")
+            print(
+                f"candles: {c['rows']} rows; first load {c['first_rows_s']:,.0f} rows/s = {c['first_ratio']:.2f}x of "
+                f"raw COPY ({c['copy_rows_s']:,.0f} rows/s); idempotent re-load {c['again_rows_s']:,.0f} rows/s = "
+                f"{c['again_ratio']:.2f}x"
+            )
             packages = build_packages(engine, max(args.packages, args.round_trips + 10))
-            b = bench_bulk(engine, packages[:args.packages], args.rounds, connections)
-            per_conns = ", ".join(f"on {n} connection{'s' if n > 1 else ''} {b[f'pkg_s_{n}']:,.0f} pkg/s = "
-                                  f"{b[f'ratio_{n}']:.2f}x" for n in connections)
-            print(f"bulk packages: {b['n']} per round ({b['mb']:.1f} MB JSON); raw COPY of the same bytes "
-                  f"{b['copy_pkg_s']:,.0f} pkg/s; ingest {per_conns} (target >= 0.50x)")
-            r = bench_round_trip(engine, packages[:args.round_trips + 10], args.rounds)
-            print(f"client record round trip: n={r['n']} p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms "
-                  f"(targets 3 / 10 ms); durable bare INSERT of the same text p50 {r['bare_p50']:.2f} ms, "
-                  f"p99 {r['bare_p99']:.2f} ms; SELECT 1 p50 {r['ping_p50']:.2f} ms")
+            b = bench_bulk(engine, packages[: args.packages], args.rounds, connections)
+            per_conns = ", ".join(
+                f"on {n} connection{'s' if n > 1 else ''} {b[f'pkg_s_{n}']:,.0f} pkg/s = {b[f'ratio_{n}']:.2f}x"
+                for n in connections
+            )
+            print(
+                f"bulk packages: {b['n']} per round ({b['mb']:.1f} MB JSON); raw COPY of the same bytes "
+                f"{b['copy_pkg_s']:,.0f} pkg/s; ingest {per_conns} (target >= 0.50x)"
+            )
+            r = bench_round_trip(engine, packages[: args.round_trips + 10], args.rounds)
+            print(
+                f"client record round trip: n={r['n']} p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms "
+                f"(targets 3 / 10 ms); durable bare INSERT of the same text p50 {r['bare_p50']:.2f} ms, "
+                f"p99 {r['bare_p99']:.2f} ms; SELECT 1 p50 {r['ping_p50']:.2f} ms"
+            )
         finally:
             engine.dispose()
     print(f"load average at end {os.getloadavg()[0]:.1f}")

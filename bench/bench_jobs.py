@@ -38,13 +38,27 @@ from app.jobs import queue  # noqa: E402
 from app.paths import REPO_ROOT  # noqa: E402
 
 
-def start_workers(url: str, count: int, *args: str, listen: bool = True,
-                  sync_commit: bool = False) -> list[subprocess.Popen]:
+def start_workers(
+    url: str, count: int, *args: str, listen: bool = True, sync_commit: bool = False
+) -> list[subprocess.Popen]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSRV_")}
-    env.update({"TRAINSRV_DATABASE_URL": url, "TRAINSRV_JOB_LISTEN": str(listen).lower(),
-                "TRAINSRV_JOB_SYNCHRONOUS_COMMIT": str(sync_commit).lower(), "LC_ALL": "C.UTF-8"})
-    return [subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-schedule", *args], env=env,
-                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL) for _ in range(count)]
+    env.update(
+        {
+            "TRAINSRV_DATABASE_URL": url,
+            "TRAINSRV_JOB_LISTEN": str(listen).lower(),
+            "TRAINSRV_JOB_SYNCHRONOUS_COMMIT": str(sync_commit).lower(),
+            "LC_ALL": "C.UTF-8",
+        }
+    )
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--no-schedule", *args],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -75,8 +89,10 @@ def latency_ms(engine: sa.Engine, url: str, samples: int, listen: bool, gap_s: f
     finally:
         stop(procs)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT extract(epoch FROM started_at - created_at) * 1000 FROM jobs "
-                                    "WHERE id = ANY(:ids)"), {"ids": ids}).scalars()
+        rows = conn.execute(
+            sa.text("SELECT extract(epoch FROM started_at - created_at) * 1000 FROM jobs WHERE id = ANY(:ids)"),
+            {"ids": ids},
+        ).scalars()
         return [float(v) for v in rows]
 
 
@@ -88,20 +104,32 @@ def enqueue(engine: sa.Engine) -> int:
 def throughput(engine: sa.Engine, url: str, jobs: int, workers: int, sync_commit: bool = False) -> dict:
     """Sustained no-op jobs/s with ``workers`` processes draining ``jobs`` queued jobs."""
     with engine.begin() as conn:
-        ids = conn.execute(sa.text("INSERT INTO jobs (kind) SELECT 'noop' FROM generate_series(1, :n) "
-                                   "RETURNING id"), {"n": jobs}).scalars().all()
+        ids = (
+            conn.execute(
+                sa.text("INSERT INTO jobs (kind) SELECT 'noop' FROM generate_series(1, :n) RETURNING id"), {"n": jobs}
+            )
+            .scalars()
+            .all()
+        )
     procs = start_workers(url, workers, "--once", sync_commit=sync_commit)
     for proc in procs:
         proc.wait(timeout=3600)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT state, extract(epoch FROM finished_at) FROM jobs "
-                                    "WHERE id BETWEEN :lo AND :hi ORDER BY finished_at"),
-                            {"lo": min(ids), "hi": max(ids)}).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT state, extract(epoch FROM finished_at) FROM jobs "
+                "WHERE id BETWEEN :lo AND :hi ORDER BY finished_at"
+            ),
+            {"lo": min(ids), "hi": max(ids)},
+        ).all()
     finished = [float(t) for state, t in rows if state == "succeeded"]
     lo, hi = int(len(finished) * 0.1), int(len(finished) * 0.9)
-    return {"succeeded": len(finished), "jobs": len(rows),
-            "sustained": (hi - lo) / (finished[hi] - finished[lo]),
-            "overall": len(finished) / (finished[-1] - finished[0])}
+    return {
+        "succeeded": len(finished),
+        "jobs": len(rows),
+        "sustained": (hi - lo) / (finished[hi] - finished[lo]),
+        "overall": len(finished) / (finished[-1] - finished[0]),
+    }
 
 
 def _select_loop(url: str, seconds: float, out) -> None:
@@ -157,23 +185,33 @@ def report(engine: sa.Engine, url: str, args) -> None:
     poll = latency_ms(engine, url, args.poll_samples, listen=False, gap_s=1.0)
     n50, p50 = pct(notify, 50), pct(poll, 50)
     print(f"enqueue->start latency, NOTIFY   ({len(notify)} jobs): p50 {n50:.1f} ms, p95 {pct(notify, 95):.1f} ms")
-    print(f"enqueue->start latency, polling  ({len(poll)} jobs): p50 {p50:.1f} ms, p95 {pct(poll, 95):.1f} ms "
-          "(baseline, poll interval 1 s)")
+    print(
+        f"enqueue->start latency, polling  ({len(poll)} jobs): p50 {p50:.1f} ms, p95 {pct(poll, 95):.1f} ms "
+        "(baseline, poll interval 1 s)"
+    )
     print(f"  NOTIFY p50 = {n50 / p50:.3f} x polling p50 ({p50 / n50:.0f}x faster); target p50 <= 20 ms")
     # The machine is shared: take the baseline on both sides of the measurement.
     before = select1_rate(url, args.workers, seconds=3.0)
     result = throughput(engine, url, args.jobs, args.workers)
     after = select1_rate(url, args.workers, seconds=3.0)
     base = (before + after) / 2
-    print(f"no-op jobs, {args.workers} workers, {args.jobs} jobs: sustained {result['sustained']:.0f} jobs/s "
-          f"(overall {result['overall']:.0f}); {result['succeeded']}/{result['jobs']} succeeded")
-    print(f"bare SELECT 1 loop, {args.workers} processes: {base:.0f} round trips/s "
-          f"(baseline; {before:.0f} before, {after:.0f} after)")
-    print(f"  jobs/s = {result['sustained'] / base:.3f} x SELECT-1 rate "
-          f"(~{base / result['sustained']:.1f} round-trip equivalents per job); target >= 500 jobs/s")
+    print(
+        f"no-op jobs, {args.workers} workers, {args.jobs} jobs: sustained {result['sustained']:.0f} jobs/s "
+        f"(overall {result['overall']:.0f}); {result['succeeded']}/{result['jobs']} succeeded"
+    )
+    print(
+        f"bare SELECT 1 loop, {args.workers} processes: {base:.0f} round trips/s "
+        f"(baseline; {before:.0f} before, {after:.0f} after)"
+    )
+    print(
+        f"  jobs/s = {result['sustained'] / base:.3f} x SELECT-1 rate "
+        f"(~{base / result['sustained']:.1f} round-trip equivalents per job); target >= 500 jobs/s"
+    )
     synced = throughput(engine, url, args.jobs, args.workers, sync_commit=True)
-    print(f"no-op jobs, TRAINSRV_JOB_SYNCHRONOUS_COMMIT=true (every transition waits for the WAL flush): "
-          f"sustained {synced['sustained']:.0f} jobs/s = {synced['sustained'] / result['sustained']:.2f} x default")
+    print(
+        f"no-op jobs, TRAINSRV_JOB_SYNCHRONOUS_COMMIT=true (every transition waits for the WAL flush): "
+        f"sustained {synced['sustained']:.0f} jobs/s = {synced['sustained'] / result['sustained']:.2f} x default"
+    )
 
 
 if __name__ == "__main__":

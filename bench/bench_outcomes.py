@@ -37,20 +37,44 @@ from app.config import Settings  # noqa: E402  (common puts the checkout on sys.
 from app.db import models  # noqa: E402
 from app.outcomes.validate import validate_outcomes  # noqa: E402
 
-CSV = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "nautilus-ftx-btc-perp-1m"
-       / "btc-perp-20211231-20220201_1m.csv")
+CSV = (
+    Path(__file__).resolve().parent.parent.parent
+    / "shared"
+    / "data"
+    / "nautilus-ftx-btc-perp-1m"
+    / "btc-perp-20211231-20220201_1m.csv"
+)
 SYMBOL = "BTC-PERP"
 HORIZONS_S = (300, 900, 3600)
 SETTINGS = Settings(fee_rate=0.0004, slippage_rate=0.0001)
-UTC = dt.timezone.utc
-LABEL = ("status", "entry_price", "exit_price", "price_return", "max_favorable_excursion",
-         "max_adverse_excursion", "actual_profit", "profitability_score", "optimal_action", "is_profitable")
+UTC = dt.UTC
+LABEL = (
+    "status",
+    "entry_price",
+    "exit_price",
+    "price_return",
+    "max_favorable_excursion",
+    "max_adverse_excursion",
+    "actual_profit",
+    "profitability_score",
+    "optimal_action",
+    "is_profitable",
+)
 
 
 def read_candles() -> list[tuple]:
     with open(CSV, newline="") as f:
-        return [(dt.datetime.fromisoformat(r["timestamp"]).replace(tzinfo=UTC), float(r["open"]), float(r["high"]),
-                 float(r["low"]), float(r["close"]), float(r["volume"])) for r in csv.DictReader(f)]
+        return [
+            (
+                dt.datetime.fromisoformat(r["timestamp"]).replace(tzinfo=UTC),
+                float(r["open"]),
+                float(r["high"]),
+                float(r["low"]),
+                float(r["close"]),
+                float(r["volume"]),
+            )
+            for r in csv.DictReader(f)
+        ]
 
 
 def _copy(conn, statement: str, lines) -> None:
@@ -68,11 +92,17 @@ def load(engine, candles: list[tuple], n: int, seed: int = 1) -> None:
     """Candles; one package per minute; ``n`` predictions at random seconds, horizons and actions."""
     rng = random.Random(seed)
     with engine.begin() as conn:
-        _copy(conn, "COPY candles (symbol, timeframe, ts, open, high, low, close, volume) FROM STDIN",
-              (f"{SYMBOL}\t1m\t{c[0].isoformat()}\t{c[1]}\t{c[2]}\t{c[3]}\t{c[4]}\t{c[5]}\n" for c in candles))
-        _copy(conn, "COPY input_packages (symbol, ts, payload, payload_format, data_hash, completeness_score, "
-                    "is_valid) FROM STDIN",
-              (f"{SYMBOL}\t{c[0].isoformat()}\t\\\\x00\tbench\t\\\\x{i:064x}\t1\tt\n" for i, c in enumerate(candles)))
+        _copy(
+            conn,
+            "COPY candles (symbol, timeframe, ts, open, high, low, close, volume) FROM STDIN",
+            (f"{SYMBOL}\t1m\t{c[0].isoformat()}\t{c[1]}\t{c[2]}\t{c[3]}\t{c[4]}\t{c[5]}\n" for c in candles),
+        )
+        _copy(
+            conn,
+            "COPY input_packages (symbol, ts, payload, payload_format, data_hash, completeness_score, "
+            "is_valid) FROM STDIN",
+            (f"{SYMBOL}\t{c[0].isoformat()}\t\\\\x00\tbench\t\\\\x{i:064x}\t1\tt\n" for i, c in enumerate(candles)),
+        )
         first_id = conn.execute(sa.text("SELECT min(id) FROM input_packages")).scalar_one()
         # Leave the last hour out so every horizon ends inside the data.
         last = len(candles) - 61
@@ -81,26 +111,38 @@ def load(engine, candles: list[tuple], n: int, seed: int = 1) -> None:
             for i in range(n):
                 k = rng.randrange(last)
                 at = candles[k][0] + dt.timedelta(seconds=rng.randrange(60))
-                yield (f"b{i}\t{first_id + k}\tcnn\tv1\t{rng.choice(('long', 'short', 'hold'))}\t0.5\t"
-                       f"{rng.choice(HORIZONS_S)}\t{at.isoformat()}\n")
-        _copy(conn, "COPY predictions (prediction_key, package_id, model_kind, model_version, action, confidence, "
-                    "horizon_s, predicted_at) FROM STDIN", rows())
+                yield (
+                    f"b{i}\t{first_id + k}\tcnn\tv1\t{rng.choice(('long', 'short', 'hold'))}\t0.5\t"
+                    f"{rng.choice(HORIZONS_S)}\t{at.isoformat()}\n"
+                )
+
+        _copy(
+            conn,
+            "COPY predictions (prediction_key, package_id, model_kind, model_version, action, confidence, "
+            "horizon_s, predicted_at) FROM STDIN",
+            rows(),
+        )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("VACUUM ANALYZE candles, input_packages, predictions"))
 
 
 # -- the straightforward per-prediction loops ------------------------------------------------------
 
-WINDOW = sa.text("SELECT ts, open, high, low, close FROM candles WHERE symbol = :s AND timeframe = '1m' "
-                 "AND ts BETWEEN :a AND :b ORDER BY ts")
-PREDICTION = sa.text("SELECT p.id, p.action, p.predicted_at, p.horizon_s, pk.symbol FROM predictions p "
-                     "JOIN input_packages pk ON pk.id = p.package_id WHERE p.id = :id")
+WINDOW = sa.text(
+    "SELECT ts, open, high, low, close FROM candles WHERE symbol = :s AND timeframe = '1m' "
+    "AND ts BETWEEN :a AND :b ORDER BY ts"
+)
+PREDICTION = sa.text(
+    "SELECT p.id, p.action, p.predicted_at, p.horizon_s, pk.symbol FROM predictions p "
+    "JOIN input_packages pk ON pk.id = p.package_id WHERE p.id = :id"
+)
 UPSERT = sa.text(
     "INSERT INTO loop_outcomes (prediction_id, status, pending_reason, entry_price, exit_price, price_return, "
     "max_favorable_excursion, max_adverse_excursion, actual_profit, profitability_score, optimal_action, "
     "is_profitable, validated_at) VALUES (:id, :status, :reason, :entry, :exit, :ret, :mfe, :mae, :profit, :score, "
     ":optimal, :profitable, now()) ON CONFLICT (prediction_id) DO UPDATE SET status = EXCLUDED.status, "
-    "entry_price = EXCLUDED.entry_price, exit_price = EXCLUDED.exit_price, actual_profit = EXCLUDED.actual_profit")
+    "entry_price = EXCLUDED.entry_price, exit_price = EXCLUDED.exit_price, actual_profit = EXCLUDED.actual_profit"
+)
 
 
 def label_one(action: str, predicted_at: dt.datetime, horizon_s: int, bars: list) -> dict:
@@ -117,9 +159,19 @@ def label_one(action: str, predicted_at: dt.datetime, horizon_s: int, bars: list
     mfe = {"long": max(up, 0), "short": max(down, 0)}.get(action)
     mae = {"long": max(down, 0), "short": max(up, 0)}.get(action)
     risk = max(mae or 0.0, cost, 0.0001)
-    return {"status": "validated", "reason": None, "entry": entry, "exit": exit_, "ret": ret, "mfe": mfe, "mae": mae,
-            "profit": profit, "score": 0.5 + 0.5 * math.tanh(profit / risk / 2),
-            "optimal": "long" if ret - cost > 0 else "short" if -ret - cost > 0 else "hold", "profitable": profit > 0}
+    return {
+        "status": "validated",
+        "reason": None,
+        "entry": entry,
+        "exit": exit_,
+        "ret": ret,
+        "mfe": mfe,
+        "mae": mae,
+        "profit": profit,
+        "score": 0.5 + 0.5 * math.tanh(profit / risk / 2),
+        "optimal": "long" if ret - cost > 0 else "short" if -ret - cost > 0 else "hold",
+        "profitable": profit > 0,
+    }
 
 
 def window_bounds(predicted_at: dt.datetime, horizon_s: int) -> tuple[dt.datetime, dt.datetime]:
@@ -149,11 +201,14 @@ def loop_orm(engine, ids: list[int]) -> float:
             p = session.get(models.Prediction, pid)
             symbol = session.get(models.InputPackage, p.package_id).symbol
             a, b = window_bounds(p.predicted_at, p.horizon_s)
-            bars = session.scalars(sa.select(models.Candle).where(
-                models.Candle.symbol == symbol, models.Candle.timeframe == "1m", models.Candle.ts.between(a, b))
-                .order_by(models.Candle.ts)).all()
-            label = label_one(p.action, p.predicted_at, p.horizon_s,
-                              [(c.ts, c.open, c.high, c.low, c.close) for c in bars])
+            bars = session.scalars(
+                sa.select(models.Candle)
+                .where(models.Candle.symbol == symbol, models.Candle.timeframe == "1m", models.Candle.ts.between(a, b))
+                .order_by(models.Candle.ts)
+            ).all()
+            label = label_one(
+                p.action, p.predicted_at, p.horizon_s, [(c.ts, c.open, c.high, c.low, c.close) for c in bars]
+            )
             session.execute(UPSERT, {"id": pid, **_row(label)})
         session.commit()
     return time.perf_counter() - start
@@ -163,15 +218,19 @@ def loop_preloaded(engine, ids: list[int], candles: list[tuple]) -> float:
     """Candles in memory (bisect by time); per prediction: compute and upsert. Returns seconds."""
     times = [c[0] for c in candles]
     with engine.connect() as conn:
-        preds = {r.id: r for r in conn.execute(sa.text(
-            "SELECT p.id, p.action, p.predicted_at, p.horizon_s FROM predictions p WHERE p.id = ANY(:ids)"),
-            {"ids": ids})}
+        preds = {
+            r.id: r
+            for r in conn.execute(
+                sa.text("SELECT p.id, p.action, p.predicted_at, p.horizon_s FROM predictions p WHERE p.id = ANY(:ids)"),
+                {"ids": ids},
+            )
+        }
     start = time.perf_counter()
     with engine.begin() as conn:
         for pid in ids:
             p = preds[pid]
             a, b = window_bounds(p.predicted_at, p.horizon_s)
-            bars = candles[bisect.bisect_left(times, a):bisect.bisect_right(times, b)]
+            bars = candles[bisect.bisect_left(times, a) : bisect.bisect_right(times, b)]
             conn.execute(UPSERT, {"id": pid, **_row(label_one(p.action, p.predicted_at, p.horizon_s, bars))})
     return time.perf_counter() - start
 
@@ -185,11 +244,20 @@ def check_equal(engine, ids: list[int]) -> None:
     """The loop and the SQL agree on every sampled prediction."""
     cols = ", ".join(f"o.{c}" for c in LABEL)
     with engine.connect() as conn:
-        sql = {r[0]: r[1:] for r in conn.execute(sa.text(
-            f"SELECT o.prediction_id, {cols} FROM outcomes o WHERE o.prediction_id = ANY(:ids)"), {"ids": ids})}
-        mine = {r[0]: r[1:] for r in conn.execute(sa.text(
-            f"SELECT o.prediction_id, {cols} FROM loop_outcomes o WHERE o.prediction_id = ANY(:ids)"),
-            {"ids": ids})}
+        sql = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                sa.text(f"SELECT o.prediction_id, {cols} FROM outcomes o WHERE o.prediction_id = ANY(:ids)"),
+                {"ids": ids},
+            )
+        }
+        mine = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                sa.text(f"SELECT o.prediction_id, {cols} FROM loop_outcomes o WHERE o.prediction_id = ANY(:ids)"),
+                {"ids": ids},
+            )
+        }
     for pid in ids:
         for a, b in zip(sql[pid], mine[pid]):
             same = math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15) if isinstance(a, float) else a == b
@@ -209,8 +277,12 @@ def main() -> None:
         load(engine, candles, args.n)
         print(f"loaded {len(candles)} candles and {args.n} predictions in {time.perf_counter() - t:.1f} s")
         with engine.begin() as conn:
-            conn.execute(sa.text("CREATE UNLOGGED TABLE loop_outcomes (LIKE outcomes INCLUDING DEFAULTS, "
-                                 "PRIMARY KEY (prediction_id))"))
+            conn.execute(
+                sa.text(
+                    "CREATE UNLOGGED TABLE loop_outcomes (LIKE outcomes INCLUDING DEFAULTS, "
+                    "PRIMARY KEY (prediction_id))"
+                )
+            )
             ids = _sample_ids(conn, args.sample)
         # Half of each loop's sample before the SQL run and half after: the machine is shared, and
         # splitting keeps a change of load from favouring either side.
@@ -239,7 +311,7 @@ LOOPS = {
 def _run_loops(engine, ids, candles, totals: dict, check: bool = False) -> None:
     """Run every loop over ``ids``, adding its seconds to ``totals``; with ``check``, compare with the SQL."""
     for name, fn in LOOPS.items():
-        with engine.begin() as conn:     # every loop inserts, none updates a previous loop's rows
+        with engine.begin() as conn:  # every loop inserts, none updates a previous loop's rows
             conn.execute(sa.text("DELETE FROM loop_outcomes WHERE prediction_id = ANY(:ids)"), {"ids": ids})
         totals[name] += fn(engine, ids, candles)
         if check:
@@ -252,15 +324,21 @@ def _sample_ids(conn, size: int) -> list[int]:
 
 
 def report(n, sample, result, rerun, sql_s, rerun_s, loops: dict[str, float]) -> None:
-    print(f"SQL labelling: {result.considered} predictions ({result.validated} validated, "
-          f"{result.pending_new} pending) in {sql_s:.1f} s = {result.considered / sql_s:,.0f} predictions/s "
-          f"({result.batches} batches)")
-    print(f"re-run with nothing to do: {rerun_s:.2f} s ({rerun.considered} examined, "
-          f"{rerun.validated + rerun.relabelled} written)")
+    print(
+        f"SQL labelling: {result.considered} predictions ({result.validated} validated, "
+        f"{result.pending_new} pending) in {sql_s:.1f} s = {result.considered / sql_s:,.0f} predictions/s "
+        f"({result.batches} batches)"
+    )
+    print(
+        f"re-run with nothing to do: {rerun_s:.2f} s ({rerun.considered} examined, "
+        f"{rerun.validated + rerun.relabelled} written)"
+    )
     for name, seconds in loops.items():
         full = seconds / sample * n
-        print(f"{name}: {sample} in {seconds:.2f} s = {sample / seconds:,.0f}/s, extrapolated to {n}: "
-              f"{full:.0f} s -> SQL is {full / sql_s:.0f}x faster")
+        print(
+            f"{name}: {sample} in {seconds:.2f} s = {sample / seconds:,.0f}/s, extrapolated to {n}: "
+            f"{full:.0f} s -> SQL is {full / sql_s:.0f}x faster"
+        )
     print("sample results of every loop equal the SQL's")
 
 

@@ -64,8 +64,9 @@ def load(engine: sa.Engine, rows: int) -> float:
         first = conn.execute(sa.text("SELECT min(id) FROM input_packages")).scalar()
     for lo in range(1, rows + 1, CHUNK):
         with engine.begin() as conn:
-            conn.execute(sa.text(EXPERIENCES), {"symbol": SYMBOL, "first": first, "lo": lo,
-                                                "hi": min(rows, lo + CHUNK - 1)})
+            conn.execute(
+                sa.text(EXPERIENCES), {"symbol": SYMBOL, "first": first, "lo": lo, "hi": min(rows, lo + CHUNK - 1)}
+            )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("VACUUM ANALYZE"))
     return time.perf_counter() - start
@@ -75,14 +76,24 @@ def in_memory(engine: sa.Engine, seed: int) -> tuple[SumTreeReplay, np.ndarray]:
     """The same replay in memory: weights from v_rl_replay, the row fields as arrays."""
     with engine.connect() as conn:
         config = conn.execute(sa.text("SELECT alpha, profit_boost FROM rl_replay_config")).one()
-        rows = conn.execute(sa.text(
-            "SELECT id, sample_weight, is_profitable, state_package_id, next_state_package_id, action, reward, done "
-            "FROM v_rl_replay ORDER BY id")).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT id, sample_weight, is_profitable, state_package_id, next_state_package_id, action, reward, done "
+                "FROM v_rl_replay ORDER BY id"
+            )
+        ).all()
     cols = list(zip(*rows))
-    fields = {"id": np.array(cols[0]), "state": np.array(cols[3]), "next_state": np.array(cols[4]),
-              "action": np.array(cols[5]), "reward": np.array(cols[6]), "done": np.array(cols[7])}
-    replay = SumTreeReplay(np.array(cols[1]), np.array(cols[2]), fields, alpha=config.alpha,
-                           profit_boost=config.profit_boost, seed=seed)
+    fields = {
+        "id": np.array(cols[0]),
+        "state": np.array(cols[3]),
+        "next_state": np.array(cols[4]),
+        "action": np.array(cols[5]),
+        "reward": np.array(cols[6]),
+        "done": np.array(cols[7]),
+    }
+    replay = SumTreeReplay(
+        np.array(cols[1]), np.array(cols[2]), fields, alpha=config.alpha, profit_boost=config.profit_boost, seed=seed
+    )
     return replay, fields["id"]
 
 
@@ -94,14 +105,18 @@ def run(url: str, rows: int, rounds: int, batch: int, fold_every: int) -> None:
     settings = dataclasses.replace(get_settings(), rl_replay_fold_every=fold_every)
     buffer = ProfitWeightedExperienceBuffer(engine, seed=1, profitable_share=0.5, settings=settings)
     # Its logs are folded by the first buffer's thread (a fold takes the oldest logs, whoever wrote them).
-    durable = ProfitWeightedExperienceBuffer(engine, seed=3, profitable_share=0.5, settings=dataclasses.replace(
-        settings, rl_replay_synchronous_commit=True, rl_replay_fold_every=0))
+    durable = ProfitWeightedExperienceBuffer(
+        engine,
+        seed=3,
+        profitable_share=0.5,
+        settings=dataclasses.replace(settings, rl_replay_synchronous_commit=True, rl_replay_fold_every=0),
+    )
     tree, ids = in_memory(engine, seed=1)
     rng = np.random.default_rng(2)
     times = {k: [] for k in LABELS}
     print(f"load average before: {_load()}")
     with engine.connect() as conn:
-        for _ in range(10):                                   # warm caches and prepared statements
+        for _ in range(10):  # warm caches and prepared statements
             for buf in (buffer, durable):
                 buf.update_priorities(buf.sample(batch, symbol=SYMBOL).ids, rng.exponential(1.0, batch))
         for _ in range(rounds):
@@ -128,18 +143,29 @@ def _report_fold(engine: sa.Engine, buffer, durable, write_backs: int) -> None:
     with engine.connect() as conn:
         folded_acceptance = conn.execute(sa.text(ACCEPTANCE)).scalar()
     folded = write_backs - left["write_backs"]
-    print(f"\nbackground fold: {folds} transactions, {seconds * 1000:.0f} ms for {folded} write-backs "
-          f"(+ their batches): {seconds * 1000 / max(folded, 1):.2f} ms per write-back; {failures} failed")
-    print(f"left unfolded at the end: {left['write_backs']} write-backs, {left['batches']} batches; "
-          f"folded on close in {final * 1000:.0f} ms ({final * 1000 / max(left['write_backs'], 1):.2f} ms each)")
-    print(f"sampler acceptance (index weight / probe mass): {acceptance:.3f} before the last fold, "
-          f"{folded_acceptance:.3f} after")
+    print(
+        f"\nbackground fold: {folds} transactions, {seconds * 1000:.0f} ms for {folded} write-backs "
+        f"(+ their batches): {seconds * 1000 / max(folded, 1):.2f} ms per write-back; {failures} failed"
+    )
+    print(
+        f"left unfolded at the end: {left['write_backs']} write-backs, {left['batches']} batches; "
+        f"folded on close in {final * 1000:.0f} ms ({final * 1000 / max(left['write_backs'], 1):.2f} ms each)"
+    )
+    print(
+        f"sampler acceptance (index weight / probe mass): {acceptance:.3f} before the last fold, "
+        f"{folded_acceptance:.3f} after"
+    )
 
 
-LABELS = {"db_sample": "DB sample (draw + rows + draw log)", "tree_sample": "in-memory sum tree sample",
-          "db_write": "DB priority write-back", "tree_write": "in-memory sum tree update",
-          "pk_fetch": "plain PK fetch of as many rows",
-          "durable_sample": "DB sample, synchronous commit", "durable_write": "DB write-back, synchronous commit"}
+LABELS = {
+    "db_sample": "DB sample (draw + rows + draw log)",
+    "tree_sample": "in-memory sum tree sample",
+    "db_write": "DB priority write-back",
+    "tree_write": "in-memory sum tree update",
+    "pk_fetch": "plain PK fetch of as many rows",
+    "durable_sample": "DB sample, synchronous commit",
+    "durable_write": "DB write-back, synchronous commit",
+}
 
 
 def _timed(times: dict, key: str, fn):
@@ -154,8 +180,13 @@ def _round(buffer, durable, tree, conn, ids, rng, batch, times) -> None:
     _timed(times, "db_write", lambda: buffer.update_priorities(sampled.ids, rng.exponential(1.0, batch)))
     drawn = _timed(times, "tree_sample", lambda: tree.sample(batch, 0.5, sampled.beta))
     _timed(times, "tree_write", lambda: tree.update_priorities(drawn["indices"], rng.exponential(1.0, batch)))
-    _timed(times, "pk_fetch", lambda: conn.execute(sa.text("SELECT * FROM experiences WHERE id = ANY(:ids)"),
-                                                   {"ids": rng.choice(ids, batch).tolist()}).all())
+    _timed(
+        times,
+        "pk_fetch",
+        lambda: conn.execute(
+            sa.text("SELECT * FROM experiences WHERE id = ANY(:ids)"), {"ids": rng.choice(ids, batch).tolist()}
+        ).all(),
+    )
     other = _timed(times, "durable_sample", lambda: durable.sample(batch, symbol=SYMBOL))
     _timed(times, "durable_write", lambda: durable.update_priorities(other.ids, rng.exponential(1.0, batch)))
 
@@ -168,8 +199,14 @@ def _report(times: dict, rows: int, batch: int) -> None:
     print(f"\nbatch {batch} from {rows:,} experiences, {len(times['db_sample'])} rounds")
     for key, label in LABELS.items():
         print(f"  {label:<36} {summary(times[key])}")
-    for num, den in (("db_sample", "tree_sample"), ("db_write", "tree_write"), ("db_sample", "pk_fetch"),
-                     ("db_write", "pk_fetch"), ("durable_sample", "db_sample"), ("durable_write", "db_write")):
+    for num, den in (
+        ("db_sample", "tree_sample"),
+        ("db_write", "tree_write"),
+        ("db_sample", "pk_fetch"),
+        ("db_write", "pk_fetch"),
+        ("durable_sample", "db_sample"),
+        ("durable_write", "db_write"),
+    ):
         r50 = percentile(times[num], 50) / percentile(times[den], 50)
         r99 = percentile(times[num], 99) / percentile(times[den], 99)
         print(f"  ratio {num} / {den}: p50 {r50:.2f}x, p99 {r99:.2f}x")
@@ -180,8 +217,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--fold-every", type=int, default=get_settings().rl_replay_fold_every,
-                        help="write-backs between background folds (0: fold only at the end)")
+    parser.add_argument(
+        "--fold-every",
+        type=int,
+        default=get_settings().rl_replay_fold_every,
+        help="write-backs between background folds (0: fold only at the end)",
+    )
     args = parser.parse_args()
     with bench_database() as url:
         run(url, args.rows, args.rounds, args.batch, args.fold_every)

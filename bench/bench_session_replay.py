@@ -43,8 +43,13 @@ from app.session_replay import exact, options, rebuild  # noqa: E402
 from app.trainer import cnn_train
 from bench.common import bench_database, machine  # noqa: E402
 
-CANDLES = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "nautilus-ftx-btc-perp-1m"
-           / "btc-perp-20211231-20220201_1m.csv")
+CANDLES = (
+    Path(__file__).resolve().parent.parent.parent
+    / "shared"
+    / "data"
+    / "nautilus-ftx-btc-perp-1m"
+    / "btc-perp-20211231-20220201_1m.csv"
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,16 +60,28 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=25)
     p.add_argument("--model-config", type=json.loads, default={}, help="reference CNN config (default: defaults)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--train-threads", type=int, default=0,
-                   help="torch threads while training (0: torch's default); replay uses settings.replay_threads")
+    p.add_argument(
+        "--train-threads",
+        type=int,
+        default=0,
+        help="torch threads while training (0: torch's default); replay uses settings.replay_threads",
+    )
     return p.parse_args()
 
 
 def train(engine: sa.Engine, args: argparse.Namespace) -> tuple[dict, float]:
     opts = cnn_train.CnnTrainOptions(
-        symbol=support.SYMBOL, min_profitability=0.0, max_episodes=1000, epochs=args.epochs,
-        batch_size=args.batch_size, model_config=args.model_config, checkpoint_every=args.checkpoint_every,
-        seed=1, device="cpu", optimizer=OptimizerSpec(lr=1e-3))
+        symbol=support.SYMBOL,
+        min_profitability=0.0,
+        max_episodes=1000,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        model_config=args.model_config,
+        checkpoint_every=args.checkpoint_every,
+        seed=1,
+        device="cpu",
+        optimizer=OptimizerSpec(lr=1e-3),
+    )
     default_threads = torch.get_num_threads()
     if args.train_threads:
         torch.set_num_threads(args.train_threads)
@@ -78,8 +95,10 @@ def train(engine: sa.Engine, args: argparse.Namespace) -> tuple[dict, float]:
 
 def loop_seconds(engine: sa.Engine, session_id: int) -> float:
     with engine.connect() as conn:
-        total_ms = conn.execute(sa.text("SELECT sum((timings_ms ->> 'total')::float8) FROM training_steps "
-                                        "WHERE session_id = :s"), {"s": session_id}).scalar_one()
+        total_ms = conn.execute(
+            sa.text("SELECT sum((timings_ms ->> 'total')::float8) FROM training_steps WHERE session_id = :s"),
+            {"s": session_id},
+        ).scalar_one()
     return total_ms / 1000.0
 
 
@@ -104,8 +123,10 @@ def main() -> None:
     args = parse_args()
     if not CANDLES.exists():
         raise SystemExit(f"real candles not found at {CANDLES}")
-    print(f"machine: {machine()}; torch {torch.__version__}, CPU only; training threads "
-          f"{args.train_threads or torch.get_num_threads()}, replay threads {get_settings().replay_threads}")
+    print(
+        f"machine: {machine()}; torch {torch.__version__}, CPU only; training threads "
+        f"{args.train_threads or torch.get_num_threads()}, replay threads {get_settings().replay_threads}"
+    )
     with bench_database() as url:
         engine = make_engine(url)
         support.build_episodes(engine, CANDLES, minutes=args.minutes)
@@ -118,10 +139,14 @@ def main() -> None:
     replay_s = statistics.median(times)
     train_loop_sps, train_wall_sps, replay_sps = steps / loop_s, steps / train_wall, steps / replay_s
     print(f"session {sid}: {steps} steps, {params} parameters, {len(report.checks)} checkpoints verified bit for bit")
-    print(f"training: loop {train_loop_sps:.1f} steps/s ({loop_s:.2f} s), wall {train_wall_sps:.1f} steps/s "
-          f"({train_wall:.2f} s)")
-    print(f"replay --verify: {replay_sps:.1f} steps/s (median of {args.repeats}: "
-          f"{', '.join(f'{t:.2f}' for t in times)} s)")
+    print(
+        f"training: loop {train_loop_sps:.1f} steps/s ({loop_s:.2f} s), wall {train_wall_sps:.1f} steps/s "
+        f"({train_wall:.2f} s)"
+    )
+    print(
+        f"replay --verify: {replay_sps:.1f} steps/s (median of {args.repeats}: "
+        f"{', '.join(f'{t:.2f}' for t in times)} s)"
+    )
     print(f"ratio replay / training (loop baseline): {replay_sps / train_loop_sps:.2f}x   (target >= 3x)")
     print(f"ratio replay / training (wall baseline): {replay_sps / train_wall_sps:.2f}x")
 

@@ -27,9 +27,13 @@ def synthetic_embeddings(n: int, dim: int = 32, clusters: int = 256, seed: int =
 
 def load(conn, vectors: np.ndarray) -> None:
     raw = conn.connection.driver_connection
-    with raw.cursor() as cur, cur.copy(
+    with (
+        raw.cursor() as cur,
+        cur.copy(
             "COPY input_packages (symbol, ts, payload, payload_format, data_hash, completeness_score, is_valid, "
-            "embedding) FROM STDIN") as copy:
+            "embedding) FROM STDIN"
+        ) as copy,
+    ):
         buf = io.StringIO()
         for i, v in enumerate(vectors):
             vec = "[" + ",".join(f"{x:.5f}" for x in v) + "]"
@@ -62,12 +66,17 @@ def main() -> None:
             t = time.perf_counter()
             conn.execute(sa.text("SET maintenance_work_mem = '2GB'"))
             # Index options are integers from argparse; DDL takes no bind parameters.
-            conn.execute(sa.text(
-                "CREATE INDEX ix_input_packages_embedding_hnsw ON input_packages USING hnsw "
-                f"(embedding vector_cosine_ops) WITH (m = {int(args.m)}, ef_construction = {int(args.ef_construction)})"))
+            conn.execute(
+                sa.text(
+                    "CREATE INDEX ix_input_packages_embedding_hnsw ON input_packages USING hnsw "
+                    f"(embedding vector_cosine_ops) WITH (m = {int(args.m)}, ef_construction = {int(args.ef_construction)})"
+                )
+            )
             conn.execute(sa.text("VACUUM ANALYZE input_packages"))
-            print(f"built HNSW index (m={args.m}, ef_construction={args.ef_construction}) "
-                  f"in {time.perf_counter() - t:.1f} s")
+            print(
+                f"built HNSW index (m={args.m}, ef_construction={args.ef_construction}) "
+                f"in {time.perf_counter() - t:.1f} s"
+            )
             rng = np.random.default_rng(2)
             # Queries from the newest half so each searches a large history.
             queries = [int(x) for x in rng.integers(args.n // 2, args.n, size=args.queries)]

@@ -50,8 +50,9 @@ def worker(url: str, mode: str, steps: int, model_config: dict, device: str, rea
     bc.MODEL_CONFIG.update(model_config)
     engine = make_engine(url)
     model, optimizer, spec, loss_fn = bc.make_run(seed=os.getpid() % 1000)
-    rec = SessionRecorder.start(engine, SessionSpec("cnn", interface.REFERENCE, model_config, 0, device,
-                                                    CapturePolicy("full")))
+    rec = SessionRecorder.start(
+        engine, SessionSpec("cnn", interface.REFERENCE, model_config, 0, device, CapturePolicy("full"))
+    )
     rec.attach(model)
     batch = Batch(list(range(bc.BATCH)), {})
     for step in range(1, 4):  # warm-up, recorded like the rest
@@ -72,8 +73,15 @@ def worker(url: str, mode: str, steps: int, model_config: dict, device: str, rea
         times.append(time.perf_counter() - t0)
     rec.writer.flush()
     ended = time.time()
-    out.put({"began": began, "ended": ended, "step_s": statistics.median(times),
-             "bytes": rec.writer.stats.blob_bytes - written_before, "write_s": rec.writer.stats.write_s})
+    out.put(
+        {
+            "began": began,
+            "ended": ended,
+            "step_s": statistics.median(times),
+            "bytes": rec.writer.stats.blob_bytes - written_before,
+            "write_s": rec.writer.stats.write_s,
+        }
+    )
     rec.close()
     engine.dispose()
 
@@ -83,8 +91,10 @@ def run(url: str, mode: str, count: int, args) -> dict:
     ready, start, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
     model_config = {k: v for k, v in (("channels", args.channels), ("hidden", args.hidden)) if v}
     steps = args.steps if mode == "train" else args.write_steps
-    procs = [ctx.Process(target=worker, args=(url, mode, steps, model_config, args.device, ready, start, out))
-             for _ in range(count)]
+    procs = [
+        ctx.Process(target=worker, args=(url, mode, steps, model_config, args.device, ready, start, out))
+        for _ in range(count)
+    ]
     for p in procs:
         p.start()
     for _ in procs:
@@ -138,10 +148,12 @@ def report(mode: str, rows: list[dict], args) -> None:
     steps = args.steps if mode == "train" else args.write_steps
     print(f"mode {mode}, {steps} steps per trainer, device {args.device}:")
     for r in rows:
-        print(f"  {r['count']} trainer(s): aggregate {r['mb_s']:8.1f} MB/s "
-              f"({r['mb_s'] / single['mb_s']:5.2f}x single)  "
-              f"step {r['step_ms']:8.2f} ms ({r['step_ms'] / single['step_ms']:5.2f}x single)  "
-              f"{r['mb']:.1f} MB in {r['wall_s']:.2f} s")
+        print(
+            f"  {r['count']} trainer(s): aggregate {r['mb_s']:8.1f} MB/s "
+            f"({r['mb_s'] / single['mb_s']:5.2f}x single)  "
+            f"step {r['step_ms']:8.2f} ms ({r['step_ms'] / single['step_ms']:5.2f}x single)  "
+            f"{r['mb']:.1f} MB in {r['wall_s']:.2f} s"
+        )
 
 
 if __name__ == "__main__":

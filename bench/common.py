@@ -74,8 +74,10 @@ def timed(fn, repeat: int) -> list[float]:
 
 
 def summary(samples_ms: list[float]) -> str:
-    return (f"p50 {percentile(samples_ms, 50):.2f} ms, p99 {percentile(samples_ms, 99):.2f} ms, "
-            f"mean {statistics.fmean(samples_ms):.2f} ms (n={len(samples_ms)})")
+    return (
+        f"p50 {percentile(samples_ms, 50):.2f} ms, p99 {percentile(samples_ms, 99):.2f} ms, "
+        f"mean {statistics.fmean(samples_ms):.2f} ms (n={len(samples_ms)})"
+    )
 
 
 def machine() -> str:

@@ -10,15 +10,25 @@ import re
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-AREAS = ["ingest", "outcomes", "jobs", "trainer", "replay", "session_replay", "similar", "cli", "gradients", "loop",
-         "models"]
+AREAS = [
+    "ingest",
+    "outcomes",
+    "jobs",
+    "trainer",
+    "replay",
+    "session_replay",
+    "similar",
+    "cli",
+    "gradients",
+    "loop",
+    "models",
+]
 SEPARATOR = "\n---\n"
 
 
 def build(current: str) -> str:
-    head = current[:current.index(SEPARATOR) + len(SEPARATOR)]
-    records = [re.sub(r"(?m)^# ", "## ", (BENCH / "results" / f"{area}.md").read_text().strip("\n"))
-               for area in AREAS]
+    head = current[: current.index(SEPARATOR) + len(SEPARATOR)]
+    records = [re.sub(r"(?m)^# ", "## ", (BENCH / "results" / f"{area}.md").read_text().strip("\n")) for area in AREAS]
     return head + "\n" + "\n\n---\n\n".join(records) + "\n"
 
 

@@ -37,11 +37,13 @@ class SumTree:
 
     def set_many(self, values: np.ndarray) -> None:
         """Fill leaves 0 .. len(values)-1 and rebuild every inner node (bulk load)."""
-        self.nodes[self.capacity:self.capacity + len(values)] = values
+        self.nodes[self.capacity : self.capacity + len(values)] = values
         for level_start in _levels(self.capacity):
             width = level_start
-            self.nodes[level_start:level_start + width] = (self.nodes[2 * level_start:4 * level_start:2]
-                                                           + self.nodes[2 * level_start + 1:4 * level_start:2])
+            self.nodes[level_start : level_start + width] = (
+                self.nodes[2 * level_start : 4 * level_start : 2]
+                + self.nodes[2 * level_start + 1 : 4 * level_start : 2]
+            )
 
     def find(self, mass: float) -> int:
         """The leaf whose cumulative range [prefix, prefix + value) contains ``mass``."""
@@ -74,8 +76,16 @@ class SumTreeReplay:
     tree over the profitable rows serves the profitable share of each batch.
     """
 
-    def __init__(self, weights: np.ndarray, is_profitable: np.ndarray, rows: dict[str, np.ndarray], *,
-                 alpha: float, profit_boost: float, seed: int | None = None):
+    def __init__(
+        self,
+        weights: np.ndarray,
+        is_profitable: np.ndarray,
+        rows: dict[str, np.ndarray],
+        *,
+        alpha: float,
+        profit_boost: float,
+        seed: int | None = None,
+    ):
         self.alpha, self.profit_boost = alpha, profit_boost
         self.is_profitable = np.asarray(is_profitable, dtype=bool)
         self.rows = rows
@@ -105,7 +115,7 @@ class SumTreeReplay:
         """priority = |td| + epsilon; weight = priority^alpha, boosted when profitable."""
         priorities = np.abs(td_errors) + epsilon
         for i, p in zip(indices.tolist(), priorities.tolist()):
-            weight = p ** self.alpha * (self.profit_boost if self.is_profitable[i] else 1.0)
+            weight = p**self.alpha * (self.profit_boost if self.is_profitable[i] else 1.0)
             self.all.set(i, weight)
             if self.is_profitable[i]:
                 self.profitable.set(i, weight)

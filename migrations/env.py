@@ -10,8 +10,12 @@ target_metadata = models.Base.metadata
 
 
 def run(connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata,
-                      include_object=include_object, transaction_per_migration=False)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        include_object=include_object,
+        transaction_per_migration=False,
+    )
     with context.begin_transaction():
         serialise(connection)  # before alembic reads the current revision: concurrent runs queue up
         context.run_migrations()

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from app import cli_common
-from app.errors import ValidationError
 from app.analysts import sessions
+from app.errors import ValidationError
 
 
 def register(sub) -> None:
@@ -35,12 +35,16 @@ def _similar(args) -> int:
     for r in rows:
         win = "-" if r["win_rate"] is None else f"{r['win_rate']:.2f}"
         profit = "-" if r["mean_profit"] is None else f"{r['mean_profit']:+.5f}"
-        print(f"{r['package_id']:>10} {str(r['ts']):<26} {r['distance']:>9.4f} {r['validated_outcomes']:>8} "
-              f"{win:>8} {profit:>12}")
+        print(
+            f"{r['package_id']:>10} {str(r['ts']):<26} {r['distance']:>9.4f} {r['validated_outcomes']:>8} "
+            f"{win:>8} {profit:>12}"
+        )
     win = "-" if summary["win_rate"] is None else f"{summary['win_rate']:.2f}"
     profit = "-" if summary["mean_profit"] is None else f"{summary['mean_profit']:+.5f}"
-    print(f"\n{summary['neighbours']} neighbours, {summary['validated_outcomes']} validated outcomes, "
-          f"win rate {win}, mean profit {profit}")
+    print(
+        f"\n{summary['neighbours']} neighbours, {summary['validated_outcomes']} validated outcomes, "
+        f"win rate {win}, mean profit {profit}"
+    )
     return 0
 
 

@@ -42,16 +42,22 @@ def write_report(conn: sa.Connection, session_id: int, out: Path) -> Path:
     label = _label(session)
     evaluation = _evaluation(session)
     figures = [
-        (_plot_losses(out / "losses.png", label, steps), "Loss per step: the total and each component, each on "
-                                                         "its own axis."),
-        (_plot_optimizer(out / "grad_norm.png", label, steps), "Gradient L2 norm (before clipping) and the "
-                                                               "learning rate the optimizer used."),
-        (_plot_batches(out / "batch_profitability.png", label, steps), "What each training batch was made of: "
-                                                                      "shares of profitable episodes and their "
-                                                                      "realised profit."),
-        (_plot_evaluation(out / "evaluation.png", label, evaluation), "Out-of-sample evaluation on the "
-                                                                      "chronologically later slice, against the "
-                                                                      "baselines."),
+        (
+            _plot_losses(out / "losses.png", label, steps),
+            "Loss per step: the total and each component, each on its own axis.",
+        ),
+        (
+            _plot_optimizer(out / "grad_norm.png", label, steps),
+            "Gradient L2 norm (before clipping) and the learning rate the optimizer used.",
+        ),
+        (
+            _plot_batches(out / "batch_profitability.png", label, steps),
+            "What each training batch was made of: shares of profitable episodes and their realised profit.",
+        ),
+        (
+            _plot_evaluation(out / "evaluation.png", label, evaluation),
+            "Out-of-sample evaluation on the chronologically later slice, against the baselines.",
+        ),
     ]
     index = out / "index.html"
     index.write_text(_page(session, steps, evaluation, [(p, c) for p, c in figures if p is not None]))
@@ -78,8 +84,13 @@ def _number(value) -> float | None:
 
 def _series(steps: list[dict], column: str) -> dict[str, list[float]]:
     keys = sorted({k for s in steps for k, v in (s[column] or {}).items() if _number(v) is not None})
-    return {k: [_number((s[column] or {}).get(k)) if _number((s[column] or {}).get(k)) is not None else math.nan
-                for s in steps] for k in keys}
+    return {
+        k: [
+            _number((s[column] or {}).get(k)) if _number((s[column] or {}).get(k)) is not None else math.nan
+            for s in steps
+        ]
+        for k in keys
+    }
 
 
 def _panels(path: Path, title: str, x: list[int], series: list[tuple[str, list[float], str, bool]]) -> Path | None:
@@ -97,7 +108,7 @@ def _panels(path: Path, title: str, x: list[int], series: list[tuple[str, list[f
         ax.grid(alpha=0.3)
         if percent:
             ax.yaxis.set_major_formatter(PERCENT)
-    for ax in list(axes.flat)[len(series):]:
+    for ax in list(axes.flat)[len(series) :]:
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel("training step")
@@ -124,10 +135,15 @@ def _component_unit(name: str) -> str:
 
 def _plot_optimizer(path: Path, label: str, steps: list[dict]) -> Path | None:
     x = [s["step"] for s in steps]
-    return _panels(path, f"{label}: gradient norm and learning rate", x, [
-        ("gradient norm", [_nan(s["grad_norm"]) for s in steps], "L2 norm", False),
-        ("learning rate", [_nan(s["learning_rate"]) for s in steps], "learning rate", False),
-    ])
+    return _panels(
+        path,
+        f"{label}: gradient norm and learning rate",
+        x,
+        [
+            ("gradient norm", [_nan(s["grad_norm"]) for s in steps], "L2 norm", False),
+            ("learning rate", [_nan(s["learning_rate"]) for s in steps], "learning rate", False),
+        ],
+    )
 
 
 def _plot_batches(path: Path, label: str, steps: list[dict]) -> Path | None:
@@ -163,8 +179,12 @@ def _plot_evaluation(path: Path, label: str, evaluation: dict) -> Path | None:
         left.set_visible(False)
     if profit is not None:
         name = "total profit" if "total_profit" in evaluation else "mean profit"
-        _bars(right, ["model", "baseline\n(always hold)"], [profit, 0.0], ["tab:green" if profit > 0 else "tab:red",
-                                                                          "tab:gray"])
+        _bars(
+            right,
+            ["model", "baseline\n(always hold)"],
+            [profit, 0.0],
+            ["tab:green" if profit > 0 else "tab:red", "tab:gray"],
+        )
         right.set_title(f"{name.capitalize()} after costs", fontsize="medium")
         right.set_ylabel("profit (% of entry price)")
         right.axhline(0, color="black", linewidth=0.8)
@@ -198,23 +218,31 @@ def _save(fig, path: Path) -> Path:
 
 # -- the page --------------------------------------------------------------------------------------------------
 
-STYLE = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}"
-         "table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{padding:0.25em 0.8em;border-bottom:1px solid #ddd;"
-         "text-align:left;vertical-align:top}td.num{text-align:right;font-variant-numeric:tabular-nums}"
-         "img{max-width:100%;border:1px solid #eee}figure{margin:1.5em 0}figcaption{color:#555}"
-         ".good{color:#1a7f37}.bad{color:#b42318}")
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{padding:0.25em 0.8em;border-bottom:1px solid #ddd;"
+    "text-align:left;vertical-align:top}td.num{text-align:right;font-variant-numeric:tabular-nums}"
+    "img{max-width:100%;border:1px solid #eee}figure{margin:1.5em 0}figcaption{color:#555}"
+    ".good{color:#1a7f37}.bad{color:#b42318}"
+)
 
 
 def _page(session: dict, steps: list[dict], evaluation: dict, figures: list[tuple[Path, str]]) -> str:
     label = html.escape(_label(session))
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{label}</title><style>{STYLE}</style>"
-             f"</head><body><h1>{label}</h1>", _verdict(session, evaluation),
-             "<h2>Summary</h2>", _table(_summary_rows(session, steps))]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{label}</title><style>{STYLE}</style>"
+        f"</head><body><h1>{label}</h1>",
+        _verdict(session, evaluation),
+        "<h2>Summary</h2>",
+        _table(_summary_rows(session, steps)),
+    ]
     if evaluation:
         parts += ["<h2>Out-of-sample evaluation</h2>", _evaluation_table(evaluation)]
     for path, caption in figures:
-        parts.append(f'<figure><img src="{path.name}" alt="{html.escape(caption)}">'
-                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        parts.append(
+            f'<figure><img src="{path.name}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
     other = {k: v for k, v in (session.get("metrics") or {}).items() if k not in EVALUATION_KEYS}
     if other:
         parts += ["<h2>Other metrics</h2>", _table(_flatten(other))]
@@ -231,33 +259,44 @@ def _verdict(session: dict, evaluation: dict) -> str:
         return "<p>No out-of-sample evaluation against a baseline was recorded for this session.</p>"
     beats = accuracy > baseline and profit > 0
     css, word = ("good", "beats") if beats else ("bad", "does not beat")
-    return (f"<p class='{css}'><strong>The model {word} its baseline</strong>: accuracy {_pct(accuracy)} vs "
-            f"{_pct(baseline)} for always calling the most frequent action, total profit {_pct(profit)} after costs "
-            f"vs 0 for always holding.</p>")
+    return (
+        f"<p class='{css}'><strong>The model {word} its baseline</strong>: accuracy {_pct(accuracy)} vs "
+        f"{_pct(baseline)} for always calling the most frequent action, total profit {_pct(profit)} after costs "
+        f"vs 0 for always holding.</p>"
+    )
 
 
 def _summary_rows(session: dict, steps: list[dict]) -> list[tuple[str, str]]:
     started, ended = session.get("started_at"), session.get("ended_at")
     duration = f"{(ended - started).total_seconds():.1f} s" if started and ended else "-"
     last = steps[-1]
-    return [("model", f"{session['model_kind']} ({session['model_name']})"),
-            ("status", session["status"]), ("device", session["device"]),
-            ("started", _fmt(started)), ("duration", duration),
-            ("steps", f"{len(steps)} (last step {last['step']})"),
-            ("loss", f"first {_fmt(steps[0]['loss_total'])}, final {_fmt(last['loss_total'])}, "
-                     f"best {_fmt(session.get('best_loss'))}"),
-            ("converged", _fmt(session.get("converged"))),
-            ("training value", f"{_fmt(session.get('training_value'))} (0..1, 0.5 = no evidence of skill)"),
-            ("gradient capture", f"{session['capture_policy']}, replay exact: {_fmt(session['replay_exact'])}"),
-            ("seed / torch", f"{session['seed']} / {session['torch_version']}")]
+    return [
+        ("model", f"{session['model_kind']} ({session['model_name']})"),
+        ("status", session["status"]),
+        ("device", session["device"]),
+        ("started", _fmt(started)),
+        ("duration", duration),
+        ("steps", f"{len(steps)} (last step {last['step']})"),
+        (
+            "loss",
+            f"first {_fmt(steps[0]['loss_total'])}, final {_fmt(last['loss_total'])}, "
+            f"best {_fmt(session.get('best_loss'))}",
+        ),
+        ("converged", _fmt(session.get("converged"))),
+        ("training value", f"{_fmt(session.get('training_value'))} (0..1, 0.5 = no evidence of skill)"),
+        ("gradient capture", f"{session['capture_policy']}, replay exact: {_fmt(session['replay_exact'])}"),
+        ("seed / torch", f"{session['seed']} / {session['torch_version']}"),
+    ]
 
 
 def _evaluation_table(evaluation: dict) -> str:
     rows = []
     for key, value in evaluation.items():
         number = _number(value)
-        if key in ("accuracy", "baseline_accuracy", "hit_rate", "total_profit", "mean_profit_per_call",
-                   "mean_profit") and number is not None:
+        if (
+            key in ("accuracy", "baseline_accuracy", "hit_rate", "total_profit", "mean_profit_per_call", "mean_profit")
+            and number is not None
+        ):
             rows.append((key.replace("_", " "), _pct(number)))
         else:
             rows.append((key.replace("_", " "), _fmt(value)))

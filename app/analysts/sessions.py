@@ -13,11 +13,22 @@ from app import cli_common
 from app.db import queries
 from app.errors import TrainsrvError
 
-LIST_COLUMNS = [("session_id", "id", 5), ("model_kind", "kind", 4), ("symbol", "symbol", 10), ("status", "status", 11),
-                ("started_at", "started", 19), ("duration_s", "dur s", 7), ("steps", "steps", 6),
-                ("final_loss_raw", "loss", 8), ("training_value", "value", 6), ("eval_accuracy", "acc", 6),
-                ("eval_baseline_accuracy", "base", 6), ("eval_total_profit", "profit", 8),
-                ("beats_baseline", "beats", 5), ("gradient_bytes", "gradients", 9)]
+LIST_COLUMNS = [
+    ("session_id", "id", 5),
+    ("model_kind", "kind", 4),
+    ("symbol", "symbol", 10),
+    ("status", "status", 11),
+    ("started_at", "started", 19),
+    ("duration_s", "dur s", 7),
+    ("steps", "steps", 6),
+    ("final_loss_raw", "loss", 8),
+    ("training_value", "value", 6),
+    ("eval_accuracy", "acc", 6),
+    ("eval_baseline_accuracy", "base", 6),
+    ("eval_total_profit", "profit", 8),
+    ("beats_baseline", "beats", 5),
+    ("gradient_bytes", "gradients", 9),
+]
 COMPARE_SKIP = {"metrics", "config"}
 
 
@@ -40,8 +51,9 @@ def register(sub) -> None:
     compare.set_defaults(func=_compare)
 
 
-def list_sessions(conn: sa.Connection, kind: str | None = None, status: str | None = None,
-                  limit: int = 20) -> list[dict]:
+def list_sessions(
+    conn: sa.Connection, kind: str | None = None, status: str | None = None, limit: int = 20
+) -> list[dict]:
     rows = conn.execute(queries.get("sessions.list"), {"kind": kind, "status": status, "limit": limit}).mappings()
     return [dict(r) for r in rows]
 
@@ -110,8 +122,12 @@ def _compare(args) -> int:
         sessions = get_sessions(conn, args.session_ids)
     differences = config_differences(sessions)
     if args.json:
-        _print_json({"sessions": [{k: v for k, v in s.items() if k not in COMPARE_SKIP} for s in sessions],
-                     "config_differences": differences})
+        _print_json(
+            {
+                "sessions": [{k: v for k, v in s.items() if k not in COMPARE_SKIP} for s in sessions],
+                "config_differences": differences,
+            }
+        )
         return 0
     width = max(14, *(len(_cell(k, s[k])) for s in sessions for k in s if k not in COMPARE_SKIP))
     width = min(width, 28)

@@ -59,8 +59,10 @@ def _check(args) -> int:
         for diff in diffs:
             print(f"drift: {diff}")
         return 1
-    print(f"database at head ({_fmt(migrate.current_revisions(engine))}); models match the schema; "
-          "views and functions match their newest files")
+    print(
+        f"database at head ({_fmt(migrate.current_revisions(engine))}); models match the schema; "
+        "views and functions match their newest files"
+    )
     return 0
 
 

@@ -40,7 +40,7 @@ def problems(engine: sa.Engine) -> list[str]:
             with conn.begin_nested():
                 conn.execute(sa.text("SELECT '[1]'::vector"))
         except sa.exc.DBAPIError:
-            pass   # no pgvector: the files that need it will say so
+            pass  # no pgvector: the files that need it will say so
         try:
             return _view_problems(conn) + _function_problems(conn)
         finally:
@@ -80,7 +80,7 @@ def _function_problems(conn: sa.Connection) -> list[str]:
                 for r in conn.execute(queries.get("drift.function_bodies")):
                     if r.temporary:
                         candidates.setdefault(r.signature, set()).add(r.body)
-                savepoint.rollback()   # the next folder may define the same functions again
+                savepoint.rollback()  # the next folder may define the same functions again
         except (sa.exc.DBAPIError, psycopg.Error) as exc:
             found.append(f"functions in sql/functions/{folder}: the newest file no longer applies ({_first_line(exc)})")
     for signature, bodies in sorted(candidates.items()):

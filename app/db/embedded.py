@@ -146,15 +146,27 @@ class EmbeddedServer:
         self._check_reachable(self.pgdata)
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self._hand_to_system_user(self.pgdata)
-        self._pg("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth-local=peer", "--auth-host=scram-sha-256",
-                 "--encoding=UTF8", "--no-locale", "--no-instructions")
+        self._pg(
+            "initdb",
+            "-D",
+            str(self.pgdata),
+            "-U",
+            "postgres",
+            "--auth-local=peer",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-instructions",
+        )
 
     def _secure_auth(self) -> bool:
         """Write the owner-only authentication rules (also over a data dir initialised with trust by an
         older version); True when a file changed."""
         owner = pwd.getpwuid(os.geteuid()).pw_name
-        wanted = {"pg_hba.conf": HBA_CONF, "pg_ident.conf": f"# trainsrv: the data dir's owner only\n"
-                                                          f"{IDENT_MAP}   {owner}   all\n"}
+        wanted = {
+            "pg_hba.conf": HBA_CONF,
+            "pg_ident.conf": f"# trainsrv: the data dir's owner only\n{IDENT_MAP}   {owner}   all\n",
+        }
         changed = False
         for name, text in wanted.items():
             path = self.pgdata / name
@@ -175,8 +187,7 @@ class EmbeddedServer:
         options = f"{SERVER_OPTIONS} -k {sock} -p {PORT}"
         log_file = self.pgdata / "server.log"
         try:
-            self._pg("pg_ctl", "-D", str(self.pgdata), "-o", options, "-l", str(log_file),
-                     "-w", "-t", "60", "start")
+            self._pg("pg_ctl", "-D", str(self.pgdata), "-o", options, "-l", str(log_file), "-w", "-t", "60", "start")
         except DatabaseUnavailable as exc:
             raise DatabaseUnavailable(f"{exc}; server log: {_tail(log_file)}") from None
 
@@ -203,8 +214,11 @@ class EmbeddedServer:
 
     def _remove_stale_pidfile(self) -> None:
         # Left behind by a killed server; a reused pid would make PostgreSQL refuse to start.
-        stale = [self.pgdata / "postmaster.pid", self.socket_dir() / f".s.PGSQL.{PORT}.lock",
-                 self.socket_dir() / f".s.PGSQL.{PORT}"]
+        stale = [
+            self.pgdata / "postmaster.pid",
+            self.socket_dir() / f".s.PGSQL.{PORT}.lock",
+            self.socket_dir() / f".s.PGSQL.{PORT}",
+        ]
         for path in stale:
             if path.exists():
                 log.warning("removing stale %s", path)
@@ -243,7 +257,8 @@ class EmbeddedServer:
                     f"the embedded server runs as the system user {SYSTEM_USER!r}, which cannot reach {path}: "
                     f"{parent} is not searchable by it. Use a data dir it can reach (TRAINSRV_DATA_DIR), grant it "
                     f"search permission yourself (e.g. setfacl -m u:{SYSTEM_USER}:x {parent}), or set "
-                    "TRAINSRV_DATABASE_URL")
+                    "TRAINSRV_DATABASE_URL"
+                )
 
     def _private_socket_dir(self, sock: Path) -> None:
         """A socket folder outside the data dir: owned by the server's user, mode 0700, never a link."""
@@ -257,8 +272,10 @@ class EmbeddedServer:
             st = sock.lstat()
             # Ours, or root's from an older version; anyone else's (e.g. planted in /tmp) is refused.
             if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (uid, 0):
-                raise DatabaseUnavailable(f"socket folder {sock} exists and is not a folder of the server's user; "
-                                          "remove it (it may have been planted by another user)") from None
+                raise DatabaseUnavailable(
+                    f"socket folder {sock} exists and is not a folder of the server's user; "
+                    "remove it (it may have been planted by another user)"
+                ) from None
         os.chown(sock, uid, gid, follow_symlinks=False)
         sock.chmod(0o700)
 
@@ -270,8 +287,15 @@ class EmbeddedServer:
             kwargs.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
         env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
         env.pop("PGDATA", None)
-        result = subprocess.run([str(bin_dir() / program), *args], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, cwd="/", **kwargs)
+        result = subprocess.run(
+            [str(bin_dir() / program), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd="/",
+            **kwargs,
+        )
         if result.returncode != 0:
             raise DatabaseUnavailable(f"{program} failed in {self.pgdata}: {_last_line(result.stdout)}")
         return result.stdout
@@ -289,8 +313,11 @@ def _ensure_system_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", SYSTEM_USER],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
         return pwd.getpwnam(SYSTEM_USER)
 
 

@@ -46,8 +46,14 @@ def start(data_dir: Path, timeout_s: float = 90.0) -> tuple[int, bool]:
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / PID_FILE).unlink(missing_ok=True)
     with open(data_dir / LOG_FILE, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "app.db.keepalive", str(data_dir)], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=log, start_new_session=True, cwd="/")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.db.keepalive", str(data_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd="/",
+        )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -82,7 +88,7 @@ def _hold(data_dir: Path) -> None:
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     tmp = server.data_dir / (PID_FILE + ".tmp")
     tmp.write_text(str(os.getpid()))
-    tmp.replace(server.data_dir / PID_FILE)   # written only once the server is up: start() waits for it
+    tmp.replace(server.data_dir / PID_FILE)  # written only once the server is up: start() waits for it
     try:
         while not stopping:
             signal.pause()

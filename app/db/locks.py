@@ -29,7 +29,8 @@ def take(conn: sa.Connection, query_name: str, what: str, wait_s: float | None =
         conn.execute(queries.get(query_name))
     except sa.exc.OperationalError as exc:
         if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available: the timeout passed
-            raise LockBusy(f"{what}: another process has held its lock for over {wait_s:g} s; "
-                           "try again later") from None
+            raise LockBusy(
+                f"{what}: another process has held its lock for over {wait_s:g} s; try again later"
+            ) from None
         raise
     conn.execute(sa.text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": previous})

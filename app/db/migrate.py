@@ -49,8 +49,7 @@ def serialise(conn: sa.Connection, wait_s: float | None = None) -> None:
     """Take the migration lock in ``conn``'s transaction, waiting at most ``wait_s`` seconds."""
     from app.db import locks
 
-    locks.take(conn, "migrations.lock", "migrations",
-               MIGRATION_LOCK_WAIT_S if wait_s is None else wait_s)
+    locks.take(conn, "migrations.lock", "migrations", MIGRATION_LOCK_WAIT_S if wait_s is None else wait_s)
 
 
 def previous_revision(revision: str) -> str:
@@ -90,8 +89,9 @@ def schema_drift(engine: sa.Engine) -> list:
 def include_object(obj, name, type_, reflected, compare_to):
     """Views are versioned SQL files, not models; alembic's own table is not ours either, nor are the
     per-session partitions of gradient_blobs (created and dropped at run time, migration 0013)."""
-    return not (type_ == "table" and (name.startswith("v_") or name == "alembic_version"
-                                      or _GRADIENT_PARTITION.fullmatch(name)))
+    return not (
+        type_ == "table" and (name.startswith("v_") or name == "alembic_version" or _GRADIENT_PARTITION.fullmatch(name))
+    )
 
 
 def require_head(engine: sa.Engine) -> None:

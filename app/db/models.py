@@ -114,9 +114,13 @@ class InputPackage(Base):
         sa.CheckConstraint("octet_length(data_hash) = 32", name="hash_is_sha256"),
         sa.Index("ix_input_packages_symbol_ts", "symbol", "ts"),
         # Migration 0007: similar-setup search (cosine distance).
-        sa.Index("ix_input_packages_embedding_hnsw", "embedding", postgresql_using="hnsw",
-                 postgresql_with={"m": 32, "ef_construction": 128},
-                 postgresql_ops={"embedding": "vector_cosine_ops"}),
+        sa.Index(
+            "ix_input_packages_embedding_hnsw",
+            "embedding",
+            postgresql_using="hnsw",
+            postgresql_with={"m": 32, "ef_construction": 128},
+            postgresql_ops={"embedding": "vector_cosine_ops"},
+        ),
     )
 
 
@@ -152,8 +156,7 @@ class Outcome(Base):
     """What a prediction actually earned, computed only from candles after it (no look-ahead)."""
 
     __tablename__ = "outcomes"
-    prediction_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("predictions.id", ondelete="CASCADE"), primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(sa.ForeignKey("predictions.id", ondelete="CASCADE"), primary_key=True)
     status: Mapped[str] = mapped_column(sa.Text)
     pending_reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     entry_price: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
@@ -173,11 +176,15 @@ class Outcome(Base):
     __table_args__ = (
         sa.CheckConstraint(_in("status", OUTCOME_STATES), name="known_status"),
         sa.CheckConstraint(f"optimal_action IS NULL OR {_in('optimal_action', ACTIONS)}", name="known_optimal_action"),
-        sa.CheckConstraint("profitability_score IS NULL OR (profitability_score >= 0 AND profitability_score <= 1)",
-                           name="profitability_range"),
-        sa.CheckConstraint("status <> 'validated' OR (actual_profit IS NOT NULL AND profitability_score IS NOT NULL "
-                           "AND optimal_action IS NOT NULL AND is_profitable IS NOT NULL AND validated_at IS NOT NULL)",
-                           name="validated_complete"),
+        sa.CheckConstraint(
+            "profitability_score IS NULL OR (profitability_score >= 0 AND profitability_score <= 1)",
+            name="profitability_range",
+        ),
+        sa.CheckConstraint(
+            "status <> 'validated' OR (actual_profit IS NOT NULL AND profitability_score IS NOT NULL "
+            "AND optimal_action IS NOT NULL AND is_profitable IS NOT NULL AND validated_at IS NOT NULL)",
+            name="validated_complete",
+        ),
         sa.CheckConstraint("status <> 'pending' OR pending_reason IS NOT NULL", name="pending_has_reason"),
         sa.CheckConstraint("times_trained >= 0", name="times_trained_non_negative"),
     )
@@ -215,7 +222,8 @@ class Experience(Base):
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
     symbol: Mapped[str] = mapped_column(sa.Text)
     prediction_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("predictions.id", ondelete="CASCADE"), nullable=True, unique=True)
+        sa.ForeignKey("predictions.id", ondelete="CASCADE"), nullable=True, unique=True
+    )
     state_package_id: Mapped[int] = mapped_column(sa.ForeignKey("input_packages.id"))
     next_state_package_id: Mapped[int | None] = mapped_column(sa.ForeignKey("input_packages.id"), nullable=True)
     action: Mapped[str] = mapped_column(sa.Text)
@@ -261,11 +269,16 @@ class Job(Base):
         sa.CheckConstraint(_in("state", JOB_STATES), name="known_state"),
         sa.CheckConstraint("attempts >= 0 AND max_attempts > 0", name="attempts_range"),
         sa.CheckConstraint("state <> 'running' OR locked_by IS NOT NULL", name="running_is_locked"),
-        sa.Index("ix_jobs_claim", sa.text("priority DESC"), "run_after", "id",
-                 postgresql_where=sa.text("state = 'queued'")),
+        sa.Index(
+            "ix_jobs_claim", sa.text("priority DESC"), "run_after", "id", postgresql_where=sa.text("state = 'queued'")
+        ),
         sa.Index("ix_jobs_running_heartbeat", "heartbeat_at", postgresql_where=sa.text("state = 'running'")),
-        sa.Index("uq_jobs_dedupe_key_active", "dedupe_key", unique=True,
-                 postgresql_where=sa.text("state IN ('queued', 'running') AND dedupe_key IS NOT NULL")),
+        sa.Index(
+            "uq_jobs_dedupe_key_active",
+            "dedupe_key",
+            unique=True,
+            postgresql_where=sa.text("state IN ('queued', 'running') AND dedupe_key IS NOT NULL"),
+        ),
         # Migration 0004: "was this dedupe key ever enqueued?" (scheduler, any state).
         sa.Index("ix_jobs_dedupe_key", "dedupe_key", postgresql_where=sa.text("dedupe_key IS NOT NULL")),
     )
@@ -287,14 +300,22 @@ class TrainingSession(Base):
     capture_policy: Mapped[str] = mapped_column(sa.Text)
     replay_exact: Mapped[bool] = mapped_column(sa.Boolean)
     parent_session_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("training_sessions.id", ondelete="SET NULL"), nullable=True)
+        sa.ForeignKey("training_sessions.id", ondelete="SET NULL"), nullable=True
+    )
     # Migration 0015: the checkpoint this session's weights started from (--init), and the latest data
     # its batches depend on (session_trained_through); see docs/models.md.
     init_session_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("training_sessions.id", ondelete="RESTRICT"), nullable=True)
+        sa.ForeignKey("training_sessions.id", ondelete="RESTRICT"), nullable=True
+    )
     init_checkpoint_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("checkpoints.id", ondelete="RESTRICT", use_alter=True,
-                      name="fk_training_sessions_init_checkpoint_id_checkpoints"), nullable=True)
+        sa.ForeignKey(
+            "checkpoints.id",
+            ondelete="RESTRICT",
+            use_alter=True,
+            name="fk_training_sessions_init_checkpoint_id_checkpoints",
+        ),
+        nullable=True,
+    )
     trained_through: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
     job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
@@ -320,8 +341,10 @@ class TrainingSession(Base):
         sa.CheckConstraint("(init_session_id IS NULL) = (init_checkpoint_id IS NULL)", name="init_both_or_neither"),
         sa.CheckConstraint(f"pruned IS NULL OR {_in('pruned', PRUNED)}", name="known_pruned"),
         sa.CheckConstraint("pruned IS NULL OR NOT replay_exact", name="pruned_not_exact"),
-        sa.CheckConstraint("(pruned IS NULL) = (pruned_at IS NULL) AND (pruned IS NULL) = (pruned_reason IS NULL)",
-                           name="pruned_complete"),
+        sa.CheckConstraint(
+            "(pruned IS NULL) = (pruned_at IS NULL) AND (pruned IS NULL) = (pruned_reason IS NULL)",
+            name="pruned_complete",
+        ),
     )
 
 
@@ -329,8 +352,7 @@ class TrainingStep(Base):
     """One optimizer step: loss breakdown, gradient norm, batch and timings."""
 
     __tablename__ = "training_steps"
-    session_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("training_sessions.id", ondelete="CASCADE"), primary_key=True)
+    session_id: Mapped[int] = mapped_column(sa.ForeignKey("training_sessions.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     loss_total: Mapped[float] = mapped_column(sa.Float)
     loss_components: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
@@ -355,8 +377,7 @@ class GradientBlob(Base):
     """
 
     __tablename__ = "gradient_blobs"
-    session_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("training_sessions.id", ondelete="CASCADE"), primary_key=True)
+    session_id: Mapped[int] = mapped_column(sa.ForeignKey("training_sessions.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     param_name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     chunk_index: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
@@ -392,8 +413,10 @@ class Checkpoint(Base):
     __table_args__ = (
         sa.CheckConstraint(_in("kind", ("start", "periodic", "final")), name="known_kind"),
         sa.CheckConstraint("step >= 0", name="step_non_negative"),
-        sa.CheckConstraint("octet_length(content_hash) = 32 AND octet_length(params_hash) = 32 "
-                           "AND octet_length(optimizer_hash) = 32", name="hashes_are_sha256"),
+        sa.CheckConstraint(
+            "octet_length(content_hash) = 32 AND octet_length(params_hash) = 32 AND octet_length(optimizer_hash) = 32",
+            name="hashes_are_sha256",
+        ),
         sa.UniqueConstraint("session_id", "step"),
     )
 
@@ -403,8 +426,7 @@ class RlReplayConfig(Base):
     and the running maximum priority that new experiences enter at."""
 
     __tablename__ = "rl_replay_config"
-    id: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, server_default=sa.text("1"),
-                                    autoincrement=False)
+    id: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, server_default=sa.text("1"), autoincrement=False)
     alpha: Mapped[float] = mapped_column(sa.Float, server_default=sa.text("0.6"))
     profit_boost: Mapped[float] = mapped_column(sa.Float, server_default=sa.text("2.0"))
     max_priority: Mapped[float] = mapped_column(sa.Float, server_default=sa.text("1.0"))
@@ -495,7 +517,8 @@ class ModelDeployment(Base):
     action: Mapped[str] = mapped_column(sa.Text)
     session_id: Mapped[int] = mapped_column(sa.ForeignKey("training_sessions.id", ondelete="RESTRICT"))
     previous_session_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("training_sessions.id", ondelete="RESTRICT"), nullable=True)
+        sa.ForeignKey("training_sessions.id", ondelete="RESTRICT"), nullable=True
+    )
     source: Mapped[str] = mapped_column(sa.Text)
     reason: Mapped[str] = mapped_column(sa.Text)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
@@ -561,8 +584,9 @@ class ExperimentResult(Base):
     __table_args__ = (
         sa.CheckConstraint("family IN ('cnn', 'rl')", name="known_family"),
         sa.CheckConstraint(_in("source", EXPERIMENT_SOURCES), name="known_source"),
-        sa.UniqueConstraint("experiment_id", "family", "arm", "seed", "round", "source",
-                            name="uq_experiment_results_lane_round_source"),
+        sa.UniqueConstraint(
+            "experiment_id", "family", "arm", "seed", "round", "source", name="uq_experiment_results_lane_round_source"
+        ),
     )
 
 
@@ -571,8 +595,7 @@ class IngestConfig(Base):
     built-in defaults). Ops change it with SQL; callers of the ingest functions cannot."""
 
     __tablename__ = "ingest_config"
-    id: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, server_default=sa.text("1"),
-                                    autoincrement=False)
+    id: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, server_default=sa.text("1"), autoincrement=False)
     rules: Mapped[dict] = mapped_column(JSONB, server_default=EMPTY_JSON)
     updated_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
     __table_args__ = (

@@ -22,11 +22,20 @@ def register(sub, db) -> None:
     start = db.add_parser("start", help="keep the embedded server running until `db stop`")
     start.set_defaults(func=_start)
     db.add_parser("stop", help="stop keeping the embedded server running").set_defaults(func=_stop)
-    sql = sub.add_parser("sql", help="open psql on the configured database",
-                         description="psql on the configured database (the embedded server's own psql when "
-                                     "installed); arguments after -- go to psql unchanged.")
-    sql.add_argument("-c", "--command", action="append", default=[], type=cli_common.non_empty,
-                     help="run this SQL and exit (repeatable)")
+    sql = sub.add_parser(
+        "sql",
+        help="open psql on the configured database",
+        description="psql on the configured database (the embedded server's own psql when "
+        "installed); arguments after -- go to psql unchanged.",
+    )
+    sql.add_argument(
+        "-c",
+        "--command",
+        action="append",
+        default=[],
+        type=cli_common.non_empty,
+        help="run this SQL and exit (repeatable)",
+    )
     sql.add_argument("--analyst", action="store_true", help="as trainsrv_analyst: see what analysts see")
     sql.add_argument("psql_args", nargs="*", help="further psql arguments (after --)")
     sql.set_defaults(func=_sql)
@@ -42,8 +51,10 @@ def _embedded_dir():
 def _url(args) -> int:
     print(access.libpq_url(access.sqlalchemy_url(), with_password=args.show_password))
     if not get_settings().database_url and keepalive.holder_pid(get_settings().data_dir) is None:
-        print("note: the embedded server runs only while a trainsrv process uses it; `trainsrv db start` "
-              "keeps it up", file=sys.stderr)
+        print(
+            "note: the embedded server runs only while a trainsrv process uses it; `trainsrv db start` keeps it up",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -37,8 +37,9 @@ def secure_functions(signatures) -> None:
 ANALYST_ROLE = "trainsrv_analyst"
 # Building blocks of the RL replay machinery, not documented for analysts (docs/analysts.md): the
 # documented views built on them need no grant on them (a view reads its sources as its owner).
-INTERNAL_VIEWS = frozenset({"v_rl_replay_pending_draws", "v_rl_replay_pending_priorities", "v_rl_replay_totals",
-                            "v_rl_replay_weights"})
+INTERNAL_VIEWS = frozenset(
+    {"v_rl_replay_pending_draws", "v_rl_replay_pending_priorities", "v_rl_replay_totals", "v_rl_replay_weights"}
+)
 
 
 def create(name: str, version: int) -> None:

@@ -30,12 +30,17 @@ KINDS = ("cnn", "rl")
 class DeployedModels:
     """A ``PredictionSource`` asking the deployed models (see the module docstring)."""
 
-    def __init__(self, client: Client, horizon_s: int, fallback: stream.PredictionSource | None = None,
-                 kinds: tuple[str, ...] = KINDS):
+    def __init__(
+        self,
+        client: Client,
+        horizon_s: int,
+        fallback: stream.PredictionSource | None = None,
+        kinds: tuple[str, ...] = KINDS,
+    ):
         self.client, self.horizon_s, self.kinds = client, horizon_s, kinds
         self.fallback = fallback or stream.rule_models(horizon_s=horizon_s)
         self._models: dict[tuple[str, str], object] = {}
-        self.switches: list[dict] = []   # every version change seen, in order
+        self.switches: list[dict] = []  # every version change seen, in order
 
     def __call__(self, package: ModelInputPackage, package_id: int) -> list[Prediction]:
         calls = []
@@ -47,8 +52,15 @@ class DeployedModels:
                 calls += [p for p in standins if p.model_kind == kind]
                 continue
             action, confidence = model.call(package)
-            calls.append(Prediction(model_kind=kind, model_version=model.version, action=action,
-                                    confidence=min(1.0, max(0.0, confidence)), horizon_s=self.horizon_s))
+            calls.append(
+                Prediction(
+                    model_kind=kind,
+                    model_version=model.version,
+                    action=action,
+                    confidence=min(1.0, max(0.0, confidence)),
+                    horizon_s=self.horizon_s,
+                )
+            )
         return calls
 
     def _deployed(self, kind: str, symbol: str):
@@ -87,9 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    spec = stream.StreamSpec(symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip()),
-                             hours=args.hours, speed=args.speed, every_min=args.every_min, horizon_s=args.horizon_s,
-                             seed=args.seed)
+    spec = stream.StreamSpec(
+        symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip()),
+        hours=args.hours,
+        speed=args.speed,
+        every_min=args.every_min,
+        horizon_s=args.horizon_s,
+        seed=args.seed,
+    )
     engine = db_engine.get_engine()
     try:
         print(json.dumps(run(engine, spec)), flush=True)

@@ -24,7 +24,7 @@ REGIMES = {
 @dataclasses.dataclass(frozen=True)
 class MarketSpec:
     minutes: int = 20_000
-    start: dt.datetime = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    start: dt.datetime = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     start_price: float = 40_000.0
     mean_regime_min: float = 600.0
     spikes_per_day: float = 1.5
@@ -64,7 +64,7 @@ def _regime_paths(spec: MarketSpec, rng: np.random.Generator) -> tuple[np.ndarra
     while i < spec.minutes:
         length = max(30, int(rng.exponential(spec.mean_regime_min)))
         d, v = REGIMES[names[rng.integers(len(names))]]
-        drift[i:i + length], vol[i:i + length] = d, v
+        drift[i : i + length], vol[i : i + length] = d, v
         i += length
     return drift, vol
 
@@ -73,5 +73,5 @@ def _spike_multipliers(spec: MarketSpec, rng: np.random.Generator) -> np.ndarray
     multipliers = np.ones(spec.minutes)
     n_spikes = rng.poisson(spec.spikes_per_day * spec.minutes / 1440)
     for start in rng.integers(0, max(1, spec.minutes - spec.spike_minutes), size=n_spikes):
-        multipliers[start:start + spec.spike_minutes] = spec.spike_vol_multiplier
+        multipliers[start : start + spec.spike_minutes] = spec.spike_vol_multiplier
     return multipliers

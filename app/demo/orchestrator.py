@@ -65,10 +65,22 @@ def calls(package: ModelInputPackage, horizon_s: int, rng: np.random.Generator) 
     cnn = _action(momentum + noise, 0.0008)
     rl = _action(-(momentum + rng.normal(0, 0.0015)), 0.0015)
     return [
-        Prediction(model_kind="cnn", model_version="demo-momentum-1", action=cnn, horizon_s=horizon_s,
-                   confidence=float(min(0.99, 0.5 + abs(momentum) * 50)), predicted_move=float(momentum)),
-        Prediction(model_kind="rl", model_version="demo-reversion-1", action=rl, horizon_s=horizon_s,
-                   confidence=float(min(0.99, 0.4 + abs(momentum) * 40)), predicted_move=float(-momentum)),
+        Prediction(
+            model_kind="cnn",
+            model_version="demo-momentum-1",
+            action=cnn,
+            horizon_s=horizon_s,
+            confidence=float(min(0.99, 0.5 + abs(momentum) * 50)),
+            predicted_move=float(momentum),
+        ),
+        Prediction(
+            model_kind="rl",
+            model_version="demo-reversion-1",
+            action=rl,
+            horizon_s=horizon_s,
+            confidence=float(min(0.99, 0.4 + abs(momentum) * 40)),
+            predicted_move=float(-momentum),
+        ),
     ]
 
 

@@ -187,8 +187,9 @@ def _stream(engine: sa.Engine, spec: stream.StreamSpec, markets: dict | None, op
         with Client(engine) as client:
             # The stand-in rules until a model of the kind is promoted, then the deployed model's calls.
             source = live.DeployedModels(client, spec.horizon_s, stream.rule_models(spec.seed + 11, spec.horizon_s))
-            streamer = stream.Streamer(engine, spec, source, on_decision=lambda symbol, ts: bar.update(1),
-                                       markets=markets)
+            streamer = stream.Streamer(
+                engine, spec, source, on_decision=lambda symbol, ts: bar.update(1), markets=markets
+            )
             return {**streamer.run(), "model_switches": source.switches}
 
 
@@ -225,10 +226,12 @@ def _gates(engine: sa.Engine, trainer: TrainerProcess) -> None:
 def models_summary(conn: sa.Connection) -> dict:
     """The registry after the loop: deployed models, decisions, refusal reasons and live performance."""
     deployed = [r for r in store.models_list(conn, limit=1000) if r["is_deployed"]]
-    return {"deployed": deployed,
-            "decisions": [dict(r) for r in conn.execute(queries.get("registry.decision_counts")).mappings()],
-            "refusal_reasons": [dict(r) for r in conn.execute(queries.get("registry.refusal_reasons")).mappings()],
-            "live": store.live_performance(conn)}
+    return {
+        "deployed": deployed,
+        "decisions": [dict(r) for r in conn.execute(queries.get("registry.decision_counts")).mappings()],
+        "refusal_reasons": [dict(r) for r in conn.execute(queries.get("registry.refusal_reasons")).mappings()],
+        "live": store.live_performance(conn),
+    }
 
 
 def _audit(engine: sa.Engine, trainer: TrainerProcess, opts: DemoOptions) -> dict:

@@ -117,11 +117,15 @@ def require_one_minute(columns: dict[str, np.ndarray], path, timeframe: str = "1
 
     spacing = bar_spacing_s(columns)
     if timeframe != "1m":
-        raise TrainsrvError(f"--timeframe {timeframe}: only 1-minute candles can be streamed (packages are "
-                            "resampled from 1-minute bars; outcome and event timeframes are global settings)")
+        raise TrainsrvError(
+            f"--timeframe {timeframe}: only 1-minute candles can be streamed (packages are "
+            "resampled from 1-minute bars; outcome and event timeframes are global settings)"
+        )
     if spacing is not None and spacing != 60:
-        raise TrainsrvError(f"{path}: its bars are {spacing} s apart, not 1 minute; only 1-minute candles can be "
-                            "streamed (resample the file to 1-minute bars, or use the simulated market)")
+        raise TrainsrvError(
+            f"{path}: its bars are {spacing} s apart, not 1 minute; only 1-minute candles can be "
+            "streamed (resample the file to 1-minute bars, or use the simulated market)"
+        )
 
 
 def simulated(spec: StreamSpec, index: int) -> dict[str, np.ndarray]:

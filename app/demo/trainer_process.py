@@ -22,12 +22,18 @@ class TrainerProcess:
 
     def __init__(self, url: str, log_path: str, schedule: bool = False, env: dict[str, str] | None = None):
         # stdout (job transitions) and stderr (the log) share one file: JSON lines for both.
-        env = {**os.environ, **(env or {}), "TRAINSRV_DATABASE_URL": url,
-               "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8"), "TRAINSRV_LOG_FORMAT": "json"}
+        env = {
+            **os.environ,
+            **(env or {}),
+            "TRAINSRV_DATABASE_URL": url,
+            "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8"),
+            "TRAINSRV_LOG_FORMAT": "json",
+        }
         self._log = open(log_path, "ab")
         args = ["serve"] if schedule else ["serve", "--no-schedule"]
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args],
-                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     def stop(self, timeout_s: float = 120) -> int:
         if self.proc.poll() is None:
@@ -40,7 +46,7 @@ class TrainerProcess:
         self._log.close()
         return self.proc.returncode
 
-    def __enter__(self) -> "TrainerProcess":
+    def __enter__(self) -> TrainerProcess:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -52,8 +58,13 @@ def enqueue(engine: sa.Engine, kind: str, **params) -> int:
         return queue.enqueue(conn, kind, params).id
 
 
-def wait_for(engine: sa.Engine, job_ids: list[int], trainer: TrainerProcess,
-             on_poll: Callable[[], None] = lambda: None, poll_s: float = 0.5) -> list[dict]:
+def wait_for(
+    engine: sa.Engine,
+    job_ids: list[int],
+    trainer: TrainerProcess,
+    on_poll: Callable[[], None] = lambda: None,
+    poll_s: float = 0.5,
+) -> list[dict]:
     """Block until every job is terminal; a failed job or a dead trainer is a TrainsrvError."""
     while True:
         with engine.connect() as conn:
@@ -61,8 +72,10 @@ def wait_for(engine: sa.Engine, job_ids: list[int], trainer: TrainerProcess,
         failed = [j for j in jobs if j["state"] in ("failed", "cancelled")]
         if failed:
             first = (failed[0].get("last_error") or "").splitlines()[:1]
-            raise TrainsrvError(f"job {failed[0]['id']} ({failed[0]['kind']}) {failed[0]['state']}: "
-                                f"{first[0] if first else 'no error recorded'}")
+            raise TrainsrvError(
+                f"job {failed[0]['id']} ({failed[0]['kind']}) {failed[0]['state']}: "
+                f"{first[0] if first else 'no error recorded'}"
+            )
         if all(j["state"] == "succeeded" for j in jobs):
             return jobs
         if trainer.proc.poll() is not None:

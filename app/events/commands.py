@@ -10,7 +10,8 @@ from app.config import get_settings
 
 def register(sub) -> None:
     events = sub.add_parser("events", help="rapid price-change events").add_subparsers(
-        dest="events_command", required=True)
+        dest="events_command", required=True
+    )
     run = events.add_parser("detect", help="detect velocity / volatility-spike events in the candles")
     run.add_argument("--symbol", type=cli_common.non_empty, help="only this symbol")
     run.add_argument("--json", action="store_true", help="machine-readable output")
@@ -28,9 +29,11 @@ def _detect(args) -> int:
     if args.json:
         print(json.dumps(counts))
         return 0
-    print(f"found {counts['found']} events ({counts['velocity']} velocity, {counts['volatility_spike']} "
-          f"volatility spikes): {counts['inserted']} new, {counts['updated']} updated, {counts['deleted']} removed; "
-          f"{counts['premium_marked']} packages marked premium")
+    print(
+        f"found {counts['found']} events ({counts['velocity']} velocity, {counts['volatility_spike']} "
+        f"volatility spikes): {counts['inserted']} new, {counts['updated']} updated, {counts['deleted']} removed; "
+        f"{counts['premium_marked']} packages marked premium"
+    )
     return 0
 
 
@@ -40,6 +43,8 @@ def _list(args) -> int:
     with cli_common.open_db().connect() as conn:
         rows = detect.largest(conn, args.symbol, args.limit)
     for r in rows:
-        print(f"{r['kind']:<17} {r['symbol']:<12} {r['started_at']:%Y-%m-%d %H:%M} .. {r['ended_at']:%H:%M}  "
-              f"magnitude {r['magnitude']:.3f}  direction {r['direction']:+d}")
+        print(
+            f"{r['kind']:<17} {r['symbol']:<12} {r['started_at']:%Y-%m-%d %H:%M} .. {r['ended_at']:%H:%M}  "
+            f"magnitude {r['magnitude']:.3f}  direction {r['direction']:+d}"
+        )
     return 0

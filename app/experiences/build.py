@@ -22,8 +22,14 @@ from app.errors import ValidationError
 log = logging.getLogger(__name__)
 
 
-def build_experiences(engine: sa.Engine, settings: Settings | None = None, *, symbol: str | None = None,
-                      model_kind: str = "rl", as_of: dt.datetime | None = None) -> dict:
+def build_experiences(
+    engine: sa.Engine,
+    settings: Settings | None = None,
+    *,
+    symbol: str | None = None,
+    model_kind: str = "rl",
+    as_of: dt.datetime | None = None,
+) -> dict:
     """Insert new transitions and refresh changed ones (relabelled outcomes, late predictions).
 
     Returns ``{"inserted": n, "updated": m}``. Idempotent: a re-run with nothing new writes nothing.
@@ -34,8 +40,12 @@ def build_experiences(engine: sa.Engine, settings: Settings | None = None, *, sy
         raise ValidationError("model_kind", f"must be one of {', '.join(models.MODEL_KINDS)}, got {model_kind!r}")
     if not settings.experience_max_gap_s > 0:
         raise ValidationError("experience_max_gap_s", f"must be > 0, got {settings.experience_max_gap_s}")
-    params = {"model_kind": model_kind, "symbol": symbol, "max_gap_s": settings.experience_max_gap_s,
-              "as_of": as_of or dt.datetime.now(dt.timezone.utc)}
+    params = {
+        "model_kind": model_kind,
+        "symbol": symbol,
+        "max_gap_s": settings.experience_max_gap_s,
+        "as_of": as_of or dt.datetime.now(dt.UTC),
+    }
     with engine.begin() as conn:
         locks.take(conn, "experiences.lock_building", "experience building")
         counts = dict(conn.execute(queries.get("experiences.build"), params).mappings().one())

@@ -11,12 +11,16 @@ from app.experiences.build import build_experiences
 
 
 def register(sub) -> None:
-    exp = sub.add_parser("experiences", help="RL experiences").add_subparsers(
-        dest="experiences_command", required=True)
+    exp = sub.add_parser("experiences", help="RL experiences").add_subparsers(dest="experiences_command", required=True)
     build = exp.add_parser("build", help="build transitions from validated predictions")
     build.add_argument("--symbol", type=cli_common.non_empty, help="only this symbol")
-    build.add_argument("--model-kind", dest="model_kind", default="rl", choices=models.MODEL_KINDS,
-                       help="whose predictions (default rl)")
+    build.add_argument(
+        "--model-kind",
+        dest="model_kind",
+        default="rl",
+        choices=models.MODEL_KINDS,
+        help="whose predictions (default rl)",
+    )
     build.add_argument("--json", action="store_true", help="machine-readable output")
     build.set_defaults(func=_build)
 

@@ -11,10 +11,16 @@ import importlib
 # Loaded on first use (PEP 562), so that `trainsrv ingest candles` and the CLI's start-up do not pay for
 # numpy and the package builder.
 _EXPORTS = {
-    "DEFAULT_WINDOWS": "builder", "package_from_candles": "builder", "resample": "builder",
-    "CandleReport": "candles", "ingest_candles": "candles",
-    "ModelInputPackage": "package", "PackageTampered": "package", "decode_payload": "package",
-    "load_package": "package", "load_packages": "package",
+    "DEFAULT_WINDOWS": "builder",
+    "package_from_candles": "builder",
+    "resample": "builder",
+    "CandleReport": "candles",
+    "ingest_candles": "candles",
+    "ModelInputPackage": "package",
+    "PackageTampered": "package",
+    "decode_payload": "package",
+    "load_package": "package",
+    "load_packages": "package",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -91,8 +91,15 @@ class CandleReport:
             lines.append(line_no)
 
 
-def ingest_candles(engine: sa.Engine, source: Any, symbol: str, timeframe: str, *,
-                   progress: bool | None = None, max_clock_skew_s: float | None = None) -> CandleReport:
+def ingest_candles(
+    engine: sa.Engine,
+    source: Any,
+    symbol: str,
+    timeframe: str,
+    *,
+    progress: bool | None = None,
+    max_clock_skew_s: float | None = None,
+) -> CandleReport:
     """Load candles from ``source`` — a CSV path with header ``timestamp,open,high,low,close,volume``
     (any column order), or a DataFrame-like / mapping of columns (``timestamp`` or ``ts``, else the
     index; datetimes, ISO strings or epoch seconds) — into ``candles`` for ``symbol`` / ``timeframe``.
@@ -141,12 +148,13 @@ class _NeedsSlowPath(Exception):
     """The source cannot go through the typed COPY as it is."""
 
 
-def _copy_typed(conn: sa.Connection, source: "_Source") -> bool:
+def _copy_typed(conn: sa.Connection, source: _Source) -> bool:
     """COPY the source into the typed staging table; False (nothing staged) if any field does
     not parse or the text is not plain CSV, in which case the slow path takes over."""
     # The file's own column order, so the only statement built here: identifiers composed by psycopg.
     statement = psycopg.sql.SQL("COPY ingest_candle_rows ({}) FROM STDIN WITH (FORMAT csv)").format(
-        psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(_STAGED[c]) for c in source.columns))
+        psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(_STAGED[c]) for c in source.columns)
+    )
     try:
         with conn.begin_nested():
             cursor = conn.connection.driver_connection.cursor()
@@ -160,7 +168,7 @@ def _copy_typed(conn: sa.Connection, source: "_Source") -> bool:
     return True
 
 
-def _copy_raw(conn: sa.Connection, source: "_Source", report: CandleReport) -> None:
+def _copy_raw(conn: sa.Connection, source: _Source, report: CandleReport) -> None:
     conn.execute(queries.get("ingest.create_candle_staging"))
     cursor = conn.connection.driver_connection.cursor()
     with cursor.copy(queries.sql("ingest.copy_candle_staging")) as copy:
@@ -169,8 +177,9 @@ def _copy_raw(conn: sa.Connection, source: "_Source", report: CandleReport) -> N
     conn.execute(queries.get("ingest.parse_candle_staging"))
 
 
-def _merge(conn: sa.Connection, report: CandleReport, step_s: int, max_clock_skew_s: float, first_line: int,
-           count_rows: bool) -> None:
+def _merge(
+    conn: sa.Connection, report: CandleReport, step_s: int, max_clock_skew_s: float, first_line: int, count_rows: bool
+) -> None:
     key = {"symbol": report.symbol, "timeframe": report.timeframe}
     merged = _merge_rows(conn, {**key, "max_clock_skew_s": max_clock_skew_s})
     if count_rows:  # the typed COPY staged every line: nothing was skipped or refused before
@@ -184,8 +193,10 @@ def _merge(conn: sa.Connection, report: CandleReport, step_s: int, max_clock_ske
     report.duplicates = merged.accepted - merged.loaded
     report.first_ts, report.last_ts = merged.first_ts, merged.last_ts
     if merged.first_ts is not None:
-        gaps = conn.execute(queries.get("ingest.candle_gaps"),
-                            {**key, "step_s": step_s, "first_ts": merged.first_ts, "last_ts": merged.last_ts})
+        gaps = conn.execute(
+            queries.get("ingest.candle_gaps"),
+            {**key, "step_s": step_s, "first_ts": merged.first_ts, "last_ts": merged.last_ts},
+        )
         report.gaps = [Gap(g.after_ts, g.before_ts, g.missing_bars) for g in gaps]
 
 
@@ -208,7 +219,7 @@ def _merge_rows(conn: sa.Connection, key: dict[str, str]) -> Any:
 _STAGED = {"timestamp": "ts", "open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume"}
 
 
-def _source(source: Any, progress: bool | None) -> "_Source":
+def _source(source: Any, progress: bool | None) -> _Source:
     if isinstance(source, (str, os.PathLike)):
         return _FileSource(Path(source), progress)
     return _ColumnSource(source)
@@ -245,8 +256,7 @@ class _FileSource(_Source):
         return self.path.open("r", encoding="utf-8", errors="replace", newline="")
 
     def _bar(self):
-        return tqdm(total=self.size, unit="B", unit_scale=True, desc=self.path.name, disable=not self.show,
-                    leave=False)
+        return tqdm(total=self.size, unit="B", unit_scale=True, desc=self.path.name, disable=not self.show, leave=False)
 
     def text_chunks(self) -> Iterator[str]:
         with self._open() as f, self._bar() as bar:
@@ -274,12 +284,13 @@ class _FileSource(_Source):
 
 class _ColumnSource(_Source):
     def __init__(self, source: Any):
-        self.rows = [(_time_text(values[0]), *(_number_text(v) for v in values[1:]))
-                     for values in zip(*_columns(source))]
+        self.rows = [
+            (_time_text(values[0]), *(_number_text(v) for v in values[1:])) for values in zip(*_columns(source))
+        ]
 
     def text_chunks(self) -> Iterator[str]:
         for start in range(0, len(self.rows), 10_000):
-            yield "".join(",".join(row) + "\n" for row in self.rows[start:start + 10_000])
+            yield "".join(",".join(row) + "\n" for row in self.rows[start : start + 10_000])
 
     def numbered_chunks(self, report: CandleReport) -> Iterator[str]:
         out = []
@@ -290,8 +301,7 @@ class _ColumnSource(_Source):
         yield "".join(out)
 
 
-def _staging_row(line: str, row_no: int, line_no: int, order: list[int] | None,
-                 report: CandleReport) -> str | None:
+def _staging_row(line: str, row_no: int, line_no: int, order: list[int] | None, report: CandleReport) -> str | None:
     """One numbered raw staging row, or None for a blank line or a refused one (wrong column count)."""
     line = line.rstrip("\r\n")
     if not line.strip():
@@ -318,8 +328,11 @@ def _header_columns(header: str, path: Path) -> tuple[str, ...]:
     missing = [c for c in COLUMNS if c not in names]
     if missing or len(names) != len(COLUMNS):
         shown = header.strip()[:80]  # repr() escapes control characters; a long line is cut
-        raise ValidationError("header", f"{path.name} must have the columns {','.join(COLUMNS)}; "
-                                        f"got {shown!r}{' (cut)' if len(header.strip()) > 80 else ''}")
+        raise ValidationError(
+            "header",
+            f"{path.name} must have the columns {','.join(COLUMNS)}; "
+            f"got {shown!r}{' (cut)' if len(header.strip()) > 80 else ''}",
+        )
     return tuple(names)
 
 
@@ -348,7 +361,7 @@ def _time_text(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         try:
-            return dt.datetime.fromtimestamp(float(value), dt.timezone.utc).isoformat()
+            return dt.datetime.fromtimestamp(float(value), dt.UTC).isoformat()
         except (ValueError, OverflowError, OSError):
             return str(value)
     return str(value)

@@ -24,8 +24,13 @@ def _candles(args) -> int:
     from app.ingest.candles import ingest_candles  # numpy and the CSV machinery: only when loading
 
     engine = cli_common.open_db()
-    report = ingest_candles(engine, args.file, args.symbol, args.timeframe,
-                            progress=False if args.no_progress or not logs.show_progress() else None)
+    report = ingest_candles(
+        engine,
+        args.file,
+        args.symbol,
+        args.timeframe,
+        progress=False if args.no_progress or not logs.show_progress() else None,
+    )
     if args.json:
         print(json.dumps(report.to_dict(), default=str, indent=2))
     else:

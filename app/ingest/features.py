@@ -50,7 +50,7 @@ def rsi(close: np.ndarray, period: int = 14) -> np.ndarray:
 def rolling_std(values: np.ndarray, window: int) -> np.ndarray:
     out = np.full(len(values), np.nan)
     if len(values) >= window:
-        out[window - 1:] = np.lib.stride_tricks.sliding_window_view(values, window).std(axis=1)
+        out[window - 1 :] = np.lib.stride_tricks.sliding_window_view(values, window).std(axis=1)
     return out
 
 
@@ -60,8 +60,8 @@ def rolling_z(values: np.ndarray, window: int) -> np.ndarray:
     if len(values) >= window:
         view = np.lib.stride_tricks.sliding_window_view(values, window)
         mean, std = view.mean(axis=1), view.std(axis=1)
-        last = values[window - 1:]
-        out[window - 1:] = np.divide(last - mean, std, out=np.zeros_like(std), where=std > 0)
+        last = values[window - 1 :]
+        out[window - 1 :] = np.divide(last - mean, std, out=np.zeros_like(std), where=std > 0)
     return out
 
 

@@ -87,8 +87,9 @@ class ModelInputPackage:
         self.ts = _utc(self.ts, "ts")
         self.ohlcv = {tf: _ohlcv_array(tf, a) for tf, a in _mapping("ohlcv", self.ohlcv).items()}
         self.bar_ts = _bar_times(self.ohlcv, _mapping("bar_ts", self.bar_ts))
-        self.features = {name: _float_array(f"features.{name}", a, (1,))
-                         for name, a in _mapping("features", self.features).items()}
+        self.features = {
+            name: _float_array(f"features.{name}", a, (1,)) for name, a in _mapping("features", self.features).items()
+        }
         self.orderbook = _optional_array("orderbook", self.orderbook)
         self.hidden_state = _optional_array("hidden_state", self.hidden_state)
         self.metadata = _metadata(self.metadata)
@@ -101,8 +102,7 @@ class ModelInputPackage:
         return {
             "symbol": self.symbol,
             "ts": ts_text(self.ts),
-            "ohlcv": {tf: {"t": self.bar_ts[tf].tolist(), "bars": _json_floats(a)}
-                      for tf, a in self.ohlcv.items()},
+            "ohlcv": {tf: {"t": self.bar_ts[tf].tolist(), "bars": _json_floats(a)} for tf, a in self.ohlcv.items()},
             "windows": dict(self.windows),
             "features": {k: _json_floats(v) for k, v in self.features.items()},
             "orderbook": None if self.orderbook is None else _json_floats(self.orderbook),
@@ -121,8 +121,10 @@ class ModelInputPackage:
         doc = {
             "symbol": self.symbol,
             "ts": ts_text(self.ts),
-            "ohlcv": {tf: {"t": np.ascontiguousarray(self.bar_ts[tf]), "bars": _wire_floats(a)}
-                      for tf, a in self.ohlcv.items()},
+            "ohlcv": {
+                tf: {"t": np.ascontiguousarray(self.bar_ts[tf]), "bars": _wire_floats(a)}
+                for tf, a in self.ohlcv.items()
+            },
             "windows": self.windows,
             "features": {k: _wire_floats(v) for k, v in self.features.items()},
             "orderbook": None if self.orderbook is None else _wire_floats(self.orderbook),
@@ -142,12 +144,12 @@ class ModelInputPackage:
         return hashlib.sha256(self.canonical_bytes()).digest()
 
     @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> "ModelInputPackage":
+    def from_document(cls, doc: dict[str, Any]) -> ModelInputPackage:
         """Rebuild a package from its document (the inverse of ``to_document``)."""
         ohlcv = doc.get("ohlcv") or {}
         return cls(
             symbol=doc["symbol"],
-            ts=dt.datetime.strptime(doc["ts"], _TS_FORMAT).replace(tzinfo=dt.timezone.utc),
+            ts=dt.datetime.strptime(doc["ts"], _TS_FORMAT).replace(tzinfo=dt.UTC),
             ohlcv={tf: _decode(w["bars"]).reshape(-1, 5) for tf, w in ohlcv.items()},
             bar_ts={tf: np.asarray(w["t"], dtype=np.int64) for tf, w in ohlcv.items()},
             features={k: _decode(v) for k, v in (doc.get("features") or {}).items()},
@@ -157,26 +159,30 @@ class ModelInputPackage:
             windows=doc.get("windows"),
         )
 
-    def identical(self, other: "ModelInputPackage") -> bool:
+    def identical(self, other: ModelInputPackage) -> bool:
         """True when both packages hold bit-for-bit the same arrays and equal scalars."""
         return self.canonical_bytes() == other.canonical_bytes() and all(
             _same_bits(getattr(self, f), getattr(other, f))
-            for f in ("ohlcv", "bar_ts", "features", "orderbook", "hidden_state"))
+            for f in ("ohlcv", "bar_ts", "features", "orderbook", "hidden_state")
+        )
 
 
 # -- reading back ----------------------------------------------------------------------------
 
+
 def decode_payload(payload: bytes, data_hash: bytes, package_id: int | None = None) -> ModelInputPackage:
     """Verify ``payload`` against ``data_hash`` and decode it; PackageTampered on mismatch."""
     if hashlib.sha256(payload).digest() != bytes(data_hash):
-        raise PackageTampered(f"input package {package_id}: payload does not match its data_hash "
-                              "(modified after it was stored)")
+        raise PackageTampered(
+            f"input package {package_id}: payload does not match its data_hash (modified after it was stored)"
+        )
     try:
         return ModelInputPackage.from_document(json.loads(payload))
     except (ValidationError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         # Stored by an older, laxer version (or edited along with its hash): named, so callers can skip it.
-        raise PackageUndecodable(f"input package {package_id} cannot be decoded: "
-                                 f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        raise PackageUndecodable(
+            f"input package {package_id} cannot be decoded: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
 
 
 def load_package(conn: sa.Connection, package_id: int) -> ModelInputPackage:
@@ -195,10 +201,11 @@ def load_packages(conn: sa.Connection, package_ids: list[int]) -> dict[int, Mode
 
 # -- structure checks (raise ValidationError naming the field) -------------------------------
 
+
 def _utc(value: Any, field: str) -> dt.datetime:
     if not isinstance(value, dt.datetime) or value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(field, "must be a timezone-aware datetime")
-    return value.astimezone(dt.timezone.utc)
+    return value.astimezone(dt.UTC)
 
 
 def _mapping(field: str, value: Any) -> dict:
@@ -221,8 +228,7 @@ def _float_array(field: str, value: Any, ndims: tuple[int, ...]) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise ValidationError(field, f"must be an array of numbers ({exc})") from None
     if array.ndim not in ndims:
-        raise ValidationError(field, f"must have {' or '.join(map(str, ndims))} dimension(s), "
-                                     f"got shape {array.shape}")
+        raise ValidationError(field, f"must have {' or '.join(map(str, ndims))} dimension(s), got shape {array.shape}")
     return array
 
 
@@ -231,8 +237,7 @@ def _ohlcv_array(tf: str, value: Any) -> np.ndarray:
     timeframes.seconds(tf, field)
     array = _float_array(field, value, (2,))
     if array.shape[1] != len(OHLCV_COLUMNS):
-        raise ValidationError(field, f"must have shape (window, 5) [open, high, low, close, volume], "
-                                     f"got {array.shape}")
+        raise ValidationError(field, f"must have shape (window, 5) [open, high, low, close, volume], got {array.shape}")
     return array
 
 
@@ -245,8 +250,10 @@ def _bar_times(ohlcv: dict[str, np.ndarray], bar_ts: dict) -> dict[str, np.ndarr
         if array.size == 0:
             array = array.astype(np.int64)
         if array.dtype.kind not in "iu" or array.shape != (len(ohlcv[tf]),):
-            raise ValidationError(f"bar_ts.{tf}", f"must be {len(ohlcv[tf])} integer epoch seconds, "
-                                                  f"got dtype {array.dtype} shape {array.shape}")
+            raise ValidationError(
+                f"bar_ts.{tf}",
+                f"must be {len(ohlcv[tf])} integer epoch seconds, got dtype {array.dtype} shape {array.shape}",
+            )
         out[tf] = array.astype(np.int64, copy=False)
     return out
 
@@ -296,6 +303,7 @@ def _windows(value: Any, ohlcv: dict[str, np.ndarray]) -> dict[str, int]:
 
 
 # -- array <-> JSON ----------------------------------------------------------------------------
+
 
 def _json_floats(array: np.ndarray) -> list:
     # -0.0 + 0.0 is +0.0: PostgreSQL numeric has no negative zero, so normalise it here.

@@ -20,10 +20,17 @@ def register(sub) -> None:
     serve.add_argument("--max-jobs", type=cli_common.positive_int, metavar="N", help="exit after running N jobs")
     serve.add_argument("--worker-id", help="name in jobs.locked_by (default: host:pid:random)")
     serve.add_argument("--no-schedule", action="store_true", help="do not enqueue scheduled / threshold jobs")
-    serve.add_argument("--single-lane", action="store_true",
-                       help="one slot only: no maintenance lane for light jobs (implied by --once / --max-jobs)")
-    serve.add_argument("--metrics-port", type=int, metavar="PORT",
-                       help="serve Prometheus metrics on /metrics and a health check on /health (0: any free port)")
+    serve.add_argument(
+        "--single-lane",
+        action="store_true",
+        help="one slot only: no maintenance lane for light jobs (implied by --once / --max-jobs)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on /metrics and a health check on /health (0: any free port)",
+    )
     serve.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
     serve.set_defaults(func=_serve)
 
@@ -47,8 +54,10 @@ def register(sub) -> None:
     show = jobs.add_parser("show", help="every field of one job, as JSON")
     show.add_argument("id", type=int)
     show.set_defaults(func=_show)
-    for name, what, func in (("cancel", "cancel a queued or running job", _cancel),
-                             ("retry", "queue a failed or cancelled job again", _retry)):
+    for name, what, func in (
+        ("cancel", "cancel a queued or running job", _cancel),
+        ("retry", "queue a failed or cancelled job again", _retry),
+    ):
         p = jobs.add_parser(name, help=what)
         p.add_argument("id", type=int)
         p.set_defaults(func=func)
@@ -56,6 +65,7 @@ def register(sub) -> None:
 
 
 # -- serve ------------------------------------------------------------------------------------
+
 
 def _serve(args) -> int:
     engine = cli_common.open_db()  # refuses a database that is not at the migration head
@@ -96,6 +106,7 @@ def _install_signals(worker: Worker | Lanes) -> None:
 
 # -- jobs -------------------------------------------------------------------------------------
 
+
 def parse_params(pairs: list[str]) -> dict[str, str]:
     """``["k=v", ...]`` as a dict; values stay text (the kind's parameters convert them)."""
     params: dict[str, str] = {}
@@ -114,8 +125,15 @@ def _enqueue(args) -> int:
     # Validate before connecting: a typo is reported even when the database is down.
     queue.validate(args.kind, params, args.priority, args.max_attempts, args.dedupe_key, args.delay)
     with cli_common.open_db().begin() as conn:
-        job = queue.enqueue(conn, args.kind, params, priority=args.priority, dedupe_key=args.dedupe_key,
-                            max_attempts=args.max_attempts, delay_s=args.delay)
+        job = queue.enqueue(
+            conn,
+            args.kind,
+            params,
+            priority=args.priority,
+            dedupe_key=args.dedupe_key,
+            max_attempts=args.max_attempts,
+            delay_s=args.delay,
+        )
     if job.created:
         print(f"queued job {job.id} ({args.kind})")
     else:
@@ -134,10 +152,19 @@ def _list(args) -> int:
     for r in rows:
         error = (r["last_error"] or "").splitlines()[0][:60] if r["last_error"] else ""
         tries = f"{r['attempts']}/{r['max_attempts']}"
-        print(f"{r['id']:>8} {r['kind']:<20} {r['state']:<10} {r['priority']:>5} {tries:>5}  "
-              f"{r['run_after']:%Y-%m-%d %H:%M:%S%z}  {error}")
-    print("depth: " + (", ".join(f"{s} {d['jobs']}" + (f" (ready {d['ready']})" if s == "queued" else "")
-                                 for s, d in depth.items()) or "empty"))
+        print(
+            f"{r['id']:>8} {r['kind']:<20} {r['state']:<10} {r['priority']:>5} {tries:>5}  "
+            f"{r['run_after']:%Y-%m-%d %H:%M:%S%z}  {error}"
+        )
+    print(
+        "depth: "
+        + (
+            ", ".join(
+                f"{s} {d['jobs']}" + (f" (ready {d['ready']})" if s == "queued" else "") for s, d in depth.items()
+            )
+            or "empty"
+        )
+    )
     return 0
 
 

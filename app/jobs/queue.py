@@ -26,8 +26,21 @@ from app.db import models, queries
 from app.errors import TrainsrvError, ValidationError
 from app.jobs import registry
 
-LIST_COLUMNS = ("id", "kind", "state", "priority", "attempts", "max_attempts", "run_after", "locked_by",
-                "dedupe_key", "last_error", "created_at", "started_at", "finished_at")
+LIST_COLUMNS = (
+    "id",
+    "kind",
+    "state",
+    "priority",
+    "attempts",
+    "max_attempts",
+    "run_after",
+    "locked_by",
+    "dedupe_key",
+    "last_error",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,12 +79,19 @@ MAX_DELAY_S = 10 * 365 * 86400
 
 # -- enqueueing -------------------------------------------------------------------------------
 
-def validate(kind: str, params: dict | None, priority: int = 0, max_attempts: int | None = None,
-             dedupe_key: str | None = None, delay_s: float = 0.0) -> dict:
+
+def validate(
+    kind: str,
+    params: dict | None,
+    priority: int = 0,
+    max_attempts: int | None = None,
+    dedupe_key: str | None = None,
+    delay_s: float = 0.0,
+) -> dict:
     """The job's parameters as its handler will see them; raises ValidationError naming the field."""
     if not isinstance(delay_s, (int, float)) or isinstance(delay_s, bool) or not 0 <= delay_s <= MAX_DELAY_S:
         raise ValidationError("delay_s", f"must be a number of seconds in [0, {MAX_DELAY_S}], got {delay_s!r}")
-    if not isinstance(priority, int) or isinstance(priority, bool) or not -2**31 <= priority < 2**31:
+    if not isinstance(priority, int) or isinstance(priority, bool) or not -(2**31) <= priority < 2**31:
         raise ValidationError("priority", f"must be a 32-bit integer, got {priority!r}")
     if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
         raise ValidationError("max_attempts", f"must be an integer >= 1, got {max_attempts!r}")
@@ -80,32 +100,62 @@ def validate(kind: str, params: dict | None, priority: int = 0, max_attempts: in
     return registry.get(kind).validate(params)
 
 
-def enqueue(conn: sa.Connection, kind: str, params: dict | None = None, *, priority: int = 0,
-            dedupe_key: str | None = None, max_attempts: int | None = None, delay_s: float = 0.0,
-            settings: Settings | None = None) -> Enqueued:
+def enqueue(
+    conn: sa.Connection,
+    kind: str,
+    params: dict | None = None,
+    *,
+    priority: int = 0,
+    dedupe_key: str | None = None,
+    max_attempts: int | None = None,
+    delay_s: float = 0.0,
+    settings: Settings | None = None,
+) -> Enqueued:
     """Queue a job of a registered ``kind``; a duplicate active ``dedupe_key`` returns the existing job."""
     clean = validate(kind, params, priority, max_attempts, dedupe_key, delay_s)
-    row = conn.execute(queries.get("jobs.enqueue"), {
-        "kind": kind, "params": json.dumps(clean), "priority": priority, "dedupe_key": dedupe_key,
-        "max_attempts": max_attempts or (settings or get_settings()).job_max_attempts, "delay_s": float(delay_s),
-    }).first()
+    row = conn.execute(
+        queries.get("jobs.enqueue"),
+        {
+            "kind": kind,
+            "params": json.dumps(clean),
+            "priority": priority,
+            "dedupe_key": dedupe_key,
+            "max_attempts": max_attempts or (settings or get_settings()).job_max_attempts,
+            "delay_s": float(delay_s),
+        },
+    ).first()
     if row is not None:
         return Enqueued(row.id, True)
     active = conn.execute(queries.get("jobs.active_by_dedupe_key"), {"dedupe_key": dedupe_key}).first()
     return Enqueued(active.id if active else None, False)
 
 
-def enqueue_once(conn: sa.Connection, kind: str, params: dict | None, dedupe_key: str, *, priority: int = 0,
-                 max_attempts: int | None = None, settings: Settings | None = None) -> int | None:
+def enqueue_once(
+    conn: sa.Connection,
+    kind: str,
+    params: dict | None,
+    dedupe_key: str,
+    *,
+    priority: int = 0,
+    max_attempts: int | None = None,
+    settings: Settings | None = None,
+) -> int | None:
     """Queue a job unless one with ``dedupe_key`` was ever enqueued; the new job's id or None."""
     clean = validate(kind, params, priority, max_attempts, dedupe_key)
-    return conn.execute(queries.get("jobs.enqueue_once"), {
-        "kind": kind, "params": json.dumps(clean), "priority": priority, "dedupe_key": dedupe_key,
-        "max_attempts": max_attempts or (settings or get_settings()).job_max_attempts,
-    }).scalar()
+    return conn.execute(
+        queries.get("jobs.enqueue_once"),
+        {
+            "kind": kind,
+            "params": json.dumps(clean),
+            "priority": priority,
+            "dedupe_key": dedupe_key,
+            "max_attempts": max_attempts or (settings or get_settings()).job_max_attempts,
+        },
+    ).scalar()
 
 
 # -- a worker's side --------------------------------------------------------------------------
+
 
 def claim(conn: sa.Connection, worker: str, kinds: tuple[str, ...] | None = None) -> ClaimedJob | None:
     """Claim the best ready job (of one of ``kinds``, when given) for ``worker`` (one statement, SKIP
@@ -116,8 +166,7 @@ def claim(conn: sa.Connection, worker: str, kinds: tuple[str, ...] | None = None
         row = conn.execute(queries.get("jobs.claim_kinds"), {"worker": worker, "kinds": list(kinds)}).first()
     if row is None:
         return None
-    return ClaimedJob(row.id, row.kind, row.params or {}, row.attempts, row.max_attempts, row.priority,
-                      row.dedupe_key)
+    return ClaimedJob(row.id, row.kind, row.params or {}, row.attempts, row.max_attempts, row.priority, row.dedupe_key)
 
 
 def _mine(job: ClaimedJob, worker: str) -> dict[str, Any]:
@@ -145,14 +194,27 @@ def finish(conn: sa.Connection, job: ClaimedJob, worker: str, result: Any) -> bo
     return conn.execute(queries.get("jobs.finish"), params).first() is not None
 
 
-def fail(conn: sa.Connection, job: ClaimedJob, worker: str, error: str, *, retryable: bool = True,
-         settings: Settings | None = None) -> FailResult | None:
+def fail(
+    conn: sa.Connection,
+    job: ClaimedJob,
+    worker: str,
+    error: str,
+    *,
+    retryable: bool = True,
+    settings: Settings | None = None,
+) -> FailResult | None:
     """Record a failed attempt: back to the queue with backoff while attempts remain, else failed."""
     settings = settings or get_settings()
-    row = conn.execute(queries.get("jobs.fail"), {
-        **_mine(job, worker), "error": error, "retryable": retryable,
-        "backoff_base_s": settings.retry_backoff_base_s, "backoff_max_s": settings.retry_backoff_max_s,
-    }).first()
+    row = conn.execute(
+        queries.get("jobs.fail"),
+        {
+            **_mine(job, worker),
+            "error": error,
+            "retryable": retryable,
+            "backoff_base_s": settings.retry_backoff_base_s,
+            "backoff_max_s": settings.retry_backoff_max_s,
+        },
+    ).first()
     return FailResult(row.state, row.run_after, row.attempts, row.max_attempts) if row else None
 
 
@@ -169,6 +231,7 @@ def rescue(conn: sa.Connection, timeout_s: float) -> list[dict]:
 
 # -- ops --------------------------------------------------------------------------------------
 
+
 def get(conn: sa.Connection, job_id: int) -> dict:
     """Every column of one job; TrainsrvError when there is none."""
     row = conn.execute(sa.select(models.Job.__table__).where(models.Job.id == job_id)).mappings().first()
@@ -177,8 +240,7 @@ def get(conn: sa.Connection, job_id: int) -> dict:
     return dict(row)
 
 
-def list_jobs(conn: sa.Connection, state: str | None = None, kind: str | None = None,
-              limit: int = 50) -> list[dict]:
+def list_jobs(conn: sa.Connection, state: str | None = None, kind: str | None = None, limit: int = 50) -> list[dict]:
     """The newest jobs first, optionally of one state and / or kind."""
     if state is not None and state not in models.JOB_STATES:
         raise ValidationError("state", f"must be one of {', '.join(models.JOB_STATES)}, got {state!r}")
@@ -211,8 +273,9 @@ def retry(conn: sa.Connection, job_id: int) -> None:
             updated = conn.execute(queries.get("jobs.retry"), {"id": job_id}).first()
     except sa.exc.IntegrityError:
         key = get(conn, job_id)["dedupe_key"]
-        raise TrainsrvError(f"job {job_id} cannot be retried: another job with dedupe key {key!r} "
-                            "is queued or running") from None
+        raise TrainsrvError(
+            f"job {job_id} cannot be retried: another job with dedupe key {key!r} is queued or running"
+        ) from None
     if updated is None:
         state = get(conn, job_id)["state"]
         raise TrainsrvError(f"job {job_id} is {state}; only failed or cancelled jobs can be retried")

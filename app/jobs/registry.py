@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -79,7 +80,9 @@ def _coerce(name: str, kind: type, value: Any) -> Any:
         try:
             number = kind(value)
         except (TypeError, ValueError):
-            raise ValidationError(name, f"must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+            raise ValidationError(
+                name, f"must be {'an integer' if kind is int else 'a number'}, got {value!r}"
+            ) from None
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValidationError(name, f"must be an integer, got {value!r}")
         if kind is float and (number != number or number in (float("inf"), float("-inf"))):
@@ -116,8 +119,10 @@ class Handler:
         raw = dict(raw or {})
         unknown = sorted(set(raw) - set(self.params))
         if unknown:
-            raise ValidationError(unknown[0], f"is not a parameter of job kind {self.kind!r} "
-                                              f"(accepted: {', '.join(sorted(self.params)) or 'none'})")
+            raise ValidationError(
+                unknown[0],
+                f"is not a parameter of job kind {self.kind!r} (accepted: {', '.join(sorted(self.params)) or 'none'})",
+            )
         return {name: p.parse(name, raw.get(name)) for name, p in self.params.items()}
 
 
@@ -127,11 +132,13 @@ _plugins: set[str] = set()  # plug-in modules already imported
 
 def handler(kind: str, **params: Param):
     """Register ``fn`` as the handler of ``kind`` with its accepted parameters."""
+
     def register(fn):
         if kind in _handlers and _handlers[kind].fn is not fn:
             raise ValueError(f"job kind {kind!r} registered twice")
         _handlers[kind] = Handler(kind, fn, params)
         return fn
+
     return register
 
 

@@ -30,7 +30,7 @@ def emit(event: str, **fields) -> None:
     metrics.on_event(event, fields)
     if not log.isEnabledFor(logging.INFO):
         return
-    record = {"ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
+    record = {"ts": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "event": event, **fields}
     log.info(json.dumps(record, default=str, separators=(",", ":")))
 
 

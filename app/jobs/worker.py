@@ -21,7 +21,8 @@ import socket
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -60,15 +61,22 @@ def default_worker_id() -> str:
 def describe(exc: BaseException) -> str:
     """``Type: message`` then the traceback, trimmed to what fits in ``jobs.last_error``."""
     text = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))
-    return text if len(text) <= MAX_ERROR_CHARS else text[:200] + "\n...\n" + text[-(MAX_ERROR_CHARS - 205):]
+    return text if len(text) <= MAX_ERROR_CHARS else text[:200] + "\n...\n" + text[-(MAX_ERROR_CHARS - 205) :]
 
 
 class Worker:
     """One job at a time against ``engine``; ``run()`` until stopped, out of work (once) or max_jobs."""
 
-    def __init__(self, engine: sa.Engine, settings: Settings | None = None, worker_id: str | None = None,
-                 scheduler: Scheduler | None = None, schedule: bool = True, kinds: tuple[str, ...] | None = None,
-                 rescue: bool = True):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        settings: Settings | None = None,
+        worker_id: str | None = None,
+        scheduler: Scheduler | None = None,
+        schedule: bool = True,
+        kinds: tuple[str, ...] | None = None,
+        rescue: bool = True,
+    ):
         self.engine = engine
         self.settings = settings or get_settings()
         self.id = worker_id or default_worker_id()
@@ -150,8 +158,9 @@ class Worker:
             params = handler.validate(job.params)
         except ValidationError as exc:
             return Outcome("failed", error=str(exc), retryable=False)
-        ctx = registry.JobContext(self.engine, self.settings, job.id, job.attempt,
-                                  heartbeat=self._hb.beat_now, should_stop=self._should_stop)
+        ctx = registry.JobContext(
+            self.engine, self.settings, job.id, job.attempt, heartbeat=self._hb.beat_now, should_stop=self._should_stop
+        )
         try:
             self._in_handler = True  # inside the try: a second signal may raise Interrupted from here on
             result = handler.fn(ctx, params)
@@ -180,8 +189,9 @@ class Worker:
         if written is _UNAVAILABLE:
             transitions.emit("job.abandoned", **fields, reason="database unavailable at shutdown; left to rescue")
         elif not written:
-            transitions.emit("job.lost", **fields, outcome=outcome.state,
-                             reason="the job was cancelled or rescued while it ran")
+            transitions.emit(
+                "job.lost", **fields, outcome=outcome.state, reason="the job was cancelled or rescued while it ran"
+            )
         elif isinstance(written, queue.FailResult) and written.state == "queued":
             transitions.emit("job.retry_scheduled", **fields, run_after=written.run_after)
         elif isinstance(written, queue.FailResult):
@@ -224,8 +234,13 @@ class Worker:
                 pass  # already broken: nothing to give back
 
     def _fields(self, job: queue.ClaimedJob) -> dict:
-        return {"job_id": job.id, "kind": job.kind, "attempt": job.attempt,
-                "max_attempts": job.max_attempts, "worker": self.id}
+        return {
+            "job_id": job.id,
+            "kind": job.kind,
+            "attempt": job.attempt,
+            "max_attempts": job.max_attempts,
+            "worker": self.id,
+        }
 
     # -- housekeeping -----------------------------------------------------------------------
 
@@ -253,16 +268,25 @@ class Worker:
         current = self._on_loop_connection(migrate.connection_revisions)
         if current != self._heads:
             have = ", ".join(sorted(current)) or "empty (never migrated)"
-            self.schema_problem = (f"database schema is at {have}, this trainer's code expects "
-                                   f"{', '.join(sorted(self._heads))}; stopped claiming jobs")
+            self.schema_problem = (
+                f"database schema is at {have}, this trainer's code expects "
+                f"{', '.join(sorted(self._heads))}; stopped claiming jobs"
+            )
             transitions.emit("worker.schema_changed", worker=self.id, error=self.schema_problem)
             self.stop()
 
     def _rescue(self) -> None:
         rescued = self._on_loop_connection(lambda conn: queue.rescue(conn, self.settings.heartbeat_timeout_s))
         for row in rescued:
-            transitions.emit("job.rescued", job_id=row["id"], kind=row["kind"], state=row["state"],
-                             attempts=row["attempts"], lost_by=row["lost_by"], worker=self.id)
+            transitions.emit(
+                "job.rescued",
+                job_id=row["id"],
+                kind=row["kind"],
+                state=row["state"],
+                attempts=row["attempts"],
+                lost_by=row["lost_by"],
+                worker=self.id,
+            )
 
     def _schedule(self) -> None:
         try:
@@ -281,8 +305,9 @@ class Worker:
             self._stop.wait(timeout)
 
     def _idle_timeout(self) -> float:
-        until_maintenance = min(self._next_rescue if self.rescues else float("inf"),
-                                self._next_schedule if self.scheduler else float("inf"))
+        until_maintenance = min(
+            self._next_rescue if self.rescues else float("inf"), self._next_schedule if self.scheduler else float("inf")
+        )
         return max(0.0, min(self.settings.poll_interval_s, until_maintenance - time.monotonic()))
 
     def _db(self, step: Callable[[], Any]) -> Any:
@@ -294,8 +319,7 @@ class Worker:
             self._db_failed(exc)
             return _UNAVAILABLE
         if self._down_since is not None:
-            transitions.emit("worker.db_restored", worker=self.id,
-                             down_s=round(time.monotonic() - self._down_since, 3))
+            transitions.emit("worker.db_restored", worker=self.id, down_s=round(time.monotonic() - self._down_since, 3))
             self._down_since, self._backoff_s = None, RECONNECT_MIN_S
         return result
 

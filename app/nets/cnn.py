@@ -27,18 +27,21 @@ class TimeframeTower(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.net(x)                     # (batch, channels, window)
+        h = self.net(x)  # (batch, channels, window)
         return torch.cat([h.mean(dim=2), h[:, :, -1]], dim=1)
 
 
 class MultiTimeframeCNN(nn.Module):
-    def __init__(self, input_spec: InputSpec, channels: int = 32, hidden: int = 128, kernel: int = 5,
-                 dropout: float = 0.1):
+    def __init__(
+        self, input_spec: InputSpec, channels: int = 32, hidden: int = 128, kernel: int = 5, dropout: float = 0.1
+    ):
         super().__init__()
-        self.towers = nn.ModuleList(TimeframeTower(input_spec.channels, channels, kernel)
-                                    for _ in input_spec.timeframes)
-        self.trunk = nn.Sequential(nn.Linear(2 * channels * len(input_spec.timeframes), hidden), nn.GELU(),
-                                   nn.Dropout(dropout))
+        self.towers = nn.ModuleList(
+            TimeframeTower(input_spec.channels, channels, kernel) for _ in input_spec.timeframes
+        )
+        self.trunk = nn.Sequential(
+            nn.Linear(2 * channels * len(input_spec.timeframes), hidden), nn.GELU(), nn.Dropout(dropout)
+        )
         self.action_head = nn.Linear(hidden, len(ACTIONS))
         self.move_head = nn.Linear(hidden, 1)
         self.confidence_head = nn.Linear(hidden, 1)
@@ -46,8 +49,11 @@ class MultiTimeframeCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = torch.cat([tower(x[:, i]) for i, tower in enumerate(self.towers)], dim=1)
         h = self.trunk(features)
-        return {"logits": self.action_head(h), "move": self.move_head(h).squeeze(1),
-                "confidence": self.confidence_head(h).squeeze(1)}
+        return {
+            "logits": self.action_head(h),
+            "move": self.move_head(h).squeeze(1),
+            "confidence": self.confidence_head(h).squeeze(1),
+        }
 
 
 def build(input_spec: InputSpec, **config) -> MultiTimeframeCNN:

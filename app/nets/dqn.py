@@ -83,7 +83,7 @@ class Transitions:
     weights: torch.Tensor
     optimal_actions: torch.Tensor  # -1 where unknown
 
-    def to(self, device: torch.device) -> "Transitions":
+    def to(self, device: torch.device) -> Transitions:
         return Transitions(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
 
@@ -122,9 +122,13 @@ class DoubleDQN:
         td_loss = (batch.weights * F.huber_loss(q, target, reduction="none", delta=self.settings.huber_delta)).mean()
         policy_loss = self._policy_loss(q_all, batch.optimal_actions)
         total = td_loss + self.settings.policy_weight * policy_loss
-        components = {"td": float(td_loss.detach()), "policy": float(policy_loss.detach()),
-                      "q_mean": float(q.detach().mean()), "target_mean": float(target.mean()),
-                      "abs_td_mean": float(td.detach().abs().mean())}
+        components = {
+            "td": float(td_loss.detach()),
+            "policy": float(policy_loss.detach()),
+            "q_mean": float(q.detach().mean()),
+            "target_mean": float(target.mean()),
+            "abs_td_mean": float(td.detach().abs().mean()),
+        }
         return total, components, td.detach()
 
     @torch.no_grad()

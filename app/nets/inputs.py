@@ -79,8 +79,10 @@ def _features(pkg: ingest_package.ModelInputPackage, mode: str) -> tuple[str, ..
     wanted = tuple(name.strip() for name in mode.split(",") if name.strip())
     missing = [name for name in wanted if name not in available]
     if missing:
-        raise ValidationError("input_features", f"the packages carry no feature {missing[0]!r} "
-                                                f"(they carry: {', '.join(available) or 'none'})")
+        raise ValidationError(
+            "input_features",
+            f"the packages carry no feature {missing[0]!r} (they carry: {', '.join(available) or 'none'})",
+        )
     return wanted
 
 
@@ -101,16 +103,17 @@ def package_array(pkg: ingest_package.ModelInputPackage, spec: InputSpec, packag
             have = "no window" if bars is None else f"{len(bars)} bars"
             raise TrainsrvError(f"input package {package_id}: timeframe {tf} has {have}, the model needs {n}")
         bars = bars[-n:]
-        out[i, :CHANNELS, spec.window - len(bars):] = _normalise(bars)
+        out[i, :CHANNELS, spec.window - len(bars) :] = _normalise(bars)
     if spec.features:
         row = spec.timeframes.index(spec.feature_timeframe)
         for j, name in enumerate(spec.features):
             values = (pkg.features or {}).get(name)
             if values is None:
                 raise TrainsrvError(f"input package {package_id}: no feature array {name!r}, the model needs it")
-            values = np.nan_to_num(np.asarray(values, dtype=np.float64)[-spec.window:], nan=0.0, posinf=0.0,
-                                   neginf=0.0)
-            out[row, CHANNELS + j, spec.window - len(values):] = values
+            values = np.nan_to_num(
+                np.asarray(values, dtype=np.float64)[-spec.window :], nan=0.0, posinf=0.0, neginf=0.0
+            )
+            out[row, CHANNELS + j, spec.window - len(values) :] = values
     return out
 
 
@@ -137,8 +140,9 @@ def decode_packages(conn: sa.Connection, package_ids: list[int]) -> tuple[dict, 
     return packages, undecodable
 
 
-def load_inputs(conn: sa.Connection, package_ids: list[int], spec: InputSpec | None = None,
-                packages: dict | None = None) -> tuple[torch.Tensor, InputSpec]:
+def load_inputs(
+    conn: sa.Connection, package_ids: list[int], spec: InputSpec | None = None, packages: dict | None = None
+) -> tuple[torch.Tensor, InputSpec]:
     """Inputs of ``package_ids`` in order (hash-verified on read) and the spec used; ``packages``: already
     decoded ones (``decode_packages``). A package that cannot be decoded raises, naming it."""
     unique = list(dict.fromkeys(package_ids))

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from app.errors import ValidationError
 
@@ -66,9 +67,14 @@ class InputSpec:
 
     def to_config(self) -> dict:
         """What a session stores to rebuild the spec (``InputSpec(**config)``)."""
-        return {"timeframes": list(self.timeframes), "window": self.window, "channels": self.channels,
-                "windows": list(self.windows), "features": list(self.features),
-                "feature_timeframe": self.feature_timeframe}
+        return {
+            "timeframes": list(self.timeframes),
+            "window": self.window,
+            "channels": self.channels,
+            "windows": list(self.windows),
+            "features": list(self.features),
+            "feature_timeframe": self.feature_timeframe,
+        }
 
 
 def load_factory(path: str) -> Callable[..., torch.nn.Module]:

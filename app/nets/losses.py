@@ -29,8 +29,13 @@ class LossWeights:
     confidence: float = 0.2
 
 
-def cnn_loss(out: dict[str, torch.Tensor], action: torch.Tensor, move_pct: torch.Tensor,
-             profitability: torch.Tensor, weights: LossWeights = LossWeights()) -> tuple[torch.Tensor, dict[str, float]]:
+def cnn_loss(
+    out: dict[str, torch.Tensor],
+    action: torch.Tensor,
+    move_pct: torch.Tensor,
+    profitability: torch.Tensor,
+    weights: LossWeights = LossWeights(),
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its components (as floats, for the step row)."""
     sample_w = 1.0 + profitability
     sample_w = sample_w / sample_w.mean()
@@ -38,8 +43,10 @@ def cnn_loss(out: dict[str, torch.Tensor], action: torch.Tensor, move_pct: torch
     regression = F.smooth_l1_loss(out["move"], move_pct)
     correct = (out["logits"].detach().argmax(dim=1) == action).to(out["confidence"].dtype)
     confidence = F.binary_cross_entropy_with_logits(out["confidence"], correct)
-    total = (weights.classification * classification + weights.regression * regression
-             + weights.confidence * confidence)
-    components = {"classification": float(classification.detach()), "regression": float(regression.detach()),
-                  "confidence": float(confidence.detach())}
+    total = weights.classification * classification + weights.regression * regression + weights.confidence * confidence
+    components = {
+        "classification": float(classification.detach()),
+        "regression": float(regression.detach()),
+        "confidence": float(confidence.detach()),
+    }
     return total, components

@@ -45,9 +45,16 @@ class ValidationResult:
         return dataclasses.asdict(self)
 
 
-def validate_outcomes(engine: sa.Engine, settings: Settings | None = None, *, symbol: str | None = None,
-                      as_of: dt.datetime | None = None, recheck: bool = False,
-                      batch_size: int | None = None, should_stop=lambda: False) -> ValidationResult:
+def validate_outcomes(
+    engine: sa.Engine,
+    settings: Settings | None = None,
+    *,
+    symbol: str | None = None,
+    as_of: dt.datetime | None = None,
+    recheck: bool = False,
+    batch_size: int | None = None,
+    should_stop=lambda: False,
+) -> ValidationResult:
     """Label every prediction whose horizon has elapsed at ``as_of`` (default: now).
 
     New predictions and pending ones are (re)tried; validated ones are recomputed when candles
@@ -62,7 +69,7 @@ def validate_outcomes(engine: sa.Engine, settings: Settings | None = None, *, sy
         params["corrections_upto"] = conn.execute(queries.get("outcomes.corrections_upto")).scalar_one()
     while True:
         if should_stop():
-            result.stopped = True   # each batch committed on its own: the next run continues
+            result.stopped = True  # each batch committed on its own: the next run continues
             break
         with engine.begin() as conn:
             row = label_batch(conn, params)
@@ -92,8 +99,12 @@ def refresh_statistics(engine: sa.Engine) -> bool:
 
 
 # The named ANALYZE statement of each table labelling reads.
-ANALYZE_QUERIES = {"predictions": "outcomes.analyze_predictions", "input_packages": "outcomes.analyze_input_packages",
-                   "outcomes": "outcomes.analyze_outcomes", "candles": "ingest.analyze_candles"}
+ANALYZE_QUERIES = {
+    "predictions": "outcomes.analyze_predictions",
+    "input_packages": "outcomes.analyze_input_packages",
+    "outcomes": "outcomes.analyze_outcomes",
+    "candles": "ingest.analyze_candles",
+}
 
 
 def label_batch(conn: sa.Connection, params: dict) -> dict:
@@ -127,7 +138,7 @@ def _params(settings: Settings, symbol, as_of, recheck, batch_size) -> dict:
         "fee_rate": settings.fee_rate,
         "slippage_rate": settings.slippage_rate,
         "symbol": symbol,
-        "as_of": as_of or dt.datetime.now(dt.timezone.utc),
+        "as_of": as_of or dt.datetime.now(dt.UTC),
         "recheck": recheck,
         "batch_size": batch_size,
         "after_id": 0,
@@ -137,8 +148,10 @@ def _params(settings: Settings, symbol, as_of, recheck, batch_size) -> dict:
 def _clear_corrections(engine: sa.Engine, params: dict) -> None:
     # Only after the whole run: a run that stops early leaves the entries for the next one.
     with engine.begin() as conn:
-        conn.execute(queries.get("outcomes.clear_corrections"),
-                     {"corrections_upto": params["corrections_upto"], "symbol": params["symbol"]})
+        conn.execute(
+            queries.get("outcomes.clear_corrections"),
+            {"corrections_upto": params["corrections_upto"], "symbol": params["symbol"]},
+        )
 
 
 def summary(conn: sa.Connection) -> dict:

@@ -85,8 +85,14 @@ def checksum(data) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def split(name: str, tensor: torch.Tensor, codec: str = "raw", *, original_dtype: torch.dtype | None = None,
-          chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Payload:
+def split(
+    name: str,
+    tensor: torch.Tensor,
+    codec: str = "raw",
+    *,
+    original_dtype: torch.dtype | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Payload:
     """``tensor``'s stored bytes as chunk views of at most ``chunk_bytes`` (the one chunking rule).
 
     The views share the tensor's memory: they are valid only while the tensor is not reused.
@@ -100,12 +106,18 @@ def split(name: str, tensor: torch.Tensor, codec: str = "raw", *, original_dtype
         tensor = tensor.to(codec_dtype(codec, original))
     payload = tensor_bytes(tensor)
     count = max(1, -(-len(payload) // chunk_bytes))
-    views = [payload[i * chunk_bytes:(i + 1) * chunk_bytes] for i in range(count)]
+    views = [payload[i * chunk_bytes : (i + 1) * chunk_bytes] for i in range(count)]
     return Payload(name, dtype_name(original), tuple(tensor.shape), codec, views)
 
 
-def encode(name: str, tensor: torch.Tensor, codec: str = "raw", *, original_dtype: torch.dtype | None = None,
-           chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[Chunk]:
+def encode(
+    name: str,
+    tensor: torch.Tensor,
+    codec: str = "raw",
+    *,
+    original_dtype: torch.dtype | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> list[Chunk]:
     """Checksummed chunks of ``tensor`` (a CPU tensor, already converted to ``codec``'s dtype when lossy).
 
     ``original_dtype`` is the dtype of the gradient before a lossy conversion (default: the

@@ -67,8 +67,9 @@ class CapturedGradients:
         self.wait()
         chunks: list[blobs.Chunk] = []
         for name, tensor in self.tensors.items():
-            chunks.extend(blobs.encode(name, tensor, self.codec, original_dtype=self.dtypes[name],
-                                       chunk_bytes=chunk_bytes))
+            chunks.extend(
+                blobs.encode(name, tensor, self.codec, original_dtype=self.dtypes[name], chunk_bytes=chunk_bytes)
+            )
         return chunks
 
     def release(self) -> None:
@@ -133,8 +134,15 @@ class GradientCapture:
         if layout.on_cuda:
             event = torch.cuda.Event()
             event.record()
-        return CapturedGradients(step, self.policy.codec, dict(zip(layout.names, layout.buffers)),
-                                 dict(layout.dtypes), event, lambda: self._free.put(slot_id), self._views[slot_id])
+        return CapturedGradients(
+            step,
+            self.policy.codec,
+            dict(zip(layout.names, layout.buffers)),
+            dict(layout.dtypes),
+            event,
+            lambda: self._free.put(slot_id),
+            self._views[slot_id],
+        )
 
     def _layout(self, slot_id: int, grads: list[tuple[str, torch.Tensor]]) -> _SlotLayout:
         """The slot's buffers for these gradients; rebuilt only when a name, shape, dtype or device changed."""
@@ -144,8 +152,9 @@ class GradientCapture:
             on_cuda = any(g.is_cuda for _, g in grads)
             convert = on_cuda and self.policy.codec != "raw"
             buffers = [self._buffer(slot_id, name, g) for name, g in grads]
-            layout = _SlotLayout(key, [name for name, _ in grads], buffers, {name: g.dtype for name, g in grads},
-                                 on_cuda, convert)
+            layout = _SlotLayout(
+                key, [name for name, _ in grads], buffers, {name: g.dtype for name, g in grads}, on_cuda, convert
+            )
             self._layouts[slot_id] = layout
         return layout
 

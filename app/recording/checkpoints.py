@@ -147,14 +147,23 @@ def _refusal(exc: BaseException) -> str:
         if reason:
             return reason.split(". ")[0][:200]
     reasons = [line for line in lines if "GLOBAL" in line] or [
-        line for line in lines if not line.startswith(_TORCH_ADVICE)]
+        line for line in lines if not line.startswith(_TORCH_ADVICE)
+    ]
     return (reasons[0] if reasons else type(exc).__name__)[:200]
 
 
-def snapshot(step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict | None = None) -> Snapshot:
+def snapshot(
+    step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict | None = None
+) -> Snapshot:
     """Serialize model, optimizer, RNG and ``extra`` (trainer state: tensors / numbers / strings)."""
-    state = {"format": FORMAT, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "rng": rng_state(), "extra": extra or {}}
+    state = {
+        "format": FORMAT,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng_state(),
+        "extra": extra or {},
+    }
     data = serialize(state)
     return Snapshot(step, params_hash(model), optimizer_hash(optimizer), hashlib.sha256(data).digest(), data)
 
@@ -184,14 +193,27 @@ def load(conn: sa.Connection, session_id: int, step: int | None = None, *, verif
 def _stored(row, verify: bool) -> StoredCheckpoint:
     data = bytes(row.state)
     if verify and hashlib.sha256(data).digest() != bytes(row.content_hash):
-        raise CheckpointError(f"checkpoint {row.id} (session {row.session_id}, step {row.step}): "
-                              "content hash mismatch, the stored state is corrupted")
-    return StoredCheckpoint(row.id, row.session_id, row.step, row.kind, bytes(row.params_hash),
-                            bytes(row.optimizer_hash), bytes(row.content_hash), deserialize(data))
+        raise CheckpointError(
+            f"checkpoint {row.id} (session {row.session_id}, step {row.step}): "
+            "content hash mismatch, the stored state is corrupted"
+        )
+    return StoredCheckpoint(
+        row.id,
+        row.session_id,
+        row.step,
+        row.kind,
+        bytes(row.params_hash),
+        bytes(row.optimizer_hash),
+        bytes(row.content_hash),
+        deserialize(data),
+    )
 
 
 def list_steps(conn: sa.Connection, session_id: int) -> list[int]:
     """Steps at which ``session_id`` has a checkpoint, ascending."""
-    query = (sa.select(models.Checkpoint.step).where(models.Checkpoint.session_id == session_id)
-             .order_by(models.Checkpoint.step))
+    query = (
+        sa.select(models.Checkpoint.step)
+        .where(models.Checkpoint.session_id == session_id)
+        .order_by(models.Checkpoint.step)
+    )
     return list(conn.execute(query).scalars())

@@ -51,5 +51,5 @@ class ConvergenceTracker:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_state(cls, state: dict) -> "ConvergenceTracker":
+    def from_state(cls, state: dict) -> ConvergenceTracker:
         return cls(**state)

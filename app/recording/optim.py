@@ -55,11 +55,13 @@ class OptimizerSpec:
 
         """A fresh optimizer over ``params`` with this spec (lr is set per step by ``apply_lr``)."""
         if self.name == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                                   foreach=False)
+            return torch.optim.SGD(
+                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, foreach=False
+            )
         cls = torch.optim.AdamW if self.name == "adamw" else torch.optim.Adam
-        return cls(params, lr=self.lr, betas=tuple(self.betas), eps=self.eps, weight_decay=self.weight_decay,
-                   foreach=False)
+        return cls(
+            params, lr=self.lr, betas=tuple(self.betas), eps=self.eps, weight_decay=self.weight_decay, foreach=False
+        )
 
     def lr_at(self, step: int) -> float:
         """Learning rate of (1-based) step ``step``: linear warm-up, then constant or cosine decay."""
@@ -83,7 +85,7 @@ class OptimizerSpec:
         return data
 
     @classmethod
-    def from_config(cls, raw: dict) -> "OptimizerSpec":
+    def from_config(cls, raw: dict) -> OptimizerSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:

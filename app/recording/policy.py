@@ -51,7 +51,7 @@ class CapturePolicy:
         return {"name": self.name, "k": self.k, "half_codec": self.half_codec}
 
     @classmethod
-    def from_config(cls, raw: dict) -> "CapturePolicy":
+    def from_config(cls, raw: dict) -> CapturePolicy:
         return cls(raw.get("name", "full"), int(raw.get("k", 1)), raw.get("half_codec", "bf16"))
 
 

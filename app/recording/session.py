@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import sqlalchemy as sa
 import torch
@@ -44,6 +44,7 @@ from app.recording.policy import CapturePolicy, WriterOptions
 from app.recording.writer import BackgroundWriter, CheckpointRecord, StepRecord
 
 log = logging.getLogger(__name__)
+
 
 class SessionBusy(TrainsrvError):
     """Another live process is training this session."""
@@ -62,15 +63,22 @@ class SessionSpec:
     checkpoint_every: int = 50
     job_id: int | None = None
     parent_session_id: int | None = None
-    init_session_id: int | None = None       # the checkpoint the weights started from (--init)
+    init_session_id: int | None = None  # the checkpoint the weights started from (--init)
     init_checkpoint_id: int | None = None
 
 
 class SessionRecorder:
     """Records one session's steps, gradients and checkpoints (see the module docstring)."""
 
-    def __init__(self, engine: sa.Engine, session_id: int, capture: CapturePolicy, checkpoint_every: int,
-                 lock_conn: sa.Connection, options: WriterOptions | None = None):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        session_id: int,
+        capture: CapturePolicy,
+        checkpoint_every: int,
+        lock_conn: sa.Connection,
+        options: WriterOptions | None = None,
+    ):
         if checkpoint_every < 1:
             raise ValidationError("checkpoint_every", f"must be >= 1, got {checkpoint_every}")
         self.engine = engine
@@ -80,35 +88,49 @@ class SessionRecorder:
         self.options = options or WriterOptions()
         self._lock_conn = lock_conn
         self._capture: GradientCapture | None = None
-        self.writer = BackgroundWriter(engine, session_id, max_pending=self.options.max_pending,
-                                       max_batch=self.options.max_batch)
+        self.writer = BackgroundWriter(
+            engine, session_id, max_pending=self.options.max_pending, max_batch=self.options.max_batch
+        )
 
     # -- opening ----------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, engine: sa.Engine, spec: SessionSpec, options: WriterOptions | None = None) -> "SessionRecorder":
+    def start(cls, engine: sa.Engine, spec: SessionSpec, options: WriterOptions | None = None) -> SessionRecorder:
         """Insert a ``running`` session row, lock it and start its writer."""
         config = dict(spec.config, capture=spec.capture.to_config(), checkpoint_every=spec.checkpoint_every)
         lock_conn = engine.connect()
         try:
             session_id = sessions.insert(
-                lock_conn, model_kind=spec.model_kind, model_name=spec.model_name, config=config, seed=spec.seed,
-                torch_version=torch.__version__, trainsrv_version=__version__, device=spec.device,
-                status="running", capture_policy=spec.capture.name, replay_exact=spec.capture.replay_exact,
-                job_id=spec.job_id, parent_session_id=spec.parent_session_id,
-                init_session_id=spec.init_session_id, init_checkpoint_id=spec.init_checkpoint_id)
+                lock_conn,
+                model_kind=spec.model_kind,
+                model_name=spec.model_name,
+                config=config,
+                seed=spec.seed,
+                torch_version=torch.__version__,
+                trainsrv_version=__version__,
+                device=spec.device,
+                status="running",
+                capture_policy=spec.capture.name,
+                replay_exact=spec.capture.replay_exact,
+                job_id=spec.job_id,
+                parent_session_id=spec.parent_session_id,
+                init_session_id=spec.init_session_id,
+                init_checkpoint_id=spec.init_checkpoint_id,
+            )
             lock_conn.commit()
             _lock(lock_conn, session_id)
         except BaseException:
             _release(lock_conn, None)
             raise
-        log.info("session %s started (%s %s, capture %s)", session_id, spec.model_kind, spec.model_name,
-                 spec.capture.name)
+        log.info(
+            "session %s started (%s %s, capture %s)", session_id, spec.model_kind, spec.model_name, spec.capture.name
+        )
         return cls(engine, session_id, spec.capture, spec.checkpoint_every, lock_conn, options)
 
     @classmethod
-    def resume(cls, engine: sa.Engine, session_id: int,
-               options: WriterOptions | None = None) -> tuple["SessionRecorder", checkpoints.StoredCheckpoint]:
+    def resume(
+        cls, engine: sa.Engine, session_id: int, options: WriterOptions | None = None
+    ) -> tuple[SessionRecorder, checkpoints.StoredCheckpoint]:
         """Take over a failed / interrupted / orphaned session from its last checkpoint.
 
         Returns the recorder and the checkpoint to restore; training continues at
@@ -123,12 +145,16 @@ class SessionRecorder:
         try:
             row = sessions.get(lock_conn, session_id)
             if row.status not in sessions.RESUMABLE:
-                raise TrainsrvError(f"session {session_id} is {row.status}; only {', '.join(sessions.RESUMABLE)} "
-                                    "sessions can be resumed")
+                raise TrainsrvError(
+                    f"session {session_id} is {row.status}; only {', '.join(sessions.RESUMABLE)} "
+                    "sessions can be resumed"
+                )
             if row.pruned is not None:  # retention dropped its gradient partition: new steps have nowhere to go
-                raise TrainsrvError(f"session {session_id} cannot be resumed: retention pruned its "
-                                    f"{'gradients' if row.pruned == 'gradients' else 'gradients and checkpoints'} "
-                                    f"({row.pruned_reason})")
+                raise TrainsrvError(
+                    f"session {session_id} cannot be resumed: retention pruned its "
+                    f"{'gradients' if row.pruned == 'gradients' else 'gradients and checkpoints'} "
+                    f"({row.pruned_reason})"
+                )
             ckpt = checkpoints.load(lock_conn, session_id)
             dropped = _truncate_after(lock_conn, session_id, ckpt.step)
             sessions.mark_resumed(lock_conn, session_id, dropped=dropped, step=ckpt.step)
@@ -163,15 +189,25 @@ class SessionRecorder:
         """Whether a periodic checkpoint is due after ``step``."""
         return step % self.checkpoint_every == 0
 
-    def checkpoint(self, step: int, kind: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                   extra: dict | None = None, on_commit: Callable[[sa.Connection], None] | None = None) -> bytes:
+    def checkpoint(
+        self,
+        step: int,
+        kind: str,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        extra: dict | None = None,
+        on_commit: Callable[[sa.Connection], None] | None = None,
+    ) -> bytes:
         """Snapshot now and queue it; ``on_commit(conn)`` runs in the checkpoint's transaction.
 
         Returns the params hash of the snapshot.
         """
         snap = checkpoints.snapshot(step, model, optimizer, extra)
-        self.writer.submit(CheckpointRecord(step, kind, snap.params_hash, snap.optimizer_hash, snap.content_hash,
-                                            snap.state, on_commit))
+        self.writer.submit(
+            CheckpointRecord(
+                step, kind, snap.params_hash, snap.optimizer_hash, snap.content_hash, snap.state, on_commit
+            )
+        )
         return snap.params_hash
 
     # -- closing --------------------------------------------------------------------------
@@ -184,6 +220,7 @@ class SessionRecorder:
 
         def write(conn: sa.Connection) -> None:
             conn.execute(sessions.update(self.session_id, **values))
+
         return write
 
     def mark_trained_through(self) -> None:
@@ -195,8 +232,14 @@ class SessionRecorder:
     def finish(self, *, metrics: dict, training_value: float | None, tracker: ConvergenceTracker) -> None:
         """Wait for every write, then mark the session ``succeeded``."""
         self._close_writer()
-        self._set(status="succeeded", metrics=metrics, training_value=training_value, error=None,
-                  ended_at=sa.func.now(), **_convergence_values(tracker))
+        self._set(
+            status="succeeded",
+            metrics=metrics,
+            training_value=training_value,
+            error=None,
+            ended_at=sa.func.now(),
+            **_convergence_values(tracker),
+        )
         self.close()
 
     def interrupt(self, metrics: dict, tracker: ConvergenceTracker) -> None:

@@ -65,7 +65,11 @@ def config_of(engine: sa.Engine, session_id: int) -> dict:
 
 def resumable_of_job(engine: sa.Engine, job_id: int) -> int | None:
     """The newest resumable session a job started: a retried job continues it instead of starting over."""
-    query = (sa.select(_table.c.id).where(_table.c.job_id == job_id, _table.c.status.in_(RESUMABLE))
-             .order_by(_table.c.id.desc()).limit(1))
+    query = (
+        sa.select(_table.c.id)
+        .where(_table.c.job_id == job_id, _table.c.status.in_(RESUMABLE))
+        .order_by(_table.c.id.desc())
+        .limit(1)
+    )
     with engine.connect() as conn:
         return conn.execute(query).scalar()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -40,9 +40,15 @@ class Batch:
     load_ms: float = 0.0
 
 
-def train_step(recorder: SessionRecorder | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               spec: OptimizerSpec, step: int, batch: Batch,
-               compute_loss: Callable[[], tuple[torch.Tensor, dict[str, float]]]) -> StepRecord:
+def train_step(
+    recorder: SessionRecorder | None,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    spec: OptimizerSpec,
+    step: int,
+    batch: Batch,
+    compute_loss: Callable[[], tuple[torch.Tensor, dict[str, float]]],
+) -> StepRecord:
     """Run and record one optimizer step (``recorder`` None: train without recording)."""
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
@@ -59,10 +65,15 @@ def train_step(recorder: SessionRecorder | None, model: torch.nn.Module, optimiz
     lr = spec.apply_lr(optimizer, step)
     optimizer.step()
     t4 = time.perf_counter()
-    timings = {"load": batch.load_ms, "forward": _ms(t0, t1), "backward": _ms(t1, t2), "capture": _ms(t2, t3),
-               "optimizer": _ms(t3, t4), "total": batch.load_ms + _ms(t0, t4)}
-    record = StepRecord(step, loss_value, components, grad_norm, lr, batch.ids, batch.profitability, timings,
-                        captured)
+    timings = {
+        "load": batch.load_ms,
+        "forward": _ms(t0, t1),
+        "backward": _ms(t1, t2),
+        "capture": _ms(t2, t3),
+        "optimizer": _ms(t3, t4),
+        "total": batch.load_ms + _ms(t0, t4),
+    }
+    record = StepRecord(step, loss_value, components, grad_norm, lr, batch.ids, batch.profitability, timings, captured)
     if recorder is not None:
         recorder.record_step(record)
     return record

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import sqlalchemy as sa
 import torch
@@ -33,8 +33,10 @@ class CorruptedBlob(TrainsrvError):
     """A stored gradient cannot be used: the message names session, step, parameter and chunk."""
 
     def __init__(self, session_id: int, step: int, error: blobs.BlobError):
-        super().__init__(f"corrupted gradient blob in session {session_id}, step {step}: {error} "
-                         f"(see `trainsrv verify --session {session_id}`)")
+        super().__init__(
+            f"corrupted gradient blob in session {session_id}, step {step}: {error} "
+            f"(see `trainsrv verify --session {session_id}`)"
+        )
         self.session_id = session_id
         self.step = step
 
@@ -54,8 +56,15 @@ class StoredStep:
     gradients: dict[str, torch.Tensor]
 
 
-def read_steps(engine: sa.Engine, session_id: int, first: int, last: int, *, prefetch: int = 2,
-               window_bytes: int = DEFAULT_WINDOW_BYTES) -> Iterator[StoredStep]:
+def read_steps(
+    engine: sa.Engine,
+    session_id: int,
+    first: int,
+    last: int,
+    *,
+    prefetch: int = 2,
+    window_bytes: int = DEFAULT_WINDOW_BYTES,
+) -> Iterator[StoredStep]:
     """Steps ``first..last`` (those that exist) of ``session_id``, ascending, gradients decoded."""
     with engine.connect() as conn:
         window = _window_steps(conn, session_id, first, window_bytes)
@@ -69,12 +78,17 @@ def read_steps(engine: sa.Engine, session_id: int, first: int, last: int, *, pre
 def _window_steps(conn: sa.Connection, session_id: int, first: int, window_bytes: int) -> int:
     """How many steps fit in ``window_bytes``, judged by the first captured step at or after ``first``."""
     blob = models.GradientBlob.__table__
-    step = conn.execute(sa.select(sa.func.min(blob.c.step)).where(
-        blob.c.session_id == session_id, blob.c.step >= first)).scalar()
+    step = conn.execute(
+        sa.select(sa.func.min(blob.c.step)).where(blob.c.session_id == session_id, blob.c.step >= first)
+    ).scalar()
     if step is None:
         return MAX_WINDOW_STEPS
-    size = conn.execute(sa.select(sa.func.sum(blob.c.byte_length)).where(
-        blob.c.session_id == session_id, blob.c.step == step)).scalar() or 1
+    size = (
+        conn.execute(
+            sa.select(sa.func.sum(blob.c.byte_length)).where(blob.c.session_id == session_id, blob.c.step == step)
+        ).scalar()
+        or 1
+    )
     return max(1, min(MAX_WINDOW_STEPS, window_bytes // size))
 
 
@@ -132,20 +146,32 @@ class _Prefetcher:
 
 def _read_window(conn: sa.Connection, session_id: int, lo: int, hi: int) -> list[StoredStep]:
     steps = models.TrainingStep.__table__
-    rows = conn.execute(sa.select(steps).where(steps.c.session_id == session_id, steps.c.step.between(lo, hi))
-                        .order_by(steps.c.step)).all()
+    rows = conn.execute(
+        sa.select(steps).where(steps.c.session_id == session_id, steps.c.step.between(lo, hi)).order_by(steps.c.step)
+    ).all()
     chunks = _chunks_by_step(conn, session_id, lo, hi)
-    return [StoredStep(r.step, r.loss_total, r.loss_components, r.grad_norm, r.learning_rate, list(r.batch_ids),
-                       r.batch_profitability, r.gradients_stored,
-                       _decode_step(session_id, r.step, chunks.get(r.step, {})))
-            for r in rows]
+    return [
+        StoredStep(
+            r.step,
+            r.loss_total,
+            r.loss_components,
+            r.grad_norm,
+            r.learning_rate,
+            list(r.batch_ids),
+            r.batch_profitability,
+            r.gradients_stored,
+            _decode_step(session_id, r.step, chunks.get(r.step, {})),
+        )
+        for r in rows
+    ]
 
 
 def _chunks_by_step(conn: sa.Connection, session_id: int, lo: int, hi: int) -> dict[int, dict[str, list]]:
     found: dict[int, dict[str, list]] = {}
     params = {"session_id": session_id, "first": lo, "last": hi}
-    for step, name, index, count, dtype, shape, codec, checksum, data in _binary_rows(conn, "replay_session.step_blobs",
-                                                                                    params):
+    for step, name, index, count, dtype, shape, codec, checksum, data in _binary_rows(
+        conn, "replay_session.step_blobs", params
+    ):
         chunk = blobs.Chunk(name, index, count, dtype, tuple(shape), codec, bytes(checksum), bytes(data))
         found.setdefault(step, {}).setdefault(name, []).append(chunk)
     return found

@@ -43,7 +43,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import psycopg
 import sqlalchemy as sa
@@ -59,7 +59,7 @@ from app.recording.policy import DEFAULT_PIPELINE
 
 log = logging.getLogger(__name__)
 
-_STOP = object()   # close(): commit what was taken, then end the thread
+_STOP = object()  # close(): commit what was taken, then end the thread
 _FLUSH = object()  # flush(): commit what was taken now instead of waiting for more records
 # ``shape`` (7th) is sent as int4[] bytes pre-dumped once per shape (see _int4_array), hence "bytea".
 BLOB_COPY_TYPES = ["int8", "int4", "text", "int4", "int4", "text", "bytea", "text", "int4", "bytea", "bytea"]
@@ -124,10 +124,17 @@ class BatchLimits:
 class BackgroundWriter:
     """Writes the records of one session from a background thread."""
 
-    def __init__(self, engine: sa.Engine, session_id: int, *, max_pending: int = DEFAULT_PIPELINE.max_pending,
-                 max_batch: int = DEFAULT_PIPELINE.max_batch,
-                 max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES, max_batch_s: float = DEFAULT_MAX_BATCH_S,
-                 chunk_bytes: int = blobs.DEFAULT_CHUNK_BYTES):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        session_id: int,
+        *,
+        max_pending: int = DEFAULT_PIPELINE.max_pending,
+        max_batch: int = DEFAULT_PIPELINE.max_batch,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        max_batch_s: float = DEFAULT_MAX_BATCH_S,
+        chunk_bytes: int = blobs.DEFAULT_CHUNK_BYTES,
+    ):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.engine = engine
@@ -183,7 +190,7 @@ class BackgroundWriter:
             if conn is not None:
                 conn.close()
 
-    def _write_batch(self, conn: sa.Connection | None, intake: "_Intake") -> sa.Connection | None:
+    def _write_batch(self, conn: sa.Connection | None, intake: _Intake) -> sa.Connection | None:
         try:
             conn = conn or self._connect()
             started = time.perf_counter()
@@ -212,7 +219,7 @@ class BackgroundWriter:
         adapters.register_dumper(bytes, adapters.get_dumper(bytes, PyFormat.BINARY))
         return conn
 
-    def _write(self, conn: sa.Connection, intake: "_Intake") -> None:
+    def _write(self, conn: sa.Connection, intake: _Intake) -> None:
         with conn.begin():
             step_rows: list[tuple] = []
             checkpoint = None
@@ -231,7 +238,7 @@ class BackgroundWriter:
         self.stats.records += len(step_rows) + (checkpoint is not None)
         self.stats.transactions += 1
 
-    def _copy_gradients(self, copy: "_LazyCopy", record: StepRecord) -> int:
+    def _copy_gradients(self, copy: _LazyCopy, record: StepRecord) -> int:
         """Stream one step's chunks into the COPY, then free its slot; returns the parameter count."""
         sid, step = self.session_id, record.step
         payloads = record.gradients.payloads(self.chunk_bytes)
@@ -250,13 +257,32 @@ class BackgroundWriter:
         return len(payloads)
 
     def _step_row(self, r: StepRecord, gradients_stored: int) -> tuple:
-        return (self.session_id, r.step, r.loss_total, r.loss_components, r.grad_norm, r.learning_rate,
-                list(r.batch_ids), r.batch_profitability, r.timings_ms, gradients_stored)
+        return (
+            self.session_id,
+            r.step,
+            r.loss_total,
+            r.loss_components,
+            r.grad_norm,
+            r.learning_rate,
+            list(r.batch_ids),
+            r.batch_profitability,
+            r.timings_ms,
+            gradients_stored,
+        )
 
     def _insert_checkpoint(self, conn: sa.Connection, r: CheckpointRecord) -> None:
-        conn.execute(sa.insert(models.Checkpoint).values(
-            session_id=self.session_id, step=r.step, kind=r.kind, params_hash=r.params_hash,
-            optimizer_hash=r.optimizer_hash, content_hash=r.content_hash, byte_length=len(r.state), state=r.state))
+        conn.execute(
+            sa.insert(models.Checkpoint).values(
+                session_id=self.session_id,
+                step=r.step,
+                kind=r.kind,
+                params_hash=r.params_hash,
+                optimizer_hash=r.optimizer_hash,
+                content_hash=r.content_hash,
+                byte_length=len(r.state),
+                state=r.state,
+            )
+        )
         if r.on_commit is not None:
             r.on_commit(conn)
 
@@ -286,8 +312,11 @@ class _Intake:
             yield record
             count += 1
             size += _gradient_bytes(record)
-            if (isinstance(record, CheckpointRecord) or count >= self._limits.records
-                    or size >= self._limits.gradient_bytes):
+            if (
+                isinstance(record, CheckpointRecord)
+                or count >= self._limits.records
+                or size >= self._limits.gradient_bytes
+            ):
                 return
             record = self._take(deadline)
 
@@ -319,7 +348,7 @@ class _LazyCopy:
         self._stack = contextlib.ExitStack()
         self._copy = None
 
-    def __enter__(self) -> "_LazyCopy":
+    def __enter__(self) -> _LazyCopy:
         return self
 
     def open(self) -> psycopg.Copy:

@@ -54,23 +54,32 @@ def _list(args) -> int:
     if args.json:
         cli_common.print_result(rows)
         return 0
-    print(f"{'version':<14} {'kind':<4} {'symbol':<12} {'from':>6} {'eval':>5} {'acc-base':>8} {'profit/call':>12} "
-          f"{'best const':>11} {'clean':>5} {'value':>7}  deployed")
+    print(
+        f"{'version':<14} {'kind':<4} {'symbol':<12} {'from':>6} {'eval':>5} {'acc-base':>8} {'profit/call':>12} "
+        f"{'best const':>11} {'clean':>5} {'value':>7}  deployed"
+    )
     for r in rows:
         edge = None if r["eval_accuracy"] is None else r["eval_accuracy"] - r["eval_baseline_accuracy"]
         clean = "-" if r["eval_contaminated"] is None else ("no" if r["eval_contaminated"] else "yes")
-        print(f"{r['version']:<14} {r['model_kind']:<4} {r['symbol']:<12} {r['init_session_id'] or '-':>6} "
-              f"{r['eval_episodes'] or 0:>5} {_num(edge, '+.3f'):>8} {_num(r['eval_mean_profit_per_call']):>12} "
-              f"{_num(r['eval_best_constant_profit_per_call']):>11} {clean:>5} {_num(r['training_value'], '.3f'):>7}  "
-              f"{r['deployed_at'] if r['is_deployed'] else ''}")
+        print(
+            f"{r['version']:<14} {r['model_kind']:<4} {r['symbol']:<12} {r['init_session_id'] or '-':>6} "
+            f"{r['eval_episodes'] or 0:>5} {_num(edge, '+.3f'):>8} {_num(r['eval_mean_profit_per_call']):>12} "
+            f"{_num(r['eval_best_constant_profit_per_call']):>11} {clean:>5} {_num(r['training_value'], '.3f'):>7}  "
+            f"{r['deployed_at'] if r['is_deployed'] else ''}"
+        )
     return 0
 
 
 def _show(args) -> int:
     with cli_common.open_db().connect() as conn:
         entry = store.model(conn, args.session_id)
-        cli_common.print_result({"model": entry, "lineage": lineage.lineage(conn, args.session_id),
-                "decisions": store.decisions(conn, args.session_id)})
+        cli_common.print_result(
+            {
+                "model": entry,
+                "lineage": lineage.lineage(conn, args.session_id),
+                "decisions": store.decisions(conn, args.session_id),
+            }
+        )
     return 0
 
 
@@ -83,7 +92,9 @@ def _promote(args) -> int:
 
 
 def _rollback(args) -> int:
-    cli_common.print_result(store.rollback(cli_common.open_db(), args.kind, args.symbol, to=args.to, reason=args.reason))
+    cli_common.print_result(
+        store.rollback(cli_common.open_db(), args.kind, args.symbol, to=args.to, reason=args.reason)
+    )
     return 0
 
 

@@ -23,12 +23,16 @@ import torch
 from app.nets.interface import ACTIONS
 from app.registry import loader
 
-NORMALISATION = ("per timeframe, the newest `window` bars (oldest first) as (5, window): open/high/low/close as "
-                 "100 * (price / last close of the window - 1), volume as log1p(volume) minus its window mean; "
-                 "timeframes stacked shortest first: input (batch, timeframes, 5, window) float32")
-OUTPUTS = {"cnn": "dict: logits (batch, 3) in `actions` order, move (batch,) percent, confidence (batch,) logit; "
-                  "the call is argmax(logits)",
-           "rl": "Q-values (batch, 3) in `actions` order; the call is argmax"}
+NORMALISATION = (
+    "per timeframe, the newest `window` bars (oldest first) as (5, window): open/high/low/close as "
+    "100 * (price / last close of the window - 1), volume as log1p(volume) minus its window mean; "
+    "timeframes stacked shortest first: input (batch, timeframes, 5, window) float32"
+)
+OUTPUTS = {
+    "cnn": "dict: logits (batch, 3) in `actions` order, move (batch,) percent, confidence (batch,) logit; "
+    "the call is argmax(logits)",
+    "rl": "Q-values (batch, 3) in `actions` order; the call is argmax",
+}
 
 
 def export(engine: sa.Engine, session_id: int, out: Path) -> dict:
@@ -41,13 +45,24 @@ def export(engine: sa.Engine, session_id: int, out: Path) -> dict:
     if torchscript_error is None:
         files["torchscript"] = "model.pt"
     spec = {
-        "version": model.version, "model_kind": model.model_kind, "symbol": model.symbol, "session_id": session_id,
-        "checkpoint_id": model.checkpoint_id, "checkpoint_step": model.checkpoint_step,
-        "model": model.model_path, "model_config": model.model_config,
-        "input_spec": {"timeframes": list(model.input_spec.timeframes), "window": model.input_spec.window,
-                       "channels": model.input_spec.channels, "normalisation": NORMALISATION},
-        "outputs": OUTPUTS[model.model_kind], "actions": list(ACTIONS),
-        "files": files, "torchscript_error": torchscript_error,
+        "version": model.version,
+        "model_kind": model.model_kind,
+        "symbol": model.symbol,
+        "session_id": session_id,
+        "checkpoint_id": model.checkpoint_id,
+        "checkpoint_step": model.checkpoint_step,
+        "model": model.model_path,
+        "model_config": model.model_config,
+        "input_spec": {
+            "timeframes": list(model.input_spec.timeframes),
+            "window": model.input_spec.window,
+            "channels": model.input_spec.channels,
+            "normalisation": NORMALISATION,
+        },
+        "outputs": OUTPUTS[model.model_kind],
+        "actions": list(ACTIONS),
+        "files": files,
+        "torchscript_error": torchscript_error,
         "sha256": {name: hashlib.sha256((out / path).read_bytes()).hexdigest() for name, path in files.items()},
     }
     (out / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
@@ -60,8 +75,8 @@ def _torchscript(model: loader.LoadedModel, path: Path) -> str | None:
     example = torch.zeros((2, *model.input_spec.shape()))
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)   # TorchScript is what C++ / Java consumers load
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)   # shape checks; the tests compare batches
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what C++ / Java consumers load
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks; the tests compare batches
             traced = torch.jit.trace(model.module, example, strict=False)
         traced.save(str(path))
     except Exception as exc:  # any model may refuse tracing; the state_dict is exported regardless

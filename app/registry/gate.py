@@ -23,15 +23,15 @@ import dataclasses
 import sqlalchemy as sa
 
 from app.config import Settings, get_settings
-from app.registry import lineage, loader, store
 from app.nets import inputs
+from app.registry import lineage, loader, store
 from app.trainer import episodes as episodes_mod
 from app.trainer import evaluate, rl_holdout
 
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    action: str                 # promote | refuse | none (already deployed)
+    action: str  # promote | refuse | none (already deployed)
     session_id: int
     version: str
     previous_session_id: int | None
@@ -43,8 +43,9 @@ class Decision:
         return dataclasses.asdict(self)
 
 
-def run(engine: sa.Engine, session_id: int, *, settings: Settings | None = None, source: str = "gate",
-        force: bool = False) -> Decision:
+def run(
+    engine: sa.Engine, session_id: int, *, settings: Settings | None = None, source: str = "gate", force: bool = False
+) -> Decision:
     """Decide on candidate ``session_id`` and record the decision (see the module docstring)."""
     settings = settings or get_settings()
     with engine.begin() as conn:
@@ -57,41 +58,81 @@ def run(engine: sa.Engine, session_id: int, *, settings: Settings | None = None,
         evidence = _evidence(conn, candidate, current, settings)
         failed = [c["check"] for c in evidence["checks"] if not c["passed"]]
         promote = force or not failed
-        reason = ("all checks passed" if not failed else
-                  f"forced by hand despite failed checks: {', '.join(failed)}" if force else
-                  f"failed checks: {', '.join(failed)}")
+        reason = (
+            "all checks passed"
+            if not failed
+            else f"forced by hand despite failed checks: {', '.join(failed)}"
+            if force
+            else f"failed checks: {', '.join(failed)}"
+        )
         action = "promote" if promote else "refuse"
-        deployment_id = store.record(conn, model_kind=kind, symbol=symbol, action=action, session_id=session_id,
-                                     previous_session_id=current.session_id if current else None, source=source,
-                                     reason=reason, evidence=evidence)
-    return Decision(action, session_id, candidate["version"], current.session_id if current else None, reason,
-                    evidence, deployment_id)
+        deployment_id = store.record(
+            conn,
+            model_kind=kind,
+            symbol=symbol,
+            action=action,
+            session_id=session_id,
+            previous_session_id=current.session_id if current else None,
+            source=source,
+            reason=reason,
+            evidence=evidence,
+        )
+    return Decision(
+        action,
+        session_id,
+        candidate["version"],
+        current.session_id if current else None,
+        reason,
+        evidence,
+        deployment_id,
+    )
 
 
 def _evidence(conn: sa.Connection, candidate: dict, current, settings: Settings) -> dict:
     config = store.config(conn, candidate["session_id"])
     start, cost = config.get("eval_cutoff"), config.get("cost")
-    if start is None or cost is None:   # an RL session from before its evaluation existed (migration 0015)
-        return {"slice": None, "candidate": {"session_id": candidate["session_id"], "version": candidate["version"]},
-                "incumbent": None, "checks": [{"check": "evaluation_slice", "passed": False, "value": None,
-                                              "must_exceed": None}]}
+    if start is None or cost is None:  # an RL session from before its evaluation existed (migration 0015)
+        return {
+            "slice": None,
+            "candidate": {"session_id": candidate["session_id"], "version": candidate["version"]},
+            "incumbent": None,
+            "checks": [{"check": "evaluation_slice", "passed": False, "value": None, "must_exceed": None}],
+        }
     ids = config.get("eval_episode_ids") or []
-    eps = (rl_holdout.episodes_by_id(conn, ids) if candidate["model_kind"] == "rl"
-           else episodes_mod.still_valid(conn, ids))
-    cand = {**_metrics(conn, candidate["session_id"], eps, cost), "version": candidate["version"],
-            "session_id": candidate["session_id"], **lineage.contamination(conn, candidate["session_id"], start)}
+    eps = (
+        rl_holdout.episodes_by_id(conn, ids) if candidate["model_kind"] == "rl" else episodes_mod.still_valid(conn, ids)
+    )
+    cand = {
+        **_metrics(conn, candidate["session_id"], eps, cost),
+        "version": candidate["version"],
+        "session_id": candidate["session_id"],
+        **lineage.contamination(conn, candidate["session_id"], start),
+    }
     incumbent = None
     if current is not None:
-        incumbent = {**_metrics(conn, current.session_id, eps, cost), "version": current.version,
-                     "session_id": current.session_id, **lineage.contamination(conn, current.session_id, start)}
+        incumbent = {
+            **_metrics(conn, current.session_id, eps, cost),
+            "version": current.version,
+            "session_id": current.session_id,
+            **lineage.contamination(conn, current.session_id, start),
+        }
     return {
-        "slice": {"from": start, "episodes": len(eps), "planned_episodes": len(config.get("eval_episode_ids") or []),
-                  "to": eps[-1].ts.isoformat() if eps else None, "cost": cost},
-        "candidate": cand, "incumbent": incumbent,
-        "margins": {"profit": settings.gate_profit_margin, "accuracy": settings.gate_accuracy_margin,
-                    "deployed_profit": settings.gate_deployed_profit_margin,
-                    "deployed_accuracy": settings.gate_deployed_accuracy_margin,
-                    "min_eval_episodes": settings.gate_min_eval_episodes},
+        "slice": {
+            "from": start,
+            "episodes": len(eps),
+            "planned_episodes": len(config.get("eval_episode_ids") or []),
+            "to": eps[-1].ts.isoformat() if eps else None,
+            "cost": cost,
+        },
+        "candidate": cand,
+        "incumbent": incumbent,
+        "margins": {
+            "profit": settings.gate_profit_margin,
+            "accuracy": settings.gate_accuracy_margin,
+            "deployed_profit": settings.gate_deployed_profit_margin,
+            "deployed_accuracy": settings.gate_deployed_accuracy_margin,
+            "min_eval_episodes": settings.gate_min_eval_episodes,
+        },
         "checks": _checks(cand, incumbent, len(eps), settings),
     }
 
@@ -109,19 +150,33 @@ def _checks(cand: dict, incumbent: dict | None, episodes: int, s: Settings) -> l
         passed = value is not None and threshold is not None and value > threshold
         return {"check": name, "passed": passed, "value": value, "must_exceed": threshold}
 
-    checks = [{"check": "clean", "passed": not cand["contaminated"], "value": cand["contaminated_by"],
-               "must_exceed": None},
-              {"check": "enough_episodes", "passed": episodes >= s.gate_min_eval_episodes, "value": episodes,
-               "must_exceed": s.gate_min_eval_episodes - 1}]
+    checks = [
+        {"check": "clean", "passed": not cand["contaminated"], "value": cand["contaminated_by"], "must_exceed": None},
+        {
+            "check": "enough_episodes",
+            "passed": episodes >= s.gate_min_eval_episodes,
+            "value": episodes,
+            "must_exceed": s.gate_min_eval_episodes - 1,
+        },
+    ]
     if not episodes:
         return checks
     edge = cand["accuracy"] - cand["baseline_accuracy"]
-    checks += [check("profit_vs_baseline", cand["mean_profit_per_call"],
-                     cand["best_constant_profit_per_call"] + s.gate_profit_margin),
-               check("accuracy_vs_baseline", edge, s.gate_accuracy_margin)]
+    checks += [
+        check(
+            "profit_vs_baseline",
+            cand["mean_profit_per_call"],
+            cand["best_constant_profit_per_call"] + s.gate_profit_margin,
+        ),
+        check("accuracy_vs_baseline", edge, s.gate_accuracy_margin),
+    ]
     if incumbent is not None:
-        checks += [check("profit_vs_deployed", cand["mean_profit_per_call"],
-                         incumbent["mean_profit_per_call"] + s.gate_deployed_profit_margin),
-                   check("accuracy_vs_deployed", cand["accuracy"],
-                         incumbent["accuracy"] + s.gate_deployed_accuracy_margin)]
+        checks += [
+            check(
+                "profit_vs_deployed",
+                cand["mean_profit_per_call"],
+                incumbent["mean_profit_per_call"] + s.gate_deployed_profit_margin,
+            ),
+            check("accuracy_vs_deployed", cand["accuracy"], incumbent["accuracy"] + s.gate_deployed_accuracy_margin),
+        ]
     return checks

@@ -15,16 +15,17 @@ JOB_KIND = "promote_model"
 PRIORITY = 10
 
 
-@registry.handler(JOB_KIND, session_id=registry.Param(int, min=1),
-                  force=registry.Param(bool, default=False))
+@registry.handler(JOB_KIND, session_id=registry.Param(int, min=1), force=registry.Param(bool, default=False))
 def run_job(ctx: registry.JobContext, params: dict) -> dict:
     """Run the gate on ``session_id`` and return the decision."""
     from app.registry import gate
 
-    decision = gate.run(ctx.engine, params["session_id"], settings=ctx.settings, source=f"job {ctx.job_id}",
-                        force=params["force"])
+    decision = gate.run(
+        ctx.engine, params["session_id"], settings=ctx.settings, source=f"job {ctx.job_id}", force=params["force"]
+    )
     return {k: v for k, v in decision.to_dict().items() if k != "evidence"} | {
-        "checks": {c["check"]: c["passed"] for c in decision.evidence.get("checks", [])}}
+        "checks": {c["check"]: c["passed"] for c in decision.evidence.get("checks", [])}
+    }
 
 
 def after_training(engine: sa.Engine, result: dict, promote: bool, *, inline: bool = False) -> dict:
@@ -40,6 +41,11 @@ def after_training(engine: sa.Engine, result: dict, promote: bool, *, inline: bo
         return {**result, "promotion": {k: v for k, v in decision.to_dict().items() if k != "evidence"}}
     with engine.begin() as conn:
         # Before the next training job: a fresh model should reach the orchestrator as soon as it is judged.
-        job = queue.enqueue(conn, JOB_KIND, {"session_id": result["session_id"]}, priority=PRIORITY,
-                            dedupe_key=f"auto:{JOB_KIND}:{result['session_id']}")
+        job = queue.enqueue(
+            conn,
+            JOB_KIND,
+            {"session_id": result["session_id"]},
+            priority=PRIORITY,
+            dedupe_key=f"auto:{JOB_KIND}:{result['session_id']}",
+        )
     return {**result, "promote_job_id": job.id}

@@ -15,10 +15,19 @@ from app.db import queries
 
 def contamination(conn: sa.Connection, session_id: int, slice_start: dt.datetime | str) -> dict:
     """``{"contaminated": bool, "contaminated_by": [{session_id, depth, trained_through}, ...]}``."""
-    rows = conn.execute(queries.get("registry.contamination"),
-                        {"session_id": session_id, "slice_start": slice_start}).mappings().all()
-    members = [{"session_id": r["session_id"], "depth": r["depth"],
-                "trained_through": r["trained_through"].isoformat() if r["trained_through"] else None} for r in rows]
+    rows = (
+        conn.execute(queries.get("registry.contamination"), {"session_id": session_id, "slice_start": slice_start})
+        .mappings()
+        .all()
+    )
+    members = [
+        {
+            "session_id": r["session_id"],
+            "depth": r["depth"],
+            "trained_through": r["trained_through"].isoformat() if r["trained_through"] else None,
+        }
+        for r in rows
+    ]
     return {"contaminated": bool(members), "contaminated_by": members}
 
 

@@ -68,8 +68,17 @@ def load(engine_or_conn: sa.Engine | sa.Connection, session_id: int, device: str
     conn = engine_or_conn
     entry = store.model(conn, session_id)
     ckpt = checkpoints.load(conn, session_id, entry["checkpoint_step"])
-    return _build(entry["model_kind"], entry["symbol"], session_id, entry["version"], store.config(conn, session_id),
-                  ckpt.id, ckpt.step, ckpt.state["model"], device)
+    return _build(
+        entry["model_kind"],
+        entry["symbol"],
+        session_id,
+        entry["version"],
+        store.config(conn, session_id),
+        ckpt.id,
+        ckpt.step,
+        ckpt.state["model"],
+        device,
+    )
 
 
 def deployed(engine: sa.Engine, model_kind: str, symbol: str, device: str = "cpu") -> LoadedModel | None:
@@ -81,18 +90,48 @@ def deployed(engine: sa.Engine, model_kind: str, symbol: str, device: str = "cpu
         return None
     state = bytes(row.state)
     if hashlib.sha256(state).digest() != bytes(row.content_hash):
-        raise checkpoints.CheckpointError(f"checkpoint {row.checkpoint_id} of deployed {row.version}: content hash "
-                                          "mismatch, the stored state is corrupted")
-    return _build(row.model_kind, row.symbol, row.session_id, row.version, row.config, row.checkpoint_id,
-                  row.checkpoint_step, checkpoints.deserialize(state)["model"], device)
+        raise checkpoints.CheckpointError(
+            f"checkpoint {row.checkpoint_id} of deployed {row.version}: content hash "
+            "mismatch, the stored state is corrupted"
+        )
+    return _build(
+        row.model_kind,
+        row.symbol,
+        row.session_id,
+        row.version,
+        row.config,
+        row.checkpoint_id,
+        row.checkpoint_step,
+        checkpoints.deserialize(state)["model"],
+        device,
+    )
 
 
-def _build(kind: str, symbol: str, session_id: int, version: str, config: dict, checkpoint_id: int, step: int,
-           weights: dict, device: str) -> LoadedModel:
+def _build(
+    kind: str,
+    symbol: str,
+    session_id: int,
+    version: str,
+    config: dict,
+    checkpoint_id: int,
+    step: int,
+    weights: dict,
+    device: str,
+) -> LoadedModel:
     spec = interface.InputSpec(**config["input_spec"])
     build = dqn.build_q_network if kind == "rl" else interface.build_model
     module = build(config["model"], spec, config.get("model_config") or {})
     module.load_state_dict(weights)
     module.to(device).eval()
-    return LoadedModel(module, kind, symbol, session_id, version, spec, config["model"],
-                       config.get("model_config") or {}, checkpoint_id, step)
+    return LoadedModel(
+        module,
+        kind,
+        symbol,
+        session_id,
+        version,
+        spec,
+        config["model"],
+        config.get("model_config") or {},
+        checkpoint_id,
+        step,
+    )

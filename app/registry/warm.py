@@ -20,8 +20,8 @@ import logging
 import sqlalchemy as sa
 
 from app.db import queries
-from app.recording import sessions
 from app.errors import ValidationError
+from app.recording import sessions
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,12 @@ class WarmStart:
     note: str = ""
 
     def to_config(self) -> dict:
-        return {"requested": self.requested, "session_id": self.session_id, "checkpoint_id": self.checkpoint_id,
-                "note": self.note}
+        return {
+            "requested": self.requested,
+            "session_id": self.session_id,
+            "checkpoint_id": self.checkpoint_id,
+            "note": self.note,
+        }
 
 
 def parse(text: str) -> tuple[str, int | None]:
@@ -69,14 +73,16 @@ def resolve(conn: sa.Connection, text: str, *, model_kind: str, symbol: str, arc
     if problem is not None:
         if mode == "session":
             raise ValidationError("init", f"session {session_id} {problem}")
-        log.warning("deployed %s model for %s (session %s) %s: starting from scratch", model_kind, symbol,
-                    session_id, problem)
+        log.warning(
+            "deployed %s model for %s (session %s) %s: starting from scratch", model_kind, symbol, session_id, problem
+        )
         return WarmStart(text, note=f"deployed session {session_id} {problem}: scratch")
     from app.recording import checkpoints
 
     ckpt = checkpoints.load(conn, session_id)
-    return WarmStart(text, session_id, ckpt.id, ckpt.state["model"],
-                     note=f"weights of session {session_id} step {ckpt.step}")
+    return WarmStart(
+        text, session_id, ckpt.id, ckpt.state["model"], note=f"weights of session {session_id} step {ckpt.step}"
+    )
 
 
 def _source(conn: sa.Connection, session_id: int):

@@ -34,8 +34,9 @@ def _gc(args) -> int:
     if args.enqueue:
         return cli_common.enqueue_and_print(engine, GC_JOB, {"dry_run": args.dry_run})
     settings = get_settings()
-    report = gc.run_gc(engine, policy.Policy.from_settings(settings), dry_run=args.dry_run,
-                       lock_timeout_s=settings.gc_lock_timeout_s)
+    report = gc.run_gc(
+        engine, policy.Policy.from_settings(settings), dry_run=args.dry_run, lock_timeout_s=settings.gc_lock_timeout_s
+    )
     print(json.dumps(report.to_dict(), default=str, indent=2) if args.json else summary(report))
     return 0
 
@@ -46,8 +47,11 @@ def _keep(args) -> int:
     if row is None:
         raise ValidationError("session", f"no training session with id {args.session_id}")
     state = "marked keep" if row.keep else "no longer marked keep"
-    note = f" (its {'gradients' if row.pruned == 'gradients' else 'gradients and checkpoints'} were pruned " \
-           "already)" if row.pruned else ""
+    note = (
+        f" (its {'gradients' if row.pruned == 'gradients' else 'gradients and checkpoints'} were pruned already)"
+        if row.pruned
+        else ""
+    )
     print(f"session {row.id}: {state}{note}")
     return 0
 
@@ -56,8 +60,10 @@ def summary(report: gc.GcReport) -> str:
     """What a person reads after ``trainsrv gc``."""
     verb = "would prune" if report.dry_run else "pruned"
     done = [p for p in report.pruned if p.skipped is None]
-    lines = [f"gc{' (dry run)' if report.dry_run else ''}: {verb} {len(done)} session(s), "
-             f"{sum(p.freed_bytes for p in done) / MB:.1f} MB"]
+    lines = [
+        f"gc{' (dry run)' if report.dry_run else ''}: {verb} {len(done)} session(s), "
+        f"{sum(p.freed_bytes for p in done) / MB:.1f} MB"
+    ]
     for p in report.pruned:
         what = "gradients" if p.action == "gradients" else "gradients and checkpoints"
         tail = f"skipped ({p.skipped})" if p.skipped else f"{p.freed_bytes / MB:.1f} MB"
@@ -70,11 +76,14 @@ def storage_lines(by_class: dict[str, dict], gradient_bytes: int, budget_bytes: 
     """Sessions and bytes per retention class, then the gradient budget's headroom."""
     lines = [f"{'session class':<20} {'sessions':>9} {'gradient MB':>12} {'checkpoint MB':>14}"]
     for name, c in sorted(by_class.items()):
-        lines.append(f"{name:<20} {c['sessions']:>9} {c['gradient_bytes'] / MB:>12.1f} "
-                     f"{c['checkpoint_bytes'] / MB:>14.1f}")
+        lines.append(
+            f"{name:<20} {c['sessions']:>9} {c['gradient_bytes'] / MB:>12.1f} {c['checkpoint_bytes'] / MB:>14.1f}"
+        )
     if budget_bytes > 0:
-        lines.append(f"gradient budget: {gradient_bytes / MB:.1f} MB of {budget_bytes / MB:.0f} MB used, "
-                     f"headroom {(budget_bytes - gradient_bytes) / MB:.1f} MB")
+        lines.append(
+            f"gradient budget: {gradient_bytes / MB:.1f} MB of {budget_bytes / MB:.0f} MB used, "
+            f"headroom {(budget_bytes - gradient_bytes) / MB:.1f} MB"
+        )
     else:
         lines.append(f"gradient budget: none set (TRAINSRV_GRADIENT_BUDGET_GB); {gradient_bytes / MB:.1f} MB used")
     return "\n".join(lines)

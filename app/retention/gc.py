@@ -60,8 +60,15 @@ class GcReport:
         return data
 
 
-def run_gc(engine: sa.Engine, policy: policy_mod.Policy, *, dry_run: bool = False, lock_timeout_s: float = 2.0,
-           heartbeat=lambda: None, should_stop=lambda: False) -> GcReport:
+def run_gc(
+    engine: sa.Engine,
+    policy: policy_mod.Policy,
+    *,
+    dry_run: bool = False,
+    lock_timeout_s: float = 2.0,
+    heartbeat=lambda: None,
+    should_stop=lambda: False,
+) -> GcReport:
     """Plan, then (unless ``dry_run``) prune every due session; see the module docstring. ``should_stop``
     ends the run between sessions (what is left is due again on the next run)."""
     with engine.connect() as conn:
@@ -77,10 +84,20 @@ def run_gc(engine: sa.Engine, policy: policy_mod.Policy, *, dry_run: bool = Fals
             heartbeat()
         done.append(item)
     after = plan if dry_run else _replan(engine, policy)  # a dry run's classes are today's
-    log.info("gc%s: %s session(s) pruned, %s skipped", " (dry run)" if dry_run else "",
-             sum(p.skipped is None for p in done), sum(p.skipped is not None for p in done))
-    return GcReport(dry_run, done, plan.gradient_bytes, plan.gradient_bytes_after if dry_run else after.gradient_bytes,
-                    policy.budget_bytes, after.by_class())
+    log.info(
+        "gc%s: %s session(s) pruned, %s skipped",
+        " (dry run)" if dry_run else "",
+        sum(p.skipped is None for p in done),
+        sum(p.skipped is not None for p in done),
+    )
+    return GcReport(
+        dry_run,
+        done,
+        plan.gradient_bytes,
+        plan.gradient_bytes_after if dry_run else after.gradient_bytes,
+        policy.budget_bytes,
+        after.by_class(),
+    )
 
 
 def _replan(engine: sa.Engine, policy: policy_mod.Policy) -> policy_mod.Plan:

@@ -36,8 +36,9 @@ class Policy:
 
     @classmethod
     def from_settings(cls, s: Settings) -> Policy:
-        return cls(s.gradient_keep_newest, s.gradient_max_age_days, s.checkpoint_max_age_days,
-                   int(s.gradient_budget_gb * GB))
+        return cls(
+            s.gradient_keep_newest, s.gradient_max_age_days, s.checkpoint_max_age_days, int(s.gradient_budget_gb * GB)
+        )
 
 
 @dataclasses.dataclass
@@ -92,8 +93,9 @@ def plan(conn: sa.Connection, policy: Policy) -> Plan:
 
 
 def _decide(r, p: Policy) -> Decision:
-    d = Decision(r.session_id, r.model_kind, r.symbol, "", "", int(r.gradient_bytes), int(r.checkpoint_bytes),
-                 float(r.age_days))
+    d = Decision(
+        r.session_id, r.model_kind, r.symbol, "", "", int(r.gradient_bytes), int(r.checkpoint_bytes), float(r.age_days)
+    )
     if r.pruned == "all":
         d.session_class, d.reason = "pruned: all", "gradients and checkpoints pruned"
     elif r.protected:

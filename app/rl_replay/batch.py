@@ -62,9 +62,11 @@ class ReplayBatch:
         experiences, and share of draws made from the profitable-only stratum."""
         if not len(self):
             return {"mean_realised_profit": 0.0, "profitable_share": 0.0, "from_profitable_share": 0.0}
-        return {"mean_realised_profit": float(self.rewards.mean()),
-                "profitable_share": float(self.is_profitable.mean()),
-                "from_profitable_share": float(self.from_profitable.mean())}
+        return {
+            "mean_realised_profit": float(self.rewards.mean()),
+            "profitable_share": float(self.is_profitable.mean()),
+            "from_profitable_share": float(self.from_profitable.mean()),
+        }
 
 
 def mixture_probabilities(p_all: np.ndarray, p_profitable: np.ndarray, share: float) -> np.ndarray:
@@ -88,9 +90,11 @@ def from_rows(names: list[str], rows: list[tuple], beta: float) -> ReplayBatch:
     cols = dict(zip(names, zip(*rows)))
     from_profitable = np.array(cols["stratum"]) == 1
     # Column by column: NULLs become NaN in float arrays (no next state, unprofitable rows' P_profitable).
-    probabilities = mixture_probabilities(np.array(cols["sampling_probability"], dtype=np.float64),
-                                          np.array(cols["profitable_probability"], dtype=np.float64),
-                                          float(from_profitable.mean()))
+    probabilities = mixture_probabilities(
+        np.array(cols["sampling_probability"], dtype=np.float64),
+        np.array(cols["profitable_probability"], dtype=np.float64),
+        float(from_profitable.mean()),
+    )
     next_states = np.array(cols["next_state_package_id"], dtype=np.float64)
     replay_size = int(cols["replay_size"][0])
     return ReplayBatch(

@@ -47,14 +47,20 @@ class EmptyReplay(TrainsrvError):
 class ProfitWeightedExperienceBuffer:
     """Prioritized replay over ``v_rl_replay`` with a configurable profitable share per batch."""
 
-    def __init__(self, engine: sa.Engine, *, seed: int | None = None, settings: Settings | None = None,
-                 profitable_share: float | None = None, beta: batches.BetaSchedule | None = None,
-                 priority_epsilon: float | None = None):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        seed: int | None = None,
+        settings: Settings | None = None,
+        profitable_share: float | None = None,
+        beta: batches.BetaSchedule | None = None,
+        priority_epsilon: float | None = None,
+    ):
         settings = settings or get_settings()
         self.engine = engine
         self.rng = np.random.default_rng(seed)
-        self.profitable_share = _share(settings.rl_profitable_share if profitable_share is None
-                                       else profitable_share)
+        self.profitable_share = _share(settings.rl_profitable_share if profitable_share is None else profitable_share)
         self.beta = beta or batches.BetaSchedule(settings.rl_beta_start, settings.rl_beta_anneal_steps)
         self.priority_epsilon = settings.rl_priority_epsilon if priority_epsilon is None else priority_epsilon
         if not self.priority_epsilon > 0:
@@ -75,7 +81,7 @@ class ProfitWeightedExperienceBuffer:
         self._folder.stop()
         self._folder.fold_all()
 
-    def __enter__(self) -> "ProfitWeightedExperienceBuffer":
+    def __enter__(self) -> ProfitWeightedExperienceBuffer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -83,8 +89,14 @@ class ProfitWeightedExperienceBuffer:
 
     # -- sampling ---------------------------------------------------------------------------
 
-    def sample(self, batch_size: int, prioritize_profitable: bool = True, *, symbol: str | None = None,
-               beta: float | None = None) -> batches.ReplayBatch:
+    def sample(
+        self,
+        batch_size: int,
+        prioritize_profitable: bool = True,
+        *,
+        symbol: str | None = None,
+        beta: float | None = None,
+    ) -> batches.ReplayBatch:
         """Draw ``batch_size`` experiences (with replacement) in proportion to their weight.
 
         With ``prioritize_profitable`` a ``profitable_share`` of the draws come from the profitable
@@ -97,9 +109,13 @@ class ProfitWeightedExperienceBuffer:
             raise ValidationError("batch_size", f"must be >= 1, got {batch_size}")
         beta = self.beta.at(self.samples_drawn) if beta is None else beta
         need_profitable = round(self.profitable_share * batch_size) if prioritize_profitable else 0
-        params = {"symbol": symbol, "need_all": batch_size - need_profitable, "need_profitable": need_profitable,
-                  "seed": self.rng.random() * 2.0 - 1.0,   # setseed() takes [-1, 1]
-                  "synchronous_commit": self.synchronous_commit}
+        params = {
+            "symbol": symbol,
+            "need_all": batch_size - need_profitable,
+            "need_profitable": need_profitable,
+            "seed": self.rng.random() * 2.0 - 1.0,  # setseed() takes [-1, 1]
+            "synchronous_commit": self.synchronous_commit,
+        }
         names, rows = self._link.execute(queries.get("replay.sample"), params)
         if len(rows) < batch_size:
             self._short(len(rows), batch_size, symbol)
@@ -111,8 +127,10 @@ class ProfitWeightedExperienceBuffer:
         if got == 0 and self.size(symbol)["total"] == 0:
             scope = f"for symbol {symbol!r}" if symbol else "at all"
             raise EmptyReplay(f"no replayable experiences {scope}: none exist, or none has valid packages")
-        raise TrainsrvError(f"replay sampling drew {got} of {wanted} experiences: the sampling index is inconsistent "
-                            "(see replay.buffer.index_problems; `SELECT rl_replay_rebuild()` repairs it)")
+        raise TrainsrvError(
+            f"replay sampling drew {got} of {wanted} experiences: the sampling index is inconsistent "
+            "(see replay.buffer.index_problems; `SELECT rl_replay_rebuild()` repairs it)"
+        )
 
     # -- priorities ---------------------------------------------------------------------------
 
@@ -135,8 +153,11 @@ class ProfitWeightedExperienceBuffer:
         priorities = np.zeros(unique.size)
         np.maximum.at(priorities, inverse, errors)
         priorities += self.priority_epsilon
-        params = {"ids": _array_literal(unique.tolist()), "priorities": _array_literal(priorities.tolist()),
-                  "synchronous_commit": self.synchronous_commit}
+        params = {
+            "ids": _array_literal(unique.tolist()),
+            "priorities": _array_literal(priorities.tolist()),
+            "synchronous_commit": self.synchronous_commit,
+        }
         _, rows = self._link.execute(queries.get("replay.update_priorities"), params)
         written = rows[0][0]
         self._folder.written()
@@ -198,7 +219,7 @@ class _Link:
                 raise
             self.close()
             result = self._open().execute(query, params)
-        try:   # the driver has the whole result already: reading it does no I/O
+        try:  # the driver has the whole result already: reading it does no I/O
             return [c.name for c in result.cursor.description], result.cursor.fetchall()
         finally:
             result.close()
@@ -220,14 +241,14 @@ class _Folder:
     ``close()`` folds). A failed fold is logged and retried at the next wake-up: nothing depends on it but
     how long the logs get (the views read them)."""
 
-    CHUNK = 16   # write-backs per fold transaction: 3.6 ms per write-back here against 4.8 with 4, same latencies
+    CHUNK = 16  # write-backs per fold transaction: 3.6 ms per write-back here against 4.8 with 4, same latencies
 
     def __init__(self, engine: sa.Engine, every: int):
         self.engine = engine
         self.every = every
         self.count = 0
         self.failures = 0
-        self.folds = 0          # fold transactions run, and their time: what the background work costs
+        self.folds = 0  # fold transactions run, and their time: what the background work costs
         self.seconds = 0.0
         self._wake = threading.Event()
         self._stopping = False
@@ -306,8 +327,9 @@ def fold(engine: sa.Engine, batches: int | None = None, compact_below: float | N
     rows those write-backs left more than two octaves under their bucket's top move to their natural bucket.
     Returns the log rows folded."""
     with engine.begin() as conn:
-        return int(conn.execute(queries.get("replay.fold"),
-                                {"batches": batches, "compact_below": compact_below}).scalar_one())
+        return int(
+            conn.execute(queries.get("replay.fold"), {"batches": batches, "compact_below": compact_below}).scalar_one()
+        )
 
 
 def pending(engine: sa.Engine) -> dict:

@@ -30,7 +30,7 @@ class PackageStates:
         self._cache: dict[int, torch.Tensor] = {}
 
     @classmethod
-    def for_symbol(cls, conn: sa.Connection, symbol: str) -> "PackageStates":
+    def for_symbol(cls, conn: sa.Connection, symbol: str) -> PackageStates:
         """A cache whose input spec is inferred from one replayable package of ``symbol``."""
         first = conn.execute(queries.get("replay.first_state_package"), {"symbol": symbol}).scalar()
         if first is None:
@@ -56,6 +56,7 @@ class PackageStates:
             next_states=self.states(conn, batch.next_state_package_ids),
             dones=torch.tensor(batch.dones, dtype=torch.float32),
             weights=torch.from_numpy(batch.weights),
-            optimal_actions=torch.tensor([ACTIONS.index(a) if a in ACTIONS else -1 for a in batch.optimal_actions],
-                                         dtype=torch.long),
+            optimal_actions=torch.tensor(
+                [ACTIONS.index(a) if a in ACTIONS else -1 for a in batch.optimal_actions], dtype=torch.long
+            ),
         )

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 _HELP = {
     "from_step": "start from the nearest checkpoint at or before this step (with --onto: apply the source "
-                 "steps after it; default 0)",
+    "steps after it; default 0)",
     "to_step": "last step to replay (default: the session's last stored step)",
     "verify": "require every checkpoint to be reproduced bit for bit (exit 1 at the first divergence)",
     "approximate": "replay a lossy (every_k / half) session anyway, comparing checkpoints by distance",
@@ -35,6 +35,7 @@ _HELP = {
 
 
 # -- CLI ------------------------------------------------------------------------------------------
+
 
 def register(sub) -> None:
     p = sub.add_parser("replay", help="replay a recorded session from its stored gradients")
@@ -105,24 +106,30 @@ def _verify(args) -> int:
     return 0 if report.ok else 1
 
 
-
-
 def summary(report: exact.ReplayReport) -> str:
     """A few lines a person reads after ``trainsrv replay session``."""
-    lines = [f"session {report.session_id}: replayed from checkpoint {report.start_checkpoint} to step "
-             f"{report.to_step} ({report.steps_applied} steps applied, {report.steps_skipped} skipped) in "
-             f"{report.elapsed_s:.2f} s ({report.steps_per_s:.1f} steps/s)"]
+    lines = [
+        f"session {report.session_id}: replayed from checkpoint {report.start_checkpoint} to step "
+        f"{report.to_step} ({report.steps_applied} steps applied, {report.steps_skipped} skipped) in "
+        f"{report.elapsed_s:.2f} s ({report.steps_per_s:.1f} steps/s)"
+    ]
     matched = sum(c.matches for c in report.checks)
     if report.exact is None:
         worst = max((c.max_abs_diff or 0.0 for c in report.checks), default=0.0)
-        lines.append(f"approximate replay: {matched}/{len(report.checks)} checkpoints identical, "
-                     f"largest parameter difference {worst:.3g}")
+        lines.append(
+            f"approximate replay: {matched}/{len(report.checks)} checkpoints identical, "
+            f"largest parameter difference {worst:.3g}"
+        )
     elif report.divergence is None and not report.incomplete:
-        lines.append(f"bit-exact: {matched}/{len(report.checks)} checkpoints reproduced (parameters and "
-                     "optimizer state hashes equal)")
+        lines.append(
+            f"bit-exact: {matched}/{len(report.checks)} checkpoints reproduced (parameters and "
+            "optimizer state hashes equal)"
+        )
     elif report.divergence is None:
-        lines.append(f"NOT VERIFIED WHOLE: {matched}/{len(report.checks)} checkpoints reproduced, but "
-                     + "; ".join(report.incomplete))
+        lines.append(
+            f"NOT VERIFIED WHOLE: {matched}/{len(report.checks)} checkpoints reproduced, but "
+            + "; ".join(report.incomplete)
+        )
     else:
         d = report.divergence
         differing = f"; differing parameters: {', '.join(d.params_differing[:5])}" if d.params_differing else ""

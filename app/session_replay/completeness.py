@@ -26,8 +26,9 @@ def expected_checkpoints(config: Any, last_step: int) -> list[int]:
     return sorted({0, *periodic, last_step})
 
 
-def gaps(status: str, metrics: Any, config: Any, steps_stored: int, last_step: int | None,
-         checkpoint_steps: list[int]) -> list[tuple[str, int, str]]:
+def gaps(
+    status: str, metrics: Any, config: Any, steps_stored: int, last_step: int | None, checkpoint_steps: list[int]
+) -> list[tuple[str, int, str]]:
     """(kind, step, detail) for each part of a succeeded session that is not stored (empty: complete)."""
     total = recorded_steps(status, metrics)
     if total is None:
@@ -35,11 +36,13 @@ def gaps(status: str, metrics: Any, config: Any, steps_stored: int, last_step: i
     found: list[tuple[str, int, str]] = []
     last = last_step or 0
     if last < total:
-        found.append(("missing_step", last + 1, f"steps {last + 1}..{total} are missing: the session "
-                                                f"recorded {total} steps"))
+        found.append(
+            ("missing_step", last + 1, f"steps {last + 1}..{total} are missing: the session recorded {total} steps")
+        )
     elif last > total:
-        found.append(("extra_steps", total + 1, f"step rows up to step {last}, but the session recorded "
-                                                f"steps 1..{total}"))
+        found.append(
+            ("extra_steps", total + 1, f"step rows up to step {last}, but the session recorded steps 1..{total}")
+        )
     # Holes below the last stored step are reported by verify's missing_steps check.
     have = set(checkpoint_steps)
     for step in expected_checkpoints(config, total):

@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import sqlalchemy as sa
 import torch
@@ -123,8 +123,12 @@ class _State:
     params: dict[str, torch.nn.Parameter]
 
 
-def replay_session(engine: sa.Engine, session_id: int, options: ReplayOptions | None = None,
-                   on_step: Callable[[int], bool] | None = None) -> ReplayReport:
+def replay_session(
+    engine: sa.Engine,
+    session_id: int,
+    options: ReplayOptions | None = None,
+    on_step: Callable[[int], bool] | None = None,
+) -> ReplayReport:
     """Replay ``session_id`` from its stored gradients (see the module docstring).
 
     ``on_step(step)`` is called after every applied step; returning False stops the replay there.
@@ -138,8 +142,9 @@ def replay_session(engine: sa.Engine, session_id: int, options: ReplayOptions | 
         return _replay_locked(engine, session_id, opts, on_step)
 
 
-def _replay_locked(engine: sa.Engine, session_id: int, opts: ReplayOptions,
-                   on_step: Callable[[int], bool] | None) -> ReplayReport:
+def _replay_locked(
+    engine: sa.Engine, session_id: int, opts: ReplayOptions, on_step: Callable[[int], bool] | None
+) -> ReplayReport:
     started = time.perf_counter()
     with engine.connect() as conn:
         row = sessions.get(conn, session_id)
@@ -158,11 +163,15 @@ def _replay_locked(engine: sa.Engine, session_id: int, opts: ReplayOptions,
 
 
 def _last_stored_step(conn: sa.Connection, session_id: int) -> int:
-    return conn.execute(sa.select(sa.func.max(models.TrainingStep.step))
-                        .where(models.TrainingStep.session_id == session_id)).scalar() or 0
+    return (
+        conn.execute(
+            sa.select(sa.func.max(models.TrainingStep.step)).where(models.TrainingStep.session_id == session_id)
+        ).scalar()
+        or 0
+    )
 
 
-def uncovered(row, report: "ReplayReport", compared: list[int], last_stored: int) -> list[str]:
+def uncovered(row, report: ReplayReport, compared: list[int], last_stored: int) -> list[str]:
     """What of the recorded session a replay did not reproduce: its start, its tail, its checkpoints."""
     missing = []
     if report.start_checkpoint != 0:
@@ -173,8 +182,11 @@ def uncovered(row, report: "ReplayReport", compared: list[int], last_stored: int
         why = "recorded" if total is not None else "stored"
         missing.append(f"stopped at step {report.to_step} of the {end} steps the session {why}")
     checked = {c.step for c in report.checks} | {report.start_checkpoint}
-    absent = [s for s in completeness.expected_checkpoints(row.config, end)
-              if s not in checked and s not in compared and report.start_checkpoint <= s <= report.to_step]
+    absent = [
+        s
+        for s in completeness.expected_checkpoints(row.config, end)
+        if s not in checked and s not in compared and report.start_checkpoint <= s <= report.to_step
+    ]
     if absent:
         missing.append(f"no stored checkpoint to compare at step(s) {_brief(absent)}")
     return missing
@@ -205,19 +217,25 @@ def check_replayable(row, opts: ReplayOptions) -> None:
         return
     why = lossy_reason(row)
     if opts.verify:
-        raise NotReplayExact(f"session {row.id} cannot be verified: {why}. Its checkpoints can only be "
-                             "approached, not reproduced bit for bit; replay it with --approximate instead")
+        raise NotReplayExact(
+            f"session {row.id} cannot be verified: {why}. Its checkpoints can only be "
+            "approached, not reproduced bit for bit; replay it with --approximate instead"
+        )
     if not opts.approximate:
-        raise NotReplayExact(f"session {row.id} is not replay-exact: {why}; pass --approximate to replay it "
-                             "anyway (checkpoints are then compared by distance, not hash)")
+        raise NotReplayExact(
+            f"session {row.id} is not replay-exact: {why}; pass --approximate to replay it "
+            "anyway (checkpoints are then compared by distance, not hash)"
+        )
 
 
 def pruned_reason(row) -> str:
     """One line: the session cannot be replayed because retention removed its gradients (and when, why)."""
     what = "gradients" if row.pruned == "gradients" else "gradients and checkpoints"
     left = "; its checkpoints remain" if row.pruned == "gradients" else ""
-    return (f"session {row.id} cannot be replayed: its {what} were pruned by retention at "
-            f"{row.pruned_at.isoformat(timespec='minutes')} ({row.pruned_reason}){left}")
+    return (
+        f"session {row.id} cannot be replayed: its {what} were pruned by retention at "
+        f"{row.pruned_at.isoformat(timespec='minutes')} ({row.pruned_reason}){left}"
+    )
 
 
 def lossy_reason(row) -> str:
@@ -237,17 +255,26 @@ def _plan(conn: sa.Connection, row, opts: ReplayOptions) -> tuple[int, int, list
     ckpt_steps = checkpoints.list_steps(conn, row.id)
     if not ckpt_steps:
         raise ReplayError(f"session {row.id} has no checkpoint to start a replay from")
-    last = conn.execute(sa.select(sa.func.max(models.TrainingStep.step))
-                        .where(models.TrainingStep.session_id == row.id)).scalar() or 0
+    last = (
+        conn.execute(
+            sa.select(sa.func.max(models.TrainingStep.step)).where(models.TrainingStep.session_id == row.id)
+        ).scalar()
+        or 0
+    )
     from_step = ckpt_steps[0] if opts.from_step is None else opts.from_step
     before = [s for s in ckpt_steps if s <= from_step]
     if from_step < 0 or not before:
-        raise ValidationError("from_step", f"session {row.id} has no checkpoint at or before step {from_step} "
-                                           f"(checkpoints at {_brief(ckpt_steps)})")
+        raise ValidationError(
+            "from_step",
+            f"session {row.id} has no checkpoint at or before step {from_step} (checkpoints at {_brief(ckpt_steps)})",
+        )
     to_step = last if opts.to_step is None else opts.to_step
     if not before[-1] <= to_step <= last:
-        raise ValidationError("to_step", f"must be between {before[-1]} (the start checkpoint) and {last} "
-                                         f"(the session's last stored step), got {to_step}")
+        raise ValidationError(
+            "to_step",
+            f"must be between {before[-1]} (the start checkpoint) and {last} "
+            f"(the session's last stored step), got {to_step}",
+        )
     return before[-1], to_step, [s for s in ckpt_steps if before[-1] < s <= to_step]
 
 
@@ -262,22 +289,29 @@ def restore_state(row, ckpt: checkpoints.StoredCheckpoint, device: str = "cpu") 
     try:
         checkpoints.restore(model, optimizer, ckpt.state, rng=False)
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise ReplayError(f"checkpoint at step {ckpt.step} of session {row.id} does not fit the model "
-                          f"{row.model_name}: {exc}") from exc
+        raise ReplayError(
+            f"checkpoint at step {ckpt.step} of session {row.id} does not fit the model {row.model_name}: {exc}"
+        ) from exc
     if checkpoints.params_hash(model) != ckpt.params_hash:
-        raise ReplayError(f"the rebuilt {row.model_name} does not reproduce the params hash of session {row.id}'s "
-                          f"checkpoint at step {ckpt.step}: the model code changed since it was recorded")
+        raise ReplayError(
+            f"the rebuilt {row.model_name} does not reproduce the params hash of session {row.id}'s "
+            f"checkpoint at step {ckpt.step}: the model code changed since it was recorded"
+        )
     return _State(model, optimizer, rebuild.lr_schedule(row.config), dict(model.named_parameters()))
 
 
 def _notes(row, opts: ReplayOptions) -> list[str]:
     notes = []
     if row.torch_version != torch.__version__:
-        notes.append(f"recorded with torch {row.torch_version}, replayed with {torch.__version__}: "
-                     "bit-exactness is only promised for the same version")
+        notes.append(
+            f"recorded with torch {row.torch_version}, replayed with {torch.__version__}: "
+            "bit-exactness is only promised for the same version"
+        )
     if torch.device(row.device).type != torch.device(opts.device).type:
-        notes.append(f"recorded on {row.device}, replayed on {opts.device}: optimizer arithmetic may round "
-                     "differently across devices")
+        notes.append(
+            f"recorded on {row.device}, replayed on {opts.device}: optimizer arithmetic may round "
+            "differently across devices"
+        )
     return notes
 
 
@@ -316,14 +350,18 @@ class _Replay:
 
     def _missing(self, lo: int, hi: int) -> None:
         where = f"step {lo}" if lo == hi else f"steps {lo}..{hi}"
-        raise ReplayError(f"session {self.row.id}: {where} missing from training_steps; "
-                          f"see `trainsrv verify --session {self.row.id}`")
+        raise ReplayError(
+            f"session {self.row.id}: {where} missing from training_steps; see `trainsrv verify --session {self.row.id}`"
+        )
 
     def _step(self, stored: stored_steps.StoredStep) -> None:
         lr = self.state.lr_at(stored.step)
         if self.exact and lr != stored.learning_rate and self.divergence is None:
-            self.divergence = Divergence(stored.step, self.last_good, f"learning rate {lr!r} from the schedule "
-                                         f"differs from the recorded {stored.learning_rate!r}")
+            self.divergence = Divergence(
+                stored.step,
+                self.last_good,
+                f"learning rate {lr!r} from the schedule differs from the recorded {stored.learning_rate!r}",
+            )
         for group in self.state.optimizer.param_groups:
             group["lr"] = lr  # set on skipped steps too: training did, and the optimizer hash includes it
         if not stored.gradients:
@@ -341,30 +379,41 @@ class _Replay:
     def _check_names(self, stored: stored_steps.StoredStep) -> None:
         unknown = sorted(set(stored.gradients) - set(self.state.params))
         if unknown:
-            raise ReplayError(f"session {self.row.id}, step {stored.step}: stored gradient for {unknown[0]!r}, "
-                              f"which {self.row.model_name} does not have")
+            raise ReplayError(
+                f"session {self.row.id}, step {stored.step}: stored gradient for {unknown[0]!r}, "
+                f"which {self.row.model_name} does not have"
+            )
         if self.exact and len(stored.gradients) != stored.gradients_stored:
             self._fewer(stored)
         for name, grad in stored.gradients.items():
             param = self.state.params[name]
             if grad.shape != param.shape or grad.dtype != param.dtype:
-                raise ReplayError(f"session {self.row.id}, step {stored.step}: the stored gradient of {name!r} is "
-                                  f"{grad.dtype} {list(grad.shape)}, the parameter is {param.dtype} "
-                                  f"{list(param.shape)}; see `trainsrv verify --session {self.row.id}`")
+                raise ReplayError(
+                    f"session {self.row.id}, step {stored.step}: the stored gradient of {name!r} is "
+                    f"{grad.dtype} {list(grad.shape)}, the parameter is {param.dtype} "
+                    f"{list(param.shape)}; see `trainsrv verify --session {self.row.id}`"
+                )
 
     def _fewer(self, stored: stored_steps.StoredStep) -> None:
         missing = sorted(set(self.state.params) - set(stored.gradients))
-        raise ReplayError(f"session {self.row.id}, step {stored.step}: {len(stored.gradients)} of "
-                          f"{stored.gradients_stored} recorded gradients are stored (missing e.g. "
-                          f"{missing[:3]}); see `trainsrv verify --session {self.row.id}`")
+        raise ReplayError(
+            f"session {self.row.id}, step {stored.step}: {len(stored.gradients)} of "
+            f"{stored.gradients_stored} recorded gradients are stored (missing e.g. "
+            f"{missing[:3]}); see `trainsrv verify --session {self.row.id}`"
+        )
 
     def _compare(self, step: int) -> bool:
         with self.engine.connect() as conn:
-            stored = conn.execute(sa.select(models.Checkpoint.params_hash, models.Checkpoint.optimizer_hash)
-                                  .where(models.Checkpoint.session_id == self.row.id,
-                                         models.Checkpoint.step == step)).one()
-            check = CheckpointCheck(step, checkpoints.params_hash(self.state.model) == bytes(stored.params_hash),
-                                    checkpoints.optimizer_hash(self.state.optimizer) == bytes(stored.optimizer_hash))
+            stored = conn.execute(
+                sa.select(models.Checkpoint.params_hash, models.Checkpoint.optimizer_hash).where(
+                    models.Checkpoint.session_id == self.row.id, models.Checkpoint.step == step
+                )
+            ).one()
+            check = CheckpointCheck(
+                step,
+                checkpoints.params_hash(self.state.model) == bytes(stored.params_hash),
+                checkpoints.optimizer_hash(self.state.optimizer) == bytes(stored.optimizer_hash),
+            )
             if not self.exact or not check.params_match:
                 self._distance(conn, check)
         self.checks.append(check)
@@ -372,10 +421,14 @@ class _Replay:
             self.last_good = step
             return True
         if self.exact and self.divergence is None:
-            what = " and ".join(w for w, ok in (("parameters", check.params_match),
-                                                ("optimizer state", check.optimizer_match)) if not ok)
-            self.divergence = Divergence(step, self.last_good, f"{what} differ from the checkpoint at step {step}",
-                                         check.params_differing)
+            what = " and ".join(
+                w
+                for w, ok in (("parameters", check.params_match), ("optimizer state", check.optimizer_match))
+                if not ok
+            )
+            self.divergence = Divergence(
+                step, self.last_good, f"{what} differ from the checkpoint at step {step}", check.params_differing
+            )
         return not self.exact
 
     def _distance(self, conn: sa.Connection, check: CheckpointCheck) -> None:
@@ -391,6 +444,17 @@ class _Replay:
 
     def report(self, start: int, elapsed_s: float) -> ReplayReport:
         exact = None if not self.exact else self.divergence is None
-        return ReplayReport(self.row.id, start, self.last_step, self.applied, self.skipped, self.checks,
-                            self.divergence, exact, checkpoints.params_hash(self.state.model).hex(),
-                            checkpoints.optimizer_hash(self.state.optimizer).hex(), elapsed_s, self.notes)
+        return ReplayReport(
+            self.row.id,
+            start,
+            self.last_step,
+            self.applied,
+            self.skipped,
+            self.checks,
+            self.divergence,
+            exact,
+            checkpoints.params_hash(self.state.model).hex(),
+            checkpoints.optimizer_hash(self.state.optimizer).hex(),
+            elapsed_s,
+            self.notes,
+        )

@@ -35,23 +35,36 @@ ONTO_ONLY = ("capture", "optimizer_state", "checkpoint_every")
 def check_combination(params: dict, given: set[str]) -> None:
     """Options that only mean something with (or without) ``onto`` are refused, naming the option."""
     if params["onto"] is not None and params["verify"]:
-        raise ValidationError("verify", "does not apply with onto: the new session is recorded; verify it with "
-                                        "`trainsrv replay session NEW_ID --verify`")
+        raise ValidationError(
+            "verify",
+            "does not apply with onto: the new session is recorded; verify it with "
+            "`trainsrv replay session NEW_ID --verify`",
+        )
     stray = [name for name in ONTO_ONLY if name in given] if params["onto"] is None else []
     if stray:
         raise ValidationError(stray[0], "only applies with onto (replay onto another checkpoint)")
 
 
 def replay_options(params: dict) -> ReplayOptions:
-    return ReplayOptions(from_step=params["from_step"], to_step=params["to_step"], verify=params["verify"],
-                         approximate=params["approximate"], device=params["device"])
+    return ReplayOptions(
+        from_step=params["from_step"],
+        to_step=params["to_step"],
+        verify=params["verify"],
+        approximate=params["approximate"],
+        device=params["device"],
+    )
 
 
 def onto_options(params: dict) -> OntoOptions:
-    return OntoOptions(from_step=params["from_step"] or 0, to_step=params["to_step"],
-                       approximate=params["approximate"], capture=params["capture"],
-                       checkpoint_every=params["checkpoint_every"], optimizer_state=params["optimizer_state"],
-                       device=params["device"])
+    return OntoOptions(
+        from_step=params["from_step"] or 0,
+        to_step=params["to_step"],
+        approximate=params["approximate"],
+        capture=params["capture"],
+        checkpoint_every=params["checkpoint_every"],
+        optimizer_state=params["optimizer_state"],
+        device=params["device"],
+    )
 
 
 @registry.handler(REPLAY_JOB, **REPLAY_PARAMS)
@@ -88,11 +101,13 @@ def _onto(ctx: registry.JobContext, params: dict) -> dict:
         log.info("job %s: resuming its replay session %s", ctx.job_id, earlier)
         result = onto.resume_onto(ctx.engine, earlier, hooks=hooks)
     else:
-        result = onto.replay_onto(ctx.engine, params["session_id"], params["onto"], onto_options(params),
-                                  job_id=ctx.job_id, hooks=hooks)
+        result = onto.replay_onto(
+            ctx.engine, params["session_id"], params["onto"], onto_options(params), job_id=ctx.job_id, hooks=hooks
+        )
     if result["status"] == "interrupted":
-        raise registry.Interrupted(f"replay session {result['session_id']} interrupted; it resumes when the job "
-                                   "runs again")
+        raise registry.Interrupted(
+            f"replay session {result['session_id']} interrupted; it resumes when the job runs again"
+        )
     return result
 
 

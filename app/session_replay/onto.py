@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import sqlalchemy as sa
 import torch
@@ -40,6 +40,7 @@ from app.session_replay.options import OntoOptions, ReplayOptions, Target
 
 log = logging.getLogger(__name__)
 
+
 @dataclasses.dataclass
 class _Run:
     source: object
@@ -52,16 +53,29 @@ class _Run:
     last_checkpoint: int = 0
 
 
-def replay_onto(engine: sa.Engine, source_id: int, onto: str | Target, options: OntoOptions | None = None, *,
-                job_id: int | None = None, hooks: Hooks | None = None) -> dict:
+def replay_onto(
+    engine: sa.Engine,
+    source_id: int,
+    onto: str | Target,
+    options: OntoOptions | None = None,
+    *,
+    job_id: int | None = None,
+    hooks: Hooks | None = None,
+) -> dict:
     """Apply ``source_id``'s stored gradients to the ``onto`` checkpoint as a new recorded session (holding
     the replay lock on the source throughout: retention never prunes what it reads)."""
     with retention_locks.reading(engine, source_id):
         return _replay_onto(engine, source_id, onto, options, job_id, hooks)
 
 
-def _replay_onto(engine: sa.Engine, source_id: int, onto: str | Target, options: OntoOptions | None,
-                 job_id: int | None, hooks: Hooks | None) -> dict:
+def _replay_onto(
+    engine: sa.Engine,
+    source_id: int,
+    onto: str | Target,
+    options: OntoOptions | None,
+    job_id: int | None,
+    hooks: Hooks | None,
+) -> dict:
     opts = options or OntoOptions()
     opts.validate()
     target = onto if isinstance(onto, Target) else Target.parse(onto)
@@ -74,11 +88,23 @@ def _replay_onto(engine: sa.Engine, source_id: int, onto: str | Target, options:
     model, optimizer = _start_state(source, onto_row, ckpt, opts)
     config = _config(source, onto_row, ckpt, opts, to_step)
     every = opts.checkpoint_every or int(source.config.get("checkpoint_every", 50))
-    recorder = SessionRecorder.start(engine, SessionSpec(
-        source.model_kind, source.model_name, config, source.seed, opts.device, CapturePolicy(opts.capture), every,
-        job_id, parent_session_id=source.id))
-    run = _Run(source, recorder, model, optimizer, rebuild.lr_schedule(source.config), opts.from_step,
-               to_step - opts.from_step)
+    recorder = SessionRecorder.start(
+        engine,
+        SessionSpec(
+            source.model_kind,
+            source.model_name,
+            config,
+            source.seed,
+            opts.device,
+            CapturePolicy(opts.capture),
+            every,
+            job_id,
+            parent_session_id=source.id,
+        ),
+    )
+    run = _Run(
+        source, recorder, model, optimizer, rebuild.lr_schedule(source.config), opts.from_step, to_step - opts.from_step
+    )
     return run.recorder.guarded(lambda: _apply_from(engine, run, 1, hooks or Hooks(), start=True))
 
 
@@ -105,8 +131,15 @@ def _resume_onto(engine: sa.Engine, session_id: int, row, replay: dict, hooks: H
     except BaseException as exc:
         recorder.fail(exc)
         raise
-    run = _Run(source, recorder, model, optimizer, rebuild.lr_schedule(source.config), replay["from_step"],
-               replay["to_step"] - replay["from_step"])
+    run = _Run(
+        source,
+        recorder,
+        model,
+        optimizer,
+        rebuild.lr_schedule(source.config),
+        replay["from_step"],
+        replay["to_step"] - replay["from_step"],
+    )
     run.last_checkpoint = ckpt.step
     return run.recorder.guarded(lambda: _apply_from(engine, run, ckpt.step + 1, hooks or Hooks(), start=False))
 
@@ -119,12 +152,19 @@ def is_onto_session(config: dict | None) -> bool:
 
 
 def _source_range(conn: sa.Connection, source, opts: OntoOptions) -> int:
-    last = conn.execute(sa.select(sa.func.max(models.TrainingStep.step))
-                        .where(models.TrainingStep.session_id == source.id)).scalar() or 0
+    last = (
+        conn.execute(
+            sa.select(sa.func.max(models.TrainingStep.step)).where(models.TrainingStep.session_id == source.id)
+        ).scalar()
+        or 0
+    )
     to_step = last if opts.to_step is None else opts.to_step
     if not opts.from_step < to_step <= last:
-        raise ValidationError("to_step", f"source session {source.id} has steps 1..{last}; "
-                                         f"need from_step ({opts.from_step}) < to_step ({to_step}) <= {last}")
+        raise ValidationError(
+            "to_step",
+            f"source session {source.id} has steps 1..{last}; "
+            f"need from_step ({opts.from_step}) < to_step ({to_step}) <= {last}",
+        )
     return to_step
 
 
@@ -133,23 +173,26 @@ def _resolve(conn: sa.Connection, target: Target) -> checkpoints.StoredCheckpoin
         sessions.get(conn, target.session_id)
         return checkpoints.load(conn, target.session_id, target.step)
     table = models.Checkpoint.__table__
-    found = conn.execute(sa.select(table.c.session_id, table.c.step)
-                         .where(table.c.id == target.checkpoint_id)).first()
+    found = conn.execute(sa.select(table.c.session_id, table.c.step).where(table.c.id == target.checkpoint_id)).first()
     if found is None:
         raise ValidationError("onto", f"no checkpoint with id {target.checkpoint_id}")
     return checkpoints.load(conn, found.session_id, found.step)
 
 
-def _start_state(source, onto_row, ckpt: checkpoints.StoredCheckpoint,
-                 opts: OntoOptions) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def _start_state(
+    source, onto_row, ckpt: checkpoints.StoredCheckpoint, opts: OntoOptions
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The source's model and optimizer, holding the target checkpoint's weights (and moments)."""
     model = rebuild.build_model(source.model_kind, source.model_name, source.config).to(opts.device)
     optimizer = rebuild.optimizer_spec(source.config).build(model.parameters())
     try:
         model.load_state_dict(ckpt.state["model"])
     except RuntimeError as exc:
-        raise ValidationError("onto", f"checkpoint {ckpt.id} (session {ckpt.session_id}, step {ckpt.step}) does "
-                                      f"not fit session {source.id}'s model {source.model_name}: {exc}") from None
+        raise ValidationError(
+            "onto",
+            f"checkpoint {ckpt.id} (session {ckpt.session_id}, step {ckpt.step}) does "
+            f"not fit session {source.id}'s model {source.model_name}: {exc}",
+        ) from None
     if opts.optimizer_state == "checkpoint":
         _load_optimizer(source, onto_row, ckpt, optimizer)
     return model, optimizer
@@ -160,14 +203,18 @@ def _load_optimizer(source, onto_row, ckpt: checkpoints.StoredCheckpoint, optimi
     mine = rebuild.optimizer_spec(source.config).name
     theirs = (onto_row.config.get("optimizer") or {}).get("name")
     if theirs != mine:
-        raise ValidationError("optimizer_state", f"session {onto_row.id} used optimizer {theirs!r}, session "
-                                                 f"{source.id} {mine!r}: its state cannot be continued; use fresh")
+        raise ValidationError(
+            "optimizer_state",
+            f"session {onto_row.id} used optimizer {theirs!r}, session "
+            f"{source.id} {mine!r}: its state cannot be continued; use fresh",
+        )
     hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(ckpt.state["optimizer"])
     except (ValueError, KeyError) as exc:
-        raise ValidationError("optimizer_state", f"checkpoint {ckpt.id}'s optimizer state does not fit: {exc}") \
-            from None
+        raise ValidationError(
+            "optimizer_state", f"checkpoint {ckpt.id}'s optimizer state does not fit: {exc}"
+        ) from None
     for group, values in zip(optimizer.param_groups, hyper):
         group.update(values)
 
@@ -175,10 +222,15 @@ def _load_optimizer(source, onto_row, ckpt: checkpoints.StoredCheckpoint, optimi
 def _config(source, onto_row, ckpt: checkpoints.StoredCheckpoint, opts: OntoOptions, to_step: int) -> dict:
     config = {k: v for k, v in source.config.items() if k not in ("capture", "checkpoint_every", "replay")}
     config["replay"] = {
-        "source_session_id": source.id, "from_step": opts.from_step, "to_step": to_step,
+        "source_session_id": source.id,
+        "from_step": opts.from_step,
+        "to_step": to_step,
         "step_offset": rebuild.step_offset(source.config) + opts.from_step,
-        "onto_checkpoint_id": ckpt.id, "onto_session_id": onto_row.id, "onto_step": ckpt.step,
-        "optimizer_state": opts.optimizer_state, "source_replay_exact": bool(source.replay_exact),
+        "onto_checkpoint_id": ckpt.id,
+        "onto_session_id": onto_row.id,
+        "onto_step": ckpt.step,
+        "optimizer_state": opts.optimizer_state,
+        "source_replay_exact": bool(source.replay_exact),
     }
     return config
 
@@ -217,8 +269,9 @@ def _apply(run: _Run, n: int, stored: stored_steps.StoredStep) -> int:
     params = dict(run.model.named_parameters())
     unknown = sorted(set(stored.gradients) - set(params))
     if unknown:
-        raise ReplayError(f"source session {run.source.id}, step {stored.step}: gradient for unknown "
-                          f"parameter {unknown[0]!r}")
+        raise ReplayError(
+            f"source session {run.source.id}, step {stored.step}: gradient for unknown parameter {unknown[0]!r}"
+        )
     for name, param in params.items():
         grad = stored.gradients.get(name)
         param.grad = None if grad is None else grad.to(param.device)
@@ -230,8 +283,19 @@ def _apply(run: _Run, n: int, stored: stored_steps.StoredStep) -> int:
         run.optimizer.step()
     optimizer_ms = round((time.perf_counter() - t0) * 1000.0, 3)
     timings = {"optimizer": optimizer_ms, "total": optimizer_ms}
-    run.recorder.record_step(StepRecord(n, stored.loss_total, stored.loss_components, stored.grad_norm, lr,
-                                        stored.batch_ids, stored.batch_profitability, timings, captured))
+    run.recorder.record_step(
+        StepRecord(
+            n,
+            stored.loss_total,
+            stored.loss_components,
+            stored.grad_norm,
+            lr,
+            stored.batch_ids,
+            stored.batch_profitability,
+            timings,
+            captured,
+        )
+    )
     return 0 if stored.gradients else 1
 
 
@@ -249,10 +313,20 @@ def _interrupt(run: _Run, step: int) -> dict:
 
 def _finish(run: _Run, skipped: int) -> dict:
     rec = run.recorder
-    metrics = {"steps": run.total, "source_session_id": run.source.id, "skipped_steps": skipped,
-               "writer": dataclasses.asdict(rec.writer.stats)}
+    metrics = {
+        "steps": run.total,
+        "source_session_id": run.source.id,
+        "skipped_steps": skipped,
+        "writer": dataclasses.asdict(rec.writer.stats),
+    }
     rec.finish(metrics=metrics, training_value=None, tracker=ConvergenceTracker())
     params_hash = checkpoints.params_hash(run.model).hex()
     log.info("replay of session %s recorded as session %s (%s steps)", run.source.id, rec.session_id, run.total)
-    return {"session_id": rec.session_id, "status": "succeeded", "parent_session_id": run.source.id,
-            "steps": run.total, "skipped_steps": skipped, "final_params_hash": params_hash}
+    return {
+        "session_id": rec.session_id,
+        "status": "succeeded",
+        "parent_session_id": run.source.id,
+        "steps": run.total,
+        "skipped_steps": skipped,
+        "final_params_hash": params_hash,
+    }

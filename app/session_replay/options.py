@@ -43,8 +43,9 @@ class OntoOptions:
         if self.from_step < 0:
             raise ValidationError("from_step", f"must be >= 0, got {self.from_step}")
         if self.optimizer_state not in OPTIMIZER_STATES:
-            raise ValidationError("optimizer_state", f"must be one of {', '.join(OPTIMIZER_STATES)}, "
-                                                     f"got {self.optimizer_state!r}")
+            raise ValidationError(
+                "optimizer_state", f"must be one of {', '.join(OPTIMIZER_STATES)}, got {self.optimizer_state!r}"
+            )
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValidationError("checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
         CapturePolicy(self.capture)
@@ -60,7 +61,7 @@ class Target:
     checkpoint_id: int | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "Target":
+    def parse(cls, text: str) -> Target:
         m = _TARGET.match(text.strip())
         if m is None:
             raise ValidationError("onto", f"must be SESSION, SESSION@STEP or checkpoint:ID, got {text!r}")

@@ -20,7 +20,7 @@ A trainer whose sessions follow a different convention registers its own model b
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -47,8 +47,9 @@ def build_model(model_kind: str, model_name: str, config: dict) -> torch.nn.Modu
         model = builder(model_name, config)
     except (TypeError, KeyError, ValueError, AttributeError) as exc:
         # E.g. a config without input_spec, or with a model_config the factory does not take.
-        raise ValidationError("config", f"cannot rebuild {model_name} from the session's config: "
-                                        f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        raise ValidationError(
+            "config", f"cannot rebuild {model_name} from the session's config: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
     if not isinstance(model, torch.nn.Module):
         raise ValidationError("model", f"{model_name} built {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -54,8 +54,17 @@ class Problem:
     detail: str = ""
 
     def describe(self) -> str:
-        where = [f"{k} {v}" for k, v in (("session", self.session_id), ("step", self.step), ("param", self.param),
-                                          ("chunk", self.chunk), ("id", self.row_id)) if v is not None]
+        where = [
+            f"{k} {v}"
+            for k, v in (
+                ("session", self.session_id),
+                ("step", self.step),
+                ("param", self.param),
+                ("chunk", self.chunk),
+                ("id", self.row_id),
+            )
+            if v is not None
+        ]
         return f"{self.kind}: {self.table} {', '.join(where)}" + (f": {self.detail}" if self.detail else "")
 
 
@@ -73,12 +82,18 @@ class IntegrityReport:
         return not self.problems
 
     def to_dict(self) -> dict:
-        return {"session_id": self.session_id, "ok": self.ok, "checked": self.checked,
-                "problems": [dataclasses.asdict(p) for p in self.problems], "notes": self.notes}
+        return {
+            "session_id": self.session_id,
+            "ok": self.ok,
+            "checked": self.checked,
+            "problems": [dataclasses.asdict(p) for p in self.problems],
+            "notes": self.notes,
+        }
 
 
-def verify_integrity(engine: sa.Engine, session_id: int | None = None, *,
-                     heartbeat: Callable[[], None] = lambda: None) -> IntegrityReport:
+def verify_integrity(
+    engine: sa.Engine, session_id: int | None = None, *, heartbeat: Callable[[], None] = lambda: None
+) -> IntegrityReport:
     """Recompute every checksum of ``session_id`` (None: the whole database); see the module docstring."""
     report = IntegrityReport(session_id, {}, [], [])
     with engine.connect() as conn:
@@ -98,15 +113,16 @@ def verify_integrity(engine: sa.Engine, session_id: int | None = None, *,
         report.problems.extend(_checkpoint_contents(conn, params, {p.row_id for p in bad}, models, heartbeat))
         report.problems[:] = _unique(report.problems)
         separate_pruned_from_missing(conn, params, report)
-    log.info("verified %s: %s problem(s)", f"session {session_id}" if session_id else "database",
-             len(report.problems))
+    log.info("verified %s: %s problem(s)", f"session {session_id}" if session_id else "database", len(report.problems))
     return report
 
 
 # -- packages -----------------------------------------------------------------------------------
 
-def _packages(conn: sa.Connection, session_id: int | None, report: IntegrityReport,
-              heartbeat: Callable[[], None]) -> None:
+
+def _packages(
+    conn: sa.Connection, session_id: int | None, report: IntegrityReport, heartbeat: Callable[[], None]
+) -> None:
     count = 0
     for rows in _package_pages(conn, session_id):
         for row in rows:
@@ -120,11 +136,11 @@ def _packages(conn: sa.Connection, session_id: int | None, report: IntegrityRepo
 
 def _package_pages(conn: sa.Connection, session_id: int | None):
     if session_id is not None:
-        ids = list(conn.execute(queries.get("replay_session.session_package_ids"),
-                                {"session_id": session_id}).scalars())
+        ids = list(
+            conn.execute(queries.get("replay_session.session_package_ids"), {"session_id": session_id}).scalars()
+        )
         for i in range(0, len(ids), PACKAGE_PAGE):
-            yield conn.execute(queries.get("replay_session.package_payloads"),
-                               {"ids": ids[i:i + PACKAGE_PAGE]}).all()
+            yield conn.execute(queries.get("replay_session.package_payloads"), {"ids": ids[i : i + PACKAGE_PAGE]}).all()
         return
     after = 0
     while True:
@@ -139,8 +155,9 @@ def _package_problem(row) -> Problem | None:
     try:
         ingest_package.decode_payload(bytes(row.payload), bytes(row.data_hash), row.id)
     except ingest_package.PackageTampered:
-        return Problem("package_hash_mismatch", "input_packages", row_id=row.id,
-                       detail="payload does not match its data_hash")
+        return Problem(
+            "package_hash_mismatch", "input_packages", row_id=row.id, detail="payload does not match its data_hash"
+        )
     except Exception as exc:  # noqa: BLE001 - whatever one stored package does, the others are still checked
         return Problem("package_undecodable", "input_packages", row_id=row.id, detail=str(exc)[:200])
     return None
@@ -148,35 +165,77 @@ def _package_problem(row) -> Problem | None:
 
 # -- gradient blobs and steps -------------------------------------------------------------------
 
+
 def _blob_checksums(conn: sa.Connection, params: dict) -> list[Problem]:
-    return [Problem("blob_checksum_mismatch", "gradient_blobs", r.session_id, r.step, r.param_name, r.chunk_index,
-                    detail="chunk bytes do not match their SHA-256")
-            for r in conn.execute(queries.get("replay_session.blob_checksum_failures"), params)]
+    return [
+        Problem(
+            "blob_checksum_mismatch",
+            "gradient_blobs",
+            r.session_id,
+            r.step,
+            r.param_name,
+            r.chunk_index,
+            detail="chunk bytes do not match their SHA-256",
+        )
+        for r in conn.execute(queries.get("replay_session.blob_checksum_failures"), params)
+    ]
 
 
 def _missing_chunks(conn: sa.Connection, params: dict) -> list[Problem]:
     problems = []
     for r in conn.execute(queries.get("replay_session.blob_missing_chunks"), params):
         if r.inconsistent:
-            problems.append(Problem("blob_inconsistent_chunks", "gradient_blobs", r.session_id, r.step,
-                                    r.param_name, detail="its chunks disagree on chunk_count"))
+            problems.append(
+                Problem(
+                    "blob_inconsistent_chunks",
+                    "gradient_blobs",
+                    r.session_id,
+                    r.step,
+                    r.param_name,
+                    detail="its chunks disagree on chunk_count",
+                )
+            )
         else:
-            problems.append(Problem("blob_missing_chunk", "gradient_blobs", r.session_id, r.step, r.param_name,
-                                    r.chunk_index, detail=f"chunk {r.chunk_index} of {r.chunk_count} is missing"))
+            problems.append(
+                Problem(
+                    "blob_missing_chunk",
+                    "gradient_blobs",
+                    r.session_id,
+                    r.step,
+                    r.param_name,
+                    r.chunk_index,
+                    detail=f"chunk {r.chunk_index} of {r.chunk_count} is missing",
+                )
+            )
     return problems
 
 
 def _missing_steps(conn: sa.Connection, params: dict) -> list[Problem]:
-    return [Problem("missing_step", "training_steps", r.session_id, r.first_missing,
-                    detail=f"steps {r.first_missing}..{r.last_missing} are missing"
-                    if r.last_missing > r.first_missing else "step row is missing")
-            for r in conn.execute(queries.get("replay_session.missing_steps"), params)]
+    return [
+        Problem(
+            "missing_step",
+            "training_steps",
+            r.session_id,
+            r.first_missing,
+            detail=f"steps {r.first_missing}..{r.last_missing} are missing"
+            if r.last_missing > r.first_missing
+            else "step row is missing",
+        )
+        for r in conn.execute(queries.get("replay_session.missing_steps"), params)
+    ]
 
 
 def _no_start_checkpoint(conn: sa.Connection, params: dict) -> list[Problem]:
-    return [Problem("missing_checkpoint", "checkpoints", r.session_id, 0,
-                    detail="the session has steps but no start checkpoint (step 0)")
-            for r in conn.execute(queries.get("replay_session.sessions_without_start"), params)]
+    return [
+        Problem(
+            "missing_checkpoint",
+            "checkpoints",
+            r.session_id,
+            0,
+            detail="the session has steps but no start checkpoint (step 0)",
+        )
+        for r in conn.execute(queries.get("replay_session.sessions_without_start"), params)
+    ]
 
 
 def session_completeness(conn: sa.Connection, params: dict) -> list[Problem]:
@@ -185,8 +244,9 @@ def session_completeness(conn: sa.Connection, params: dict) -> list[Problem]:
     reported, not taken for a shorter session."""
     problems = []
     for r in conn.execute(queries.get("session_integrity.session_extents"), params):
-        for kind, step, detail in completeness.gaps(r.status, r.metrics, r.config, r.steps_stored, r.last_step,
-                                                    list(r.checkpoint_steps)):
+        for kind, step, detail in completeness.gaps(
+            r.status, r.metrics, r.config, r.steps_stored, r.last_step, list(r.checkpoint_steps)
+        ):
             table = "checkpoints" if kind == "missing_checkpoint" else "training_steps"
             problems.append(Problem(kind, table, r.session_id, step, detail=detail))
     return problems
@@ -208,19 +268,33 @@ def _step_coverage(conn: sa.Connection, params: dict, models: _ModelNames) -> li
     for r in conn.execute(queries.get("replay_session.step_gradient_counts"), params):
         present = set(r.names)
         if r.orphan:
-            problems.append(Problem("orphan_blobs", "gradient_blobs", r.session_id, r.step,
-                                    detail=f"gradients of {len(present)} parameter(s) but no step row"))
+            problems.append(
+                Problem(
+                    "orphan_blobs",
+                    "gradient_blobs",
+                    r.session_id,
+                    r.step,
+                    detail=f"gradients of {len(present)} parameter(s) but no step row",
+                )
+            )
             continue
         expected = models.names(r.session_id)
         missing = sorted(expected - present) if expected else []
         detail = f"{len(present)} of the {r.gradients_stored} recorded gradients are stored"
-        problems.append(Problem("missing_gradient", "gradient_blobs", r.session_id, r.step,
-                                missing[0] if len(missing) == 1 else None,
-                                detail=detail + (f"; missing: {', '.join(missing[:5])}" if missing else "")))
+        problems.append(
+            Problem(
+                "missing_gradient",
+                "gradient_blobs",
+                r.session_id,
+                r.step,
+                missing[0] if len(missing) == 1 else None,
+                detail=detail + (f"; missing: {', '.join(missing[:5])}" if missing else ""),
+            )
+        )
     return problems
 
 
-def _blob_layouts(conn: sa.Connection, params: dict, models: "_ModelNames") -> list[Problem]:
+def _blob_layouts(conn: sa.Connection, params: dict, models: _ModelNames) -> list[Problem]:
     """What replay relies on besides the checksums: each stored gradient's codec, dtype, shape and byte
     length agree with each other and with the session's model (a blob truncated together with its
     length and checksum, or relabelled, passes the checksum check but not this one)."""
@@ -229,8 +303,16 @@ def _blob_layouts(conn: sa.Connection, params: dict, models: "_ModelNames") -> l
         detail = _layout_problem(r, models.parameters(r.session_id))
         if detail is not None:
             kind, text = detail
-            problems.append(Problem(kind, "gradient_blobs", r.session_id, r.first_step, r.param_name,
-                                    detail=f"{text} ({r.steps} step(s) from step {r.first_step})"))
+            problems.append(
+                Problem(
+                    kind,
+                    "gradient_blobs",
+                    r.session_id,
+                    r.first_step,
+                    r.param_name,
+                    detail=f"{text} ({r.steps} step(s) from step {r.first_step})",
+                )
+            )
     return problems
 
 
@@ -283,16 +365,24 @@ class _ModelNames:
                     self._unbuildable(session_id, row, exc)
                     return None
                 # The stored config itself is wrong: replay refuses it too.
-                self.problems.append(Problem("session_config_invalid", "training_sessions", session_id,
-                                             detail=f"model {row.model_name} cannot be rebuilt: {exc}"))
+                self.problems.append(
+                    Problem(
+                        "session_config_invalid",
+                        "training_sessions",
+                        session_id,
+                        detail=f"model {row.model_name} cannot be rebuilt: {exc}",
+                    )
+                )
                 self._models[session_id] = None
             except Exception as exc:  # noqa: BLE001 - a plug-in model may fail in any way; reported, not fatal
                 self._unbuildable(session_id, row, exc)
         return self._models[session_id]
 
     def _unbuildable(self, session_id: int, row, exc: BaseException) -> None:
-        self.notes.append(f"session {session_id}: model {row.model_name} cannot be rebuilt ({exc}); "
-                          "its parameter names and checkpoint hashes were not checked")
+        self.notes.append(
+            f"session {session_id}: model {row.model_name} cannot be rebuilt ({exc}); "
+            "its parameter names and checkpoint hashes were not checked"
+        )
         self._models[session_id] = None
 
     def names(self, session_id: int) -> set[str]:
@@ -332,20 +422,32 @@ def separate_pruned_from_missing(conn: sa.Connection, params: dict, report: Inte
     for sid, row in pruned.items():
         what = "gradients" if row.pruned == "gradients" else "gradients and checkpoints"
         when = row.pruned_at.isoformat(timespec="minutes")
-        report.notes.append(f"session {sid}: {what} pruned by retention at {when} ({row.pruned_reason}); "
-                            f"{excused.get(sid, 0)} absent row(s) are pruned, not missing")
+        report.notes.append(
+            f"session {sid}: {what} pruned by retention at {when} ({row.pruned_reason}); "
+            f"{excused.get(sid, 0)} absent row(s) are pruned, not missing"
+        )
 
 
 # -- checkpoints --------------------------------------------------------------------------------
 
+
 def _checkpoint_hashes(conn: sa.Connection, params: dict) -> list[Problem]:
-    return [Problem("checkpoint_hash_mismatch", "checkpoints", r.session_id, r.step, row_id=r.id,
-                    detail="stored state does not match its content_hash")
-            for r in conn.execute(queries.get("replay_session.checkpoint_hash_failures"), params)]
+    return [
+        Problem(
+            "checkpoint_hash_mismatch",
+            "checkpoints",
+            r.session_id,
+            r.step,
+            row_id=r.id,
+            detail="stored state does not match its content_hash",
+        )
+        for r in conn.execute(queries.get("replay_session.checkpoint_hash_failures"), params)
+    ]
 
 
-def _checkpoint_contents(conn: sa.Connection, params: dict, skip: set[int], models: _ModelNames,
-                         heartbeat: Callable[[], None]) -> list[Problem]:
+def _checkpoint_contents(
+    conn: sa.Connection, params: dict, skip: set[int], models: _ModelNames, heartbeat: Callable[[], None]
+) -> list[Problem]:
     """Load each intact checkpoint (weights only) and re-hash its parameters and optimizer state."""
     problems = []
     for r in conn.execute(queries.get("replay_session.checkpoint_ids"), params).all():
@@ -362,8 +464,14 @@ def _checkpoint_problem(conn: sa.Connection, r, models: _ModelNames) -> Problem 
     try:
         ckpt = checkpoints.load(conn, r.session_id, r.step, verify=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the state is unusable
-        return Problem("checkpoint_unreadable", "checkpoints", r.session_id, r.step, row_id=r.id,
-                       detail=f"does not load with weights_only: {str(exc)[:200]}")
+        return Problem(
+            "checkpoint_unreadable",
+            "checkpoints",
+            r.session_id,
+            r.step,
+            row_id=r.id,
+            detail=f"does not load with weights_only: {str(exc)[:200]}",
+        )
     model = models.model(r.session_id)
     if model is None:
         return None
@@ -371,12 +479,29 @@ def _checkpoint_problem(conn: sa.Connection, r, models: _ModelNames) -> Problem 
     try:
         checkpoints.restore(model, optimizer, ckpt.state, rng=False)
     except (RuntimeError, ValueError, KeyError) as exc:
-        return Problem("checkpoint_unreadable", "checkpoints", r.session_id, r.step, row_id=r.id,
-                       detail=f"does not fit the session's model: {str(exc)[:200]}")
-    wrong = [what for what, ok in (("params_hash", checkpoints.params_hash(model) == ckpt.params_hash),
-                                   ("optimizer_hash", checkpoints.optimizer_hash(optimizer) == ckpt.optimizer_hash))
-             if not ok]
+        return Problem(
+            "checkpoint_unreadable",
+            "checkpoints",
+            r.session_id,
+            r.step,
+            row_id=r.id,
+            detail=f"does not fit the session's model: {str(exc)[:200]}",
+        )
+    wrong = [
+        what
+        for what, ok in (
+            ("params_hash", checkpoints.params_hash(model) == ckpt.params_hash),
+            ("optimizer_hash", checkpoints.optimizer_hash(optimizer) == ckpt.optimizer_hash),
+        )
+        if not ok
+    ]
     if wrong:
-        return Problem("checkpoint_hash_mismatch", "checkpoints", r.session_id, r.step, row_id=r.id,
-                       detail=f"the stored state does not hash to its {' and '.join(wrong)}")
+        return Problem(
+            "checkpoint_hash_mismatch",
+            "checkpoints",
+            r.session_id,
+            r.step,
+            row_id=r.id,
+            detail=f"the stored state does not hash to its {' and '.join(wrong)}",
+        )
     return None

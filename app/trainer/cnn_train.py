@@ -70,7 +70,7 @@ class CnnTrainOptions:
     patience: int = 100
     seed: int = 0
     device: str = "auto"
-    init: str = "deployed"   # deployed | session:ID | scratch (app/registry/warm.py)
+    init: str = "deployed"  # deployed | session:ID | scratch (app/registry/warm.py)
 
     def validate(self) -> None:
         check("symbol", bool(self.symbol and self.symbol.strip()), "must be a non-empty string")
@@ -84,8 +84,6 @@ class CnnTrainOptions:
         check("eval_fraction", 0 < self.eval_fraction < 1, "must be in (0, 1)")
         check("checkpoint_every", self.checkpoint_every >= 1, "must be >= 1")
         check("patience", self.patience >= 1, "must be >= 1")
-
-
 
 
 @dataclasses.dataclass
@@ -115,23 +113,41 @@ class _Run:
     cost: float
 
 
-def train_cnn(engine: sa.Engine, opts: CnnTrainOptions, *, job_id: int | None = None, hooks: Hooks | None = None,
-              settings: Settings | None = None, writer_options: WriterOptions | None = None) -> dict:
+def train_cnn(
+    engine: sa.Engine,
+    opts: CnnTrainOptions,
+    *,
+    job_id: int | None = None,
+    hooks: Hooks | None = None,
+    settings: Settings | None = None,
+    writer_options: WriterOptions | None = None,
+) -> dict:
     """Train a new session; returns its summary (session id, steps, metrics, training value)."""
     opts.validate()
     settings = settings or get_settings()
     device = resolve_device(opts.device if opts.device != "auto" else settings.device)
     with engine.connect() as conn:
-        split = episodes_mod.split(conn, opts.symbol, min_profitability=opts.min_profitability,
-                                   min_profit_r=opts.min_profit_r, max_episodes=opts.max_episodes,
-                                   eval_fraction=opts.eval_fraction, keep_holds=opts.keep_holds)
+        split = episodes_mod.split(
+            conn,
+            opts.symbol,
+            min_profitability=opts.min_profitability,
+            min_profit_r=opts.min_profit_r,
+            max_episodes=opts.max_episodes,
+            eval_fraction=opts.eval_fraction,
+            keep_holds=opts.keep_holds,
+        )
         split, packages = _decodable(conn, split)
         spec_in = inputs.infer_spec(packages[split.train[0].package_id], settings)
         train = _load(conn, split.train, spec_in, packages)
         evaluation = _load(conn, split.evaluation, spec_in, packages)
         config = _config(opts, opts.optimizer, spec_in, split, settings, device)
-        start = warm.resolve(conn, opts.init, model_kind=MODEL_KIND, symbol=opts.symbol,
-                             architecture={k: config[k] for k in ("model", "model_config", "input_spec")})
+        start = warm.resolve(
+            conn,
+            opts.init,
+            model_kind=MODEL_KIND,
+            symbol=opts.symbol,
+            architecture={k: config[k] for k in ("model", "model_config", "input_spec")},
+        )
     steps_per_epoch = math.ceil(len(train.ids) / opts.batch_size)
     total = steps_per_epoch * opts.epochs
     spec = dataclasses.replace(opts.optimizer, total_steps=total)
@@ -140,16 +156,42 @@ def train_cnn(engine: sa.Engine, opts: CnnTrainOptions, *, job_id: int | None = 
     model = interface.build_model(opts.model, spec_in, opts.model_config).to(device)
     warm.apply(model, start)
     optimizer = spec.build(model.parameters())
-    recorder = SessionRecorder.start(engine, SessionSpec(
-        MODEL_KIND, opts.model, config, opts.seed, str(device), opts.capture, opts.checkpoint_every, job_id,
-        init_session_id=start.session_id, init_checkpoint_id=start.checkpoint_id), writer_options)
-    run = _Run(config, recorder, model, optimizer, spec, train, evaluation, ConvergenceTracker(patience=opts.patience),
-               total, steps_per_epoch, 0, config["cost"])
+    recorder = SessionRecorder.start(
+        engine,
+        SessionSpec(
+            MODEL_KIND,
+            opts.model,
+            config,
+            opts.seed,
+            str(device),
+            opts.capture,
+            opts.checkpoint_every,
+            job_id,
+            init_session_id=start.session_id,
+            init_checkpoint_id=start.checkpoint_id,
+        ),
+        writer_options,
+    )
+    run = _Run(
+        config,
+        recorder,
+        model,
+        optimizer,
+        spec,
+        train,
+        evaluation,
+        ConvergenceTracker(patience=opts.patience),
+        total,
+        steps_per_epoch,
+        0,
+        config["cost"],
+    )
     return recorder.guarded(lambda: _train_from(run, 1, hooks or Hooks(), start=True))
 
 
-def resume_cnn(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None,
-               writer_options: WriterOptions | None = None) -> dict:
+def resume_cnn(
+    engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None, writer_options: WriterOptions | None = None
+) -> dict:
     """Continue ``session_id`` from its last checkpoint (see SessionRecorder.resume)."""
     recorder, ckpt = SessionRecorder.resume(engine, session_id, writer_options)
     try:
@@ -166,9 +208,20 @@ def resume_cnn(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None
     except BaseException as exc:
         recorder.fail(exc)
         raise
-    run = _Run(config, recorder, model, optimizer, spec, train, evaluation,
-               ConvergenceTracker.from_state(extra["tracker"]), spec.total_steps, config["steps_per_epoch"],
-               ckpt.step, config["cost"])
+    run = _Run(
+        config,
+        recorder,
+        model,
+        optimizer,
+        spec,
+        train,
+        evaluation,
+        ConvergenceTracker.from_state(extra["tracker"]),
+        spec.total_steps,
+        config["steps_per_epoch"],
+        ckpt.step,
+        config["cost"],
+    )
     return recorder.guarded(lambda: _train_from(run, ckpt.step + 1, hooks or Hooks(), start=False))
 
 
@@ -181,8 +234,7 @@ def _train_from(run: _Run, first_step: int, hooks: Hooks, *, start: bool) -> dic
         if hooks.should_stop():
             return _interrupt(run, step - 1)
         idx = _indices(run, step)
-        record = train_step(rec, run.model, run.optimizer, run.spec, step, _batch(run, idx),
-                            lambda: _loss(run, idx))
+        record = train_step(rec, run.model, run.optimizer, run.spec, step, _batch(run, idx), lambda: _loss(run, idx))
         run.tracker.update(record.loss_total)
         hooks.heartbeat()
         if step < run.total_steps and rec.due(step):
@@ -200,16 +252,19 @@ def _indices(run: _Run, step: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(run.config["seed"] * 1_000_003 + epoch)
     perm = torch.randperm(len(run.train.ids), generator=gen)
     bs = run.config["batch_size"]
-    return perm[j * bs:(j + 1) * bs]
+    return perm[j * bs : (j + 1) * bs]
 
 
 def _batch(run: _Run, idx: torch.Tensor) -> Batch:
     d = run.train
-    return Batch([d.ids[i] for i in idx.tolist()], {
-        "mean_profitability_score": float(d.profitability[idx].mean()),
-        "mean_actual_profit": float(d.actual_profit[idx].mean()),
-        "share_profitable": float((d.actual_profit[idx] > 0).float().mean()),
-    })
+    return Batch(
+        [d.ids[i] for i in idx.tolist()],
+        {
+            "mean_profitability_score": float(d.profitability[idx].mean()),
+            "mean_actual_profit": float(d.actual_profit[idx].mean()),
+            "share_profitable": float((d.actual_profit[idx] > 0).float().mean()),
+        },
+    )
 
 
 def _loss(run: _Run, idx: torch.Tensor):
@@ -217,8 +272,7 @@ def _loss(run: _Run, idx: torch.Tensor):
     d = run.train
     out = run.model(d.inputs[idx].to(device))
     weights = LossWeights(**run.config["loss_weights"])
-    return cnn_loss(out, d.action[idx].to(device), d.move_pct[idx].to(device), d.profitability[idx].to(device),
-                    weights)
+    return cnn_loss(out, d.action[idx].to(device), d.move_pct[idx].to(device), d.profitability[idx].to(device), weights)
 
 
 def _checkpoint(run: _Run, step: int, kind: str) -> None:
@@ -247,18 +301,33 @@ def _interrupt(run: _Run, step: int) -> dict:
 
 def _finish(run: _Run) -> dict:
     run.recorder.mark_trained_through()
-    result = lineage.judged(run.recorder.engine, run.recorder.session_id, run.config["eval_cutoff"],
-                            evaluate.evaluate(run.model, run.evaluation.inputs, run.evaluation.episodes, run.cost))
+    result = lineage.judged(
+        run.recorder.engine,
+        run.recorder.session_id,
+        run.config["eval_cutoff"],
+        evaluate.evaluate(run.model, run.evaluation.inputs, run.evaluation.episodes, run.cost),
+    )
     # A contaminated slice is no evidence of skill: no training value (the gate refuses it too).
     value = None if result.get("contaminated") else evaluate.training_value(run.tracker, result, run.cost)
-    metrics = {"steps": run.total_steps, "train_episodes": len(run.train.ids),
-               "first_loss_smoothed": run.tracker.first_loss, "final_loss_smoothed": run.tracker.smoothed,
-               "evaluation": result, "writer": dataclasses.asdict(run.recorder.writer.stats)}
+    metrics = {
+        "steps": run.total_steps,
+        "train_episodes": len(run.train.ids),
+        "first_loss_smoothed": run.tracker.first_loss,
+        "final_loss_smoothed": run.tracker.smoothed,
+        "evaluation": result,
+        "writer": dataclasses.asdict(run.recorder.writer.stats),
+    }
     run.recorder.finish(metrics=metrics, training_value=value, tracker=run.tracker)
     log.info("session %s finished: value %s, evaluation %s", run.recorder.session_id, value, result)
-    return {"session_id": run.recorder.session_id, "status": "succeeded", "steps": run.total_steps,
-            "training_value": value, "evaluation": result, "best_loss": run.tracker.best_loss,
-            "converged": run.tracker.converged}
+    return {
+        "session_id": run.recorder.session_id,
+        "status": "succeeded",
+        "steps": run.total_steps,
+        "training_value": value,
+        "evaluation": result,
+        "best_loss": run.tracker.best_loss,
+        "converged": run.tracker.converged,
+    }
 
 
 def _decodable(conn: sa.Connection, split: episodes_mod.Split) -> tuple[episodes_mod.Split, dict]:
@@ -271,39 +340,67 @@ def _decodable(conn: sa.Connection, split: episodes_mod.Split) -> tuple[episodes
         return split, packages
     train = [e for e in split.train if e.package_id not in undecodable]
     if not train:
-        raise episodes_mod.NoEpisodes(f"every training episode's input package cannot be decoded "
-                                      f"(e.g. {next(iter(undecodable.values()))})")
+        raise episodes_mod.NoEpisodes(
+            f"every training episode's input package cannot be decoded (e.g. {next(iter(undecodable.values()))})"
+        )
     evaluation = [e for e in split.evaluation if e.package_id not in undecodable]
     return dataclasses.replace(split, train=train, evaluation=evaluation), packages
 
 
-def _load(conn: sa.Connection, eps: list[episodes_mod.Episode], spec: interface.InputSpec,
-          packages: dict | None = None) -> _Data:
-    x = (inputs.load_inputs(conn, [e.package_id for e in eps], spec, packages)[0] if eps
-         else torch.empty((0, *spec.shape())))
+def _load(
+    conn: sa.Connection, eps: list[episodes_mod.Episode], spec: interface.InputSpec, packages: dict | None = None
+) -> _Data:
+    x = (
+        inputs.load_inputs(conn, [e.package_id for e in eps], spec, packages)[0]
+        if eps
+        else torch.empty((0, *spec.shape()))
+    )
     action = torch.tensor([interface.ACTIONS.index(e.optimal_action) for e in eps], dtype=torch.long)
-    return _Data([e.episode_id for e in eps], x, action,
-                 torch.tensor([e.move_pct for e in eps], dtype=torch.float32),
-                 torch.tensor([e.profitability_score for e in eps], dtype=torch.float32),
-                 torch.tensor([e.actual_profit for e in eps], dtype=torch.float32), eps)
+    return _Data(
+        [e.episode_id for e in eps],
+        x,
+        action,
+        torch.tensor([e.move_pct for e in eps], dtype=torch.float32),
+        torch.tensor([e.profitability_score for e in eps], dtype=torch.float32),
+        torch.tensor([e.actual_profit for e in eps], dtype=torch.float32),
+        eps,
+    )
 
 
-def _config(opts: CnnTrainOptions, spec: OptimizerSpec, spec_in: interface.InputSpec, split: episodes_mod.Split,
-            settings: Settings, device: torch.device) -> dict:
+def _config(
+    opts: CnnTrainOptions,
+    spec: OptimizerSpec,
+    spec_in: interface.InputSpec,
+    split: episodes_mod.Split,
+    settings: Settings,
+    device: torch.device,
+) -> dict:
     return {
-        "symbol": opts.symbol, "model": opts.model, "model_config": opts.model_config,
+        "symbol": opts.symbol,
+        "model": opts.model,
+        "model_config": opts.model_config,
         "input_spec": spec_in.to_config(),
-        "optimizer": spec.to_config(), "loss_weights": dataclasses.asdict(opts.loss_weights),
-        "batch_size": opts.batch_size, "epochs": opts.epochs, "seed": opts.seed,
+        "optimizer": spec.to_config(),
+        "loss_weights": dataclasses.asdict(opts.loss_weights),
+        "batch_size": opts.batch_size,
+        "epochs": opts.epochs,
+        "seed": opts.seed,
         "steps_per_epoch": math.ceil(len(split.train) / opts.batch_size),
-        "min_profitability": opts.min_profitability, "min_profit_r": opts.min_profit_r, "max_episodes": opts.max_episodes,
-        "keep_holds": opts.keep_holds, "sampling": opts.sampling,
+        "min_profitability": opts.min_profitability,
+        "min_profit_r": opts.min_profit_r,
+        "max_episodes": opts.max_episodes,
+        "keep_holds": opts.keep_holds,
+        "sampling": opts.sampling,
         # Priorities change as sessions train; the weights a priority-sampled session drew with are kept.
-        "sample_weights": ([max(e.training_priority, 1e-9) for e in split.train] if opts.sampling == "priority"
-                           else None),
-        "eval_fraction": opts.eval_fraction, "eval_cutoff": split.cutoff.isoformat(), "patience": opts.patience,
-        "device": str(device), "cost": 2 * (settings.fee_rate + settings.slippage_rate),
+        "sample_weights": (
+            [max(e.training_priority, 1e-9) for e in split.train] if opts.sampling == "priority" else None
+        ),
+        "eval_fraction": opts.eval_fraction,
+        "eval_cutoff": split.cutoff.isoformat(),
+        "patience": opts.patience,
+        "device": str(device),
+        "cost": 2 * (settings.fee_rate + settings.slippage_rate),
         "train_episode_ids": [e.episode_id for e in split.train],
         "eval_episode_ids": [e.episode_id for e in split.evaluation],
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }

@@ -60,7 +60,9 @@ def _resume(args) -> int:
         cli_common.print_result(rl_train.resume_rl(engine, args.session_id))
         return 0
     if row.model_kind != cnn_train.MODEL_KIND:
-        raise ValidationError("session_id", f"session {args.session_id} is a {row.model_kind} session; "
-                                            "only cnn and rl training sessions are resumed")
+        raise ValidationError(
+            "session_id",
+            f"session {args.session_id} is a {row.model_kind} session; only cnn and rl training sessions are resumed",
+        )
     cli_common.print_result(cnn_train.resume_cnn(engine, args.session_id))
     return 0

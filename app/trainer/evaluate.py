@@ -42,7 +42,7 @@ def predict(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 256)
     was_training = model.training
     model.eval()
     try:
-        outs = [model(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
+        outs = [model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
     finally:
         model.train(was_training)
     return {k: torch.cat([o[k] for o in outs]) for k in ("logits", "move", "confidence")}
@@ -55,9 +55,11 @@ def evaluate(model: torch.nn.Module, inputs: torch.Tensor, episodes: list[Episod
     out = predict(model, inputs.to(next(model.parameters()).device))
     calls = [ACTIONS[i] for i in out["logits"].argmax(dim=1).tolist()]
     moves = torch.tensor([e.move_pct for e in episodes], dtype=out["move"].dtype)
-    return {**policy_metrics(calls, episodes, cost),
-            "move_mae_pct": float((out["move"].cpu() - moves).abs().mean()),
-            "mean_confidence": float(torch.sigmoid(out["confidence"]).mean())}
+    return {
+        **policy_metrics(calls, episodes, cost),
+        "move_mae_pct": float((out["move"].cpu() - moves).abs().mean()),
+        "mean_confidence": float(torch.sigmoid(out["confidence"]).mean()),
+    }
 
 
 def policy_metrics(calls: list[str], episodes: list[Episode], cost: float) -> dict:
@@ -91,7 +93,7 @@ def greedy_calls(q_network: torch.nn.Module, inputs: torch.Tensor, batch_size: i
     q_network.eval()
     try:
         device = next(q_network.parameters()).device
-        q = torch.cat([q_network(inputs[i:i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)])
+        q = torch.cat([q_network(inputs[i : i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)])
     finally:
         q_network.train(was_training)
     return [ACTIONS[i] for i in q.argmax(dim=1).tolist()]

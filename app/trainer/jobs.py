@@ -8,10 +8,10 @@ import logging
 
 from app.cli_common import json_object
 from app.jobs import registry
-from app.registry import jobs as registry_jobs
 from app.nets.interface import REFERENCE, RL_REFERENCE
 from app.recording.optim import OPTIMIZERS
 from app.recording.policy import HALF_CODECS, POLICIES
+from app.registry import jobs as registry_jobs
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,15 @@ def _shared_options(params: dict) -> dict:
     from app.recording.policy import CapturePolicy
 
     model_config = json_object("model_config")(params["model_config"]) if params.get("model_config") else {}
-    return {"model": params["model"], "model_config": model_config,
-            "capture": CapturePolicy(params["capture"], params["capture_k"], params["half_codec"]),
-            "checkpoint_every": params["checkpoint_every"], "seed": params["seed"], "device": params["device"],
-            "init": params["init"]}
+    return {
+        "model": params["model"],
+        "model_config": model_config,
+        "capture": CapturePolicy(params["capture"], params["capture_k"], params["half_codec"]),
+        "checkpoint_every": params["checkpoint_every"],
+        "seed": params["seed"],
+        "device": params["device"],
+        "init": params["init"],
+    }
 
 
 def cnn_options(params: dict):
@@ -89,12 +94,19 @@ def cnn_options(params: dict):
     from app.trainer import cnn_train
 
     return cnn_train.CnnTrainOptions(
-        symbol=params["symbol"], min_profitability=params["min_profitability"],
+        symbol=params["symbol"],
+        min_profitability=params["min_profitability"],
         min_profit_r=params["min_profit_r"],
-        max_episodes=params["max_episodes"], keep_holds=params["keep_holds"], sampling=params["sampling"],
-        epochs=params["epochs"], batch_size=params["batch_size"],
-        eval_fraction=params["eval_fraction"], loss_weights=LossWeights(),
-        optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"]), **_shared_options(params))
+        max_episodes=params["max_episodes"],
+        keep_holds=params["keep_holds"],
+        sampling=params["sampling"],
+        epochs=params["epochs"],
+        batch_size=params["batch_size"],
+        eval_fraction=params["eval_fraction"],
+        loss_weights=LossWeights(),
+        optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"]),
+        **_shared_options(params),
+    )
 
 
 def rl_options(params: dict):
@@ -104,13 +116,21 @@ def rl_options(params: dict):
     from app.trainer import rl_train
 
     return rl_train.RlTrainOptions(
-        symbol=params["symbol"], steps=params["steps"], batch_size=params["batch_size"],
-        profitable_share=params["profitable_share"], beta_start=params["beta_start"],
-        agent=dqn.DqnSettings(gamma=params["gamma"], target_update_every=params["target_update_every"],
-                              policy_weight=params["policy_weight"]),
-        reward_scale=params["reward_scale"], eval_fraction=params["eval_fraction"],
+        symbol=params["symbol"],
+        steps=params["steps"],
+        batch_size=params["batch_size"],
+        profitable_share=params["profitable_share"],
+        beta_start=params["beta_start"],
+        agent=dqn.DqnSettings(
+            gamma=params["gamma"],
+            target_update_every=params["target_update_every"],
+            policy_weight=params["policy_weight"],
+        ),
+        reward_scale=params["reward_scale"],
+        eval_fraction=params["eval_fraction"],
         optimizer=OptimizerSpec(name=params["optimizer"], lr=params["lr"], weight_decay=0.0, schedule="constant"),
-        **_shared_options(params))
+        **_shared_options(params),
+    )
 
 
 def _after_training(ctx: registry.JobContext, result: dict, params: dict) -> dict:
@@ -139,8 +159,9 @@ def run_cnn(ctx: registry.JobContext, params: dict) -> dict:
         log.info("job %s: resuming its session %s", ctx.job_id, earlier)
         result = cnn_train.resume_cnn(ctx.engine, earlier, hooks=_hooks(ctx))
     else:
-        result = cnn_train.train_cnn(ctx.engine, cnn_options(params), job_id=ctx.job_id, hooks=_hooks(ctx),
-                                     settings=ctx.settings)
+        result = cnn_train.train_cnn(
+            ctx.engine, cnn_options(params), job_id=ctx.job_id, hooks=_hooks(ctx), settings=ctx.settings
+        )
     result = _after_training(ctx, result, params)
     if result["status"] == "interrupted":
         raise registry.Interrupted(f"session {result['session_id']} interrupted; it resumes when the job runs again")
@@ -152,8 +173,9 @@ def run_rl(ctx: registry.JobContext, params: dict) -> dict:
     """The ``train_rl`` job: a fresh session per attempt (batches follow the live priorities)."""
     from app.trainer import rl_train
 
-    result = rl_train.train_rl(ctx.engine, rl_options(params), job_id=ctx.job_id, hooks=_hooks(ctx),
-                               settings=ctx.settings)
+    result = rl_train.train_rl(
+        ctx.engine, rl_options(params), job_id=ctx.job_id, hooks=_hooks(ctx), settings=ctx.settings
+    )
     result = _after_training(ctx, result, params)
     if result["status"] == "interrupted":
         raise registry.Interrupted(f"session {result['session_id']} interrupted after {result['steps']} steps")

@@ -35,8 +35,9 @@ from app.trainer import episodes as episodes_mod
 MAX_DRAWS = 64
 
 
-def evaluation_slice(conn: sa.Connection, symbol: str, eval_fraction: float) -> tuple[dt.datetime | None,
-                                                                                   list[episodes_mod.Episode]]:
+def evaluation_slice(
+    conn: sa.Connection, symbol: str, eval_fraction: float
+) -> tuple[dt.datetime | None, list[episodes_mod.Episode]]:
     """The cutoff and the episodes of the RL evaluation slice of ``symbol`` (None, [] without RL episodes)."""
     row = conn.execute(queries.get("registry.rl_eval_cutoff"), {"symbol": symbol, "eval_fraction": eval_fraction}).one()
     if row.cutoff is None:
@@ -63,15 +64,23 @@ def keep_share(conn: sa.Connection, symbol: str, allowed: np.ndarray) -> float:
     return len(allowed) / total if total else 1.0
 
 
-def sample(buffer: ProfitWeightedExperienceBuffer, allowed: np.ndarray, batch_size: int, *, symbol: str,
-           beta: float, keep_share: float = 1.0) -> batches.ReplayBatch:
+def sample(
+    buffer: ProfitWeightedExperienceBuffer,
+    allowed: np.ndarray,
+    batch_size: int,
+    *,
+    symbol: str,
+    beta: float,
+    keep_share: float = 1.0,
+) -> batches.ReplayBatch:
     """A batch of ``batch_size`` draws among the ``allowed`` experiences (see the module docstring), with the
     buffer's share of draws from the profitable stratum, as a plain draw has."""
     need_profitable = round(buffer.profitable_share * batch_size)
     parts, have, profitable = [], 0, 0
     for draw in range(MAX_DRAWS):
-        missing = max(1, batch_size - have, need_profitable - profitable,
-                      batch_size - need_profitable - (have - profitable))
+        missing = max(
+            1, batch_size - have, need_profitable - profitable, batch_size - need_profitable - (have - profitable)
+        )
         ask = min(4 * batch_size, math.ceil(missing / max(keep_share, 0.25) * 1.15) + 2)
         drawn = buffer.sample(ask, symbol=symbol, beta=beta)
         keep = np.isin(drawn.ids, allowed)
@@ -79,10 +88,12 @@ def sample(buffer: ProfitWeightedExperienceBuffer, allowed: np.ndarray, batch_si
         have += int(keep.sum())
         profitable += int(drawn.from_profitable[keep].sum())
         quotas = profitable >= need_profitable and have - profitable >= batch_size - need_profitable
-        if have >= batch_size and (quotas or draw >= 7):   # a stratum held out entirely: fill from the other
+        if have >= batch_size and (quotas or draw >= 7):  # a stratum held out entirely: fill from the other
             return _first(_concat(parts), batch_size, need_profitable)
-    raise TrainsrvError(f"{MAX_DRAWS} draws of {batch_size} gave {have} experiences from before the evaluation "
-                        f"cutoff: too few of {symbol}'s replay weight lies before it (lower --eval-fraction)")
+    raise TrainsrvError(
+        f"{MAX_DRAWS} draws of {batch_size} gave {have} experiences from before the evaluation "
+        f"cutoff: too few of {symbol}'s replay weight lies before it (lower --eval-fraction)"
+    )
 
 
 def _take(b: batches.ReplayBatch, keep: np.ndarray) -> batches.ReplayBatch:
@@ -113,10 +124,11 @@ def _first(b: batches.ReplayBatch, n: int, need_profitable: int) -> batches.Repl
     with the importance weights renormalised over them."""
     prof = np.flatnonzero(b.from_profitable)
     rest = np.flatnonzero(~b.from_profitable.astype(bool))
-    take_p = prof[:max(need_profitable, n - len(rest))]
-    take = np.concatenate([take_p, rest[:n - len(take_p)]])
+    take_p = prof[: max(need_profitable, n - len(rest))]
+    take = np.concatenate([take_p, rest[: n - len(take_p)]])
     keep = np.zeros(len(b), dtype=bool)
     keep[take] = True
     kept = _take(b, keep)
-    return dataclasses.replace(kept, weights=batches.importance_weights(kept.probabilities, kept.replay_size,
-                                                                          kept.beta))
+    return dataclasses.replace(
+        kept, weights=batches.importance_weights(kept.probabilities, kept.replay_size, kept.beta)
+    )

@@ -56,21 +56,22 @@ class RlTrainOptions:
     symbol: str
     steps: int = 200
     batch_size: int = 64
-    profitable_share: float | None = None      # None: TRAINSRV_RL_PROFITABLE_SHARE
-    beta_start: float | None = None            # None: TRAINSRV_RL_BETA_START
+    profitable_share: float | None = None  # None: TRAINSRV_RL_PROFITABLE_SHARE
+    beta_start: float | None = None  # None: TRAINSRV_RL_BETA_START
     agent: dqn.DqnSettings = dataclasses.field(default_factory=dqn.DqnSettings)
-    reward_scale: float = 1000.0               # realised profit (a fraction) -> per mille
+    reward_scale: float = 1000.0  # realised profit (a fraction) -> per mille
     model: str = dqn.REFERENCE
     model_config: dict = dataclasses.field(default_factory=dict)
     optimizer: OptimizerSpec = dataclasses.field(
-        default_factory=lambda: OptimizerSpec(name="adam", weight_decay=0.0, schedule="constant"))
+        default_factory=lambda: OptimizerSpec(name="adam", weight_decay=0.0, schedule="constant")
+    )
     capture: CapturePolicy = dataclasses.field(default_factory=CapturePolicy)
     checkpoint_every: int = 50
     patience: int = 100
     seed: int = 0
     device: str = "auto"
     eval_fraction: float = 0.2
-    init: str = "deployed"   # deployed | session:ID | scratch (app/registry/warm.py)
+    init: str = "deployed"  # deployed | session:ID | scratch (app/registry/warm.py)
 
     def validate(self) -> None:
         check("symbol", bool(self.symbol and self.symbol.strip()), "must be a non-empty string")
@@ -86,8 +87,6 @@ class RlTrainOptions:
             check(name, value is None or 0.0 <= value <= 1.0, "must be in [0, 1]")
 
 
-
-
 @dataclasses.dataclass
 class _Run:
     opts: RlTrainOptions
@@ -100,7 +99,7 @@ class _Run:
     states: PackageStates
     tracker: ConvergenceTracker
     device: torch.device
-    holdout: "_Holdout"
+    holdout: _Holdout
     td_history: list[float] = dataclasses.field(default_factory=list)
     last_checkpoint: int = 0
 
@@ -114,36 +113,73 @@ class _Holdout:
     episodes: list[episodes_mod.Episode]
     inputs: torch.Tensor
     cost: float
-    keep_share: float = 1.0   # share of the symbol's experiences in ``allowed`` (rl_holdout.sample draws for it)
+    keep_share: float = 1.0  # share of the symbol's experiences in ``allowed`` (rl_holdout.sample draws for it)
 
 
-def train_rl(engine: sa.Engine, opts: RlTrainOptions, *, job_id: int | None = None, hooks: Hooks | None = None,
-             settings: Settings | None = None, writer_options: WriterOptions | None = None) -> dict:
+def train_rl(
+    engine: sa.Engine,
+    opts: RlTrainOptions,
+    *,
+    job_id: int | None = None,
+    hooks: Hooks | None = None,
+    settings: Settings | None = None,
+    writer_options: WriterOptions | None = None,
+) -> dict:
     """Train a new RL session on ``opts.symbol``'s experiences; returns its summary."""
     opts.validate()
     settings = settings or get_settings()
     device = resolve_device(opts.device if opts.device != "auto" else settings.device)
     buffer = _buffer(engine, opts, settings)
     if buffer.size(opts.symbol)["total"] == 0:
-        raise ValidationError("symbol", f"no replayable experiences for {opts.symbol!r} "
-                                        "(build them with `trainsrv experiences build`)")
+        raise ValidationError(
+            "symbol", f"no replayable experiences for {opts.symbol!r} (build them with `trainsrv experiences build`)"
+        )
     spec = dataclasses.replace(opts.optimizer, total_steps=opts.steps)
     with engine.connect() as conn:
         states = PackageStates.for_symbol(conn, opts.symbol)
         holdout = _holdout(conn, opts, states, settings)
         config = _config(opts, spec, states, buffer, device, holdout)
-        start = warm.resolve(conn, opts.init, model_kind=MODEL_KIND, symbol=opts.symbol,
-                             architecture={k: config[k] for k in ("model", "model_config", "input_spec")})
+        start = warm.resolve(
+            conn,
+            opts.init,
+            model_kind=MODEL_KIND,
+            symbol=opts.symbol,
+            architecture={k: config[k] for k in ("model", "model_config", "input_spec")},
+        )
     config["init"] = start.to_config()
     torch.manual_seed(opts.seed)
     online = dqn.build_q_network(opts.model, states.spec, opts.model_config).to(device)
     warm.apply(online, start)
     agent = dqn.DoubleDQN(online, opts.agent)
-    recorder = SessionRecorder.start(engine, SessionSpec(
-        MODEL_KIND, opts.model, config, opts.seed, str(device), opts.capture, opts.checkpoint_every, job_id,
-        init_session_id=start.session_id, init_checkpoint_id=start.checkpoint_id), writer_options)
-    run = _Run(opts, config, recorder, agent, spec.build(online.parameters()), spec, buffer, states,
-               ConvergenceTracker(patience=opts.patience), device, holdout)
+    recorder = SessionRecorder.start(
+        engine,
+        SessionSpec(
+            MODEL_KIND,
+            opts.model,
+            config,
+            opts.seed,
+            str(device),
+            opts.capture,
+            opts.checkpoint_every,
+            job_id,
+            init_session_id=start.session_id,
+            init_checkpoint_id=start.checkpoint_id,
+        ),
+        writer_options,
+    )
+    run = _Run(
+        opts,
+        config,
+        recorder,
+        agent,
+        spec.build(online.parameters()),
+        spec,
+        buffer,
+        states,
+        ConvergenceTracker(patience=opts.patience),
+        device,
+        holdout,
+    )
     try:
         return _train(run, hooks or Hooks())
     except BaseException as exc:
@@ -154,8 +190,14 @@ def train_rl(engine: sa.Engine, opts: RlTrainOptions, *, job_id: int | None = No
         _close(buffer)
 
 
-def resume_rl(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None, settings: Settings | None = None,
-              writer_options: WriterOptions | None = None) -> dict:
+def resume_rl(
+    engine: sa.Engine,
+    session_id: int,
+    *,
+    hooks: Hooks | None = None,
+    settings: Settings | None = None,
+    writer_options: WriterOptions | None = None,
+) -> dict:
     """Continue the RL session ``session_id`` from its last checkpoint to its configured steps."""
     settings = settings or get_settings()
     recorder, ckpt = SessionRecorder.resume(engine, session_id, writer_options)
@@ -180,8 +222,20 @@ def resume_rl(engine: sa.Engine, session_id: int, *, hooks: Hooks | None = None,
         if buffer is not None:
             _close(buffer)
         raise
-    run = _Run(opts, config, recorder, agent, optimizer, spec, buffer, states,
-               ConvergenceTracker.from_state(extra["tracker"]), device, holdout, last_checkpoint=ckpt.step)
+    run = _Run(
+        opts,
+        config,
+        recorder,
+        agent,
+        optimizer,
+        spec,
+        buffer,
+        states,
+        ConvergenceTracker.from_state(extra["tracker"]),
+        device,
+        holdout,
+        last_checkpoint=ckpt.step,
+    )
     try:
         return recorder.guarded(lambda: _train_from(run, ckpt.step + 1, hooks or Hooks()))
     finally:
@@ -192,13 +246,23 @@ def options_of(config: dict) -> RlTrainOptions:
     """The options a session was started with, from its stored config."""
     replay = config.get("replay", {})
     return RlTrainOptions(
-        symbol=config["symbol"], steps=config["steps"], batch_size=config["batch_size"],
-        profitable_share=replay.get("profitable_share"), beta_start=replay.get("beta_start"),
-        agent=dqn.DqnSettings(**config["agent"]), reward_scale=config["reward_scale"], model=config["model"],
-        model_config=config["model_config"], optimizer=OptimizerSpec.from_config(config["optimizer"]),
-        capture=CapturePolicy.from_config(config["capture"]), checkpoint_every=config["checkpoint_every"],
-        patience=config["patience"], seed=config["seed"], device=config["device"],
-        eval_fraction=config.get("eval_fraction", 0.2))
+        symbol=config["symbol"],
+        steps=config["steps"],
+        batch_size=config["batch_size"],
+        profitable_share=replay.get("profitable_share"),
+        beta_start=replay.get("beta_start"),
+        agent=dqn.DqnSettings(**config["agent"]),
+        reward_scale=config["reward_scale"],
+        model=config["model"],
+        model_config=config["model_config"],
+        optimizer=OptimizerSpec.from_config(config["optimizer"]),
+        capture=CapturePolicy.from_config(config["capture"]),
+        checkpoint_every=config["checkpoint_every"],
+        patience=config["patience"],
+        seed=config["seed"],
+        device=config["device"],
+        eval_fraction=config.get("eval_fraction", 0.2),
+    )
 
 
 def _close(buffer: ProfitWeightedExperienceBuffer) -> None:
@@ -217,15 +281,24 @@ def _holdout(conn: sa.Connection, opts: RlTrainOptions, states: PackageStates, s
         raise ValidationError("symbol", f"{opts.symbol!r} has no RL episodes (validated RL calls) to evaluate on")
     allowed = rl_holdout.training_items(conn, opts.symbol, cutoff)
     if not len(allowed):
-        raise ValidationError("eval_fraction", f"no experience of {opts.symbol!r} ended before the evaluation "
-                                               f"cutoff {cutoff} (lower --eval-fraction)")
+        raise ValidationError(
+            "eval_fraction",
+            f"no experience of {opts.symbol!r} ended before the evaluation cutoff {cutoff} (lower --eval-fraction)",
+        )
     x = inputs.load_inputs(conn, [e.package_id for e in eps], states.spec)[0]
-    return _Holdout(cutoff, allowed, eps, x, 2 * (settings.fee_rate + settings.slippage_rate),
-                    rl_holdout.keep_share(conn, opts.symbol, allowed))
+    return _Holdout(
+        cutoff,
+        allowed,
+        eps,
+        x,
+        2 * (settings.fee_rate + settings.slippage_rate),
+        rl_holdout.keep_share(conn, opts.symbol, allowed),
+    )
 
 
-def _holdout_of(conn: sa.Connection, config: dict, opts: RlTrainOptions, states: PackageStates,
-                settings: Settings) -> _Holdout:
+def _holdout_of(
+    conn: sa.Connection, config: dict, opts: RlTrainOptions, states: PackageStates, settings: Settings
+) -> _Holdout:
     """A resumed session's hold-out: the slice it recorded (a session from before migration 0015 gets one now)."""
     if "eval_cutoff" not in config:
         return _holdout(conn, opts, states, settings)
@@ -238,8 +311,9 @@ def _holdout_of(conn: sa.Connection, config: dict, opts: RlTrainOptions, states:
 
 def _buffer(engine: sa.Engine, opts: RlTrainOptions, settings: Settings) -> ProfitWeightedExperienceBuffer:
     beta = BetaSchedule(settings.rl_beta_start if opts.beta_start is None else opts.beta_start, max(opts.steps, 1))
-    return ProfitWeightedExperienceBuffer(engine, seed=opts.seed, settings=settings,
-                                          profitable_share=opts.profitable_share, beta=beta)
+    return ProfitWeightedExperienceBuffer(
+        engine, seed=opts.seed, settings=settings, profitable_share=opts.profitable_share, beta=beta
+    )
 
 
 def _train(run: _Run, hooks: Hooks) -> dict:
@@ -268,8 +342,14 @@ def _train_from(run: _Run, first_step: int, hooks: Hooks) -> dict:
 def _step(run: _Run, step: int):
     """Sample, train one recorded step, write the TD errors back, refresh the target when due."""
     t0 = time.perf_counter()
-    sampled = rl_holdout.sample(run.buffer, run.holdout.allowed, run.opts.batch_size, symbol=run.opts.symbol,
-                                beta=run.buffer.beta.at(step - 1), keep_share=run.holdout.keep_share)
+    sampled = rl_holdout.sample(
+        run.buffer,
+        run.holdout.allowed,
+        run.opts.batch_size,
+        symbol=run.opts.symbol,
+        beta=run.buffer.beta.at(step - 1),
+        keep_share=run.holdout.keep_share,
+    )
     with run.buffer.engine.connect() as conn:
         batch = run.states.transitions(conn, sampled, run.opts.reward_scale).to(run.device)
     load_ms = round((time.perf_counter() - t0) * 1000.0, 3)
@@ -280,21 +360,32 @@ def _step(run: _Run, step: int):
         out["td"] = td
         return loss, components
 
-    record = train_step(run.recorder, run.agent.online, run.optimizer, run.spec, step,
-                        Batch(sampled.ids.tolist(), sampled.profitability(), load_ms), compute_loss)
+    record = train_step(
+        run.recorder,
+        run.agent.online,
+        run.optimizer,
+        run.spec,
+        step,
+        Batch(sampled.ids.tolist(), sampled.profitability(), load_ms),
+        compute_loss,
+    )
     run.buffer.update_priorities(sampled.ids, out["td"].cpu().numpy())
     run.agent.after_step(step)
     return record
 
 
 def _extra(run: _Run) -> dict:
-    return {"tracker": run.tracker.state(), "target": run.agent.target.state_dict(),
-            "beta_step": run.buffer.samples_drawn}
+    return {
+        "tracker": run.tracker.state(),
+        "target": run.agent.target.state_dict(),
+        "beta_step": run.buffer.samples_drawn,
+    }
 
 
 def _checkpoint(run: _Run, step: int, kind: str) -> None:
-    run.recorder.checkpoint(step, kind, run.agent.online, run.optimizer, _extra(run),
-                            run.recorder.progress(run.tracker))
+    run.recorder.checkpoint(
+        step, kind, run.agent.online, run.optimizer, _extra(run), run.recorder.progress(run.tracker)
+    )
     run.last_checkpoint = step
 
 
@@ -315,16 +406,36 @@ def _finish(run: _Run) -> dict:
     # The same value as the CNN's, from the greedy policy's calls on the later slice (docs/rl.md); a
     # contaminated slice is no evidence of skill.
     value = None if result.get("contaminated") else evaluate.training_value(run.tracker, result, run.holdout.cost)
-    metrics = {"steps": run.opts.steps, "td_loss_first": first, "td_loss_last": last,
-               "first_loss_smoothed": run.tracker.first_loss, "final_loss_smoothed": run.tracker.smoothed,
-               "evaluation": result, "replay": run.buffer.size(run.opts.symbol),
-               "writer": dataclasses.asdict(run.recorder.writer.stats)}
+    metrics = {
+        "steps": run.opts.steps,
+        "td_loss_first": first,
+        "td_loss_last": last,
+        "first_loss_smoothed": run.tracker.first_loss,
+        "final_loss_smoothed": run.tracker.smoothed,
+        "evaluation": result,
+        "replay": run.buffer.size(run.opts.symbol),
+        "writer": dataclasses.asdict(run.recorder.writer.stats),
+    }
     run.recorder.finish(metrics=metrics, training_value=value, tracker=run.tracker)
-    log.info("session %s finished: TD loss %.4g -> %.4g, value %s, evaluation %s", run.recorder.session_id, first,
-             last, value, result)
-    return {"session_id": run.recorder.session_id, "status": "succeeded", "steps": run.opts.steps,
-            "td_loss_first": first, "td_loss_last": last, "training_value": value, "evaluation": result,
-            "best_loss": run.tracker.best_loss, "converged": run.tracker.converged}
+    log.info(
+        "session %s finished: TD loss %.4g -> %.4g, value %s, evaluation %s",
+        run.recorder.session_id,
+        first,
+        last,
+        value,
+        result,
+    )
+    return {
+        "session_id": run.recorder.session_id,
+        "status": "succeeded",
+        "steps": run.opts.steps,
+        "td_loss_first": first,
+        "td_loss_last": last,
+        "training_value": value,
+        "evaluation": result,
+        "best_loss": run.tracker.best_loss,
+        "converged": run.tracker.converged,
+    }
 
 
 def _evaluate(run: _Run) -> dict:
@@ -335,17 +446,38 @@ def _evaluate(run: _Run) -> dict:
     return evaluate.policy_metrics(calls, run.holdout.episodes, run.holdout.cost)
 
 
-def _config(opts: RlTrainOptions, spec: OptimizerSpec, states: PackageStates,
-            buffer: ProfitWeightedExperienceBuffer, device: torch.device, holdout: _Holdout) -> dict:
+def _config(
+    opts: RlTrainOptions,
+    spec: OptimizerSpec,
+    states: PackageStates,
+    buffer: ProfitWeightedExperienceBuffer,
+    device: torch.device,
+    holdout: _Holdout,
+) -> dict:
     return {
-        "symbol": opts.symbol, "model": opts.model, "model_config": opts.model_config,
+        "symbol": opts.symbol,
+        "model": opts.model,
+        "model_config": opts.model_config,
         "input_spec": states.spec.to_config(),
-        "optimizer": spec.to_config(), "agent": dataclasses.asdict(opts.agent), "reward_scale": opts.reward_scale,
-        "batch_size": opts.batch_size, "steps": opts.steps, "seed": opts.seed, "patience": opts.patience,
-        "replay": {"profitable_share": buffer.profitable_share, "beta_start": buffer.beta.start,
-                   "beta_steps": buffer.beta.steps, "priority_epsilon": buffer.priority_epsilon,
-                   **buffer.config()},
-        "eval_fraction": opts.eval_fraction, "eval_cutoff": holdout.cutoff.isoformat(), "cost": holdout.cost,
-        "eval_episode_ids": [e.episode_id for e in holdout.episodes], "train_experiences": len(holdout.allowed),
-        "device": str(device), "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "optimizer": spec.to_config(),
+        "agent": dataclasses.asdict(opts.agent),
+        "reward_scale": opts.reward_scale,
+        "batch_size": opts.batch_size,
+        "steps": opts.steps,
+        "seed": opts.seed,
+        "patience": opts.patience,
+        "replay": {
+            "profitable_share": buffer.profitable_share,
+            "beta_start": buffer.beta.start,
+            "beta_steps": buffer.beta.steps,
+            "priority_epsilon": buffer.priority_epsilon,
+            **buffer.config(),
+        },
+        "eval_fraction": opts.eval_fraction,
+        "eval_cutoff": holdout.cutoff.isoformat(),
+        "cost": holdout.cost,
+        "eval_episode_ids": [e.episode_id for e in holdout.episodes],
+        "train_experiences": len(holdout.allowed),
+        "device": str(device),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }

@@ -45,8 +45,7 @@ def upgrade():
         sa.PrimaryKeyConstraint("symbol", "timeframe", "ts", name="pk_candles"),
         sa.CheckConstraint(finite("open", "high", "low", "close", "volume"), name="finite"),
         sa.CheckConstraint("low > 0", name="positive_prices"),
-        sa.CheckConstraint("high >= greatest(open, close) AND low <= least(open, close)",
-                           name="ohlc_consistent"),
+        sa.CheckConstraint("high >= greatest(open, close) AND low <= least(open, close)", name="ohlc_consistent"),
         sa.CheckConstraint("volume >= 0", name="volume_non_negative"),
         sa.CheckConstraint("timeframe ~ '^[0-9]+[smhdw]$'", name="timeframe_format"),
     )
@@ -68,8 +67,7 @@ def upgrade():
         sa.Column("received_at", TSTZ, server_default=NOW, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_input_packages"),
         sa.UniqueConstraint("data_hash", name="uq_input_packages_data_hash"),
-        sa.CheckConstraint("completeness_score >= 0 AND completeness_score <= 1",
-                           name="completeness_range"),
+        sa.CheckConstraint("completeness_score >= 0 AND completeness_score <= 1", name="completeness_range"),
         sa.CheckConstraint("octet_length(data_hash) = 32", name="hash_is_sha256"),
     )
     op.create_index("ix_input_packages_symbol_ts", "input_packages", ["symbol", "ts"])
@@ -90,8 +88,7 @@ def upgrade():
         sa.Column("created_at", TSTZ, server_default=NOW, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_predictions"),
         sa.UniqueConstraint("prediction_key", name="uq_predictions_prediction_key"),
-        sa.ForeignKeyConstraint(["package_id"], ["input_packages.id"],
-                                name="fk_predictions_package_id_input_packages"),
+        sa.ForeignKeyConstraint(["package_id"], ["input_packages.id"], name="fk_predictions_package_id_input_packages"),
         sa.CheckConstraint("model_kind IN ('cnn', 'rl', 'other')", name="known_model_kind"),
         sa.CheckConstraint(f"action IN {ACTIONS}", name="known_action"),
         sa.CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
@@ -120,16 +117,20 @@ def upgrade():
         sa.Column("validated_at", TSTZ, nullable=True),
         sa.Column("updated_at", TSTZ, server_default=NOW, nullable=False),
         sa.PrimaryKeyConstraint("prediction_id", name="pk_outcomes"),
-        sa.ForeignKeyConstraint(["prediction_id"], ["predictions.id"], ondelete="CASCADE",
-                                name="fk_outcomes_prediction_id_predictions"),
+        sa.ForeignKeyConstraint(
+            ["prediction_id"], ["predictions.id"], ondelete="CASCADE", name="fk_outcomes_prediction_id_predictions"
+        ),
         sa.CheckConstraint("status IN ('validated', 'pending')", name="known_status"),
-        sa.CheckConstraint(f"optimal_action IS NULL OR optimal_action IN {ACTIONS}",
-                           name="known_optimal_action"),
-        sa.CheckConstraint("profitability_score IS NULL OR (profitability_score >= 0 AND profitability_score <= 1)",
-                           name="profitability_range"),
-        sa.CheckConstraint("status <> 'validated' OR (actual_profit IS NOT NULL AND profitability_score IS NOT NULL "
-                           "AND optimal_action IS NOT NULL AND is_profitable IS NOT NULL AND validated_at IS NOT NULL)",
-                           name="validated_complete"),
+        sa.CheckConstraint(f"optimal_action IS NULL OR optimal_action IN {ACTIONS}", name="known_optimal_action"),
+        sa.CheckConstraint(
+            "profitability_score IS NULL OR (profitability_score >= 0 AND profitability_score <= 1)",
+            name="profitability_range",
+        ),
+        sa.CheckConstraint(
+            "status <> 'validated' OR (actual_profit IS NOT NULL AND profitability_score IS NOT NULL "
+            "AND optimal_action IS NOT NULL AND is_profitable IS NOT NULL AND validated_at IS NOT NULL)",
+            name="validated_complete",
+        ),
         sa.CheckConstraint("status <> 'pending' OR pending_reason IS NOT NULL", name="pending_has_reason"),
         sa.CheckConstraint("times_trained >= 0", name="times_trained_non_negative"),
     )
@@ -147,8 +148,9 @@ def upgrade():
         sa.Column("params", JSONB, server_default=EMPTY, nullable=False),
         sa.Column("detected_at", TSTZ, server_default=NOW, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_market_events"),
-        sa.UniqueConstraint("symbol", "timeframe", "kind", "started_at",
-                            name="uq_market_events_symbol_timeframe_kind_started_at"),
+        sa.UniqueConstraint(
+            "symbol", "timeframe", "kind", "started_at", name="uq_market_events_symbol_timeframe_kind_started_at"
+        ),
         sa.CheckConstraint("kind IN ('velocity', 'volatility_spike')", name="known_kind"),
         sa.CheckConstraint("ended_at >= started_at", name="ordered_bounds"),
         sa.CheckConstraint("direction IN (-1, 0, 1)", name="known_direction"),
@@ -173,15 +175,17 @@ def upgrade():
         sa.Column("created_at", TSTZ, server_default=NOW, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_experiences"),
         sa.UniqueConstraint("prediction_id", name="uq_experiences_prediction_id"),
-        sa.ForeignKeyConstraint(["prediction_id"], ["predictions.id"], ondelete="CASCADE",
-                                name="fk_experiences_prediction_id_predictions"),
-        sa.ForeignKeyConstraint(["state_package_id"], ["input_packages.id"],
-                                name="fk_experiences_state_package_id_input_packages"),
-        sa.ForeignKeyConstraint(["next_state_package_id"], ["input_packages.id"],
-                                name="fk_experiences_next_state_package_id_input_packages"),
+        sa.ForeignKeyConstraint(
+            ["prediction_id"], ["predictions.id"], ondelete="CASCADE", name="fk_experiences_prediction_id_predictions"
+        ),
+        sa.ForeignKeyConstraint(
+            ["state_package_id"], ["input_packages.id"], name="fk_experiences_state_package_id_input_packages"
+        ),
+        sa.ForeignKeyConstraint(
+            ["next_state_package_id"], ["input_packages.id"], name="fk_experiences_next_state_package_id_input_packages"
+        ),
         sa.CheckConstraint(f"action IN {ACTIONS}", name="known_action"),
-        sa.CheckConstraint(f"optimal_action IS NULL OR optimal_action IN {ACTIONS}",
-                           name="known_optimal_action"),
+        sa.CheckConstraint(f"optimal_action IS NULL OR optimal_action IN {ACTIONS}", name="known_optimal_action"),
         sa.CheckConstraint("priority > 0 AND " + finite("priority"), name="positive_priority"),
         sa.CheckConstraint(finite("reward"), name="finite_reward"),
         sa.CheckConstraint("times_sampled >= 0", name="times_sampled_non_negative"),
@@ -207,17 +211,26 @@ def upgrade():
         sa.Column("started_at", TSTZ, nullable=True),
         sa.Column("finished_at", TSTZ, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
-        sa.CheckConstraint("state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
-                           name="known_state"),
+        sa.CheckConstraint("state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="known_state"),
         sa.CheckConstraint("attempts >= 0 AND max_attempts > 0", name="attempts_range"),
         sa.CheckConstraint("state <> 'running' OR locked_by IS NOT NULL", name="running_is_locked"),
     )
-    op.create_index("ix_jobs_claim", "jobs", [sa.text("priority DESC"), "run_after", "id"],
-                    postgresql_where=sa.text("state = 'queued'"))
-    op.create_index("ix_jobs_running_heartbeat", "jobs", ["heartbeat_at"],
-                    postgresql_where=sa.text("state = 'running'"))
-    op.create_index("uq_jobs_dedupe_key_active", "jobs", ["dedupe_key"], unique=True,
-                    postgresql_where=sa.text("state IN ('queued', 'running') AND dedupe_key IS NOT NULL"))
+    op.create_index(
+        "ix_jobs_claim",
+        "jobs",
+        [sa.text("priority DESC"), "run_after", "id"],
+        postgresql_where=sa.text("state = 'queued'"),
+    )
+    op.create_index(
+        "ix_jobs_running_heartbeat", "jobs", ["heartbeat_at"], postgresql_where=sa.text("state = 'running'")
+    )
+    op.create_index(
+        "uq_jobs_dedupe_key_active",
+        "jobs",
+        ["dedupe_key"],
+        unique=True,
+        postgresql_where=sa.text("state IN ('queued', 'running') AND dedupe_key IS NOT NULL"),
+    )
 
     op.create_table(
         "training_sessions",
@@ -243,17 +256,17 @@ def upgrade():
         sa.Column("started_at", TSTZ, server_default=NOW, nullable=False),
         sa.Column("ended_at", TSTZ, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_training_sessions"),
-        sa.ForeignKeyConstraint(["parent_session_id"], ["training_sessions.id"], ondelete="SET NULL",
-                                name="fk_training_sessions_parent_session_id_training_sessions"),
-        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="SET NULL",
-                                name="fk_training_sessions_job_id_jobs"),
+        sa.ForeignKeyConstraint(
+            ["parent_session_id"],
+            ["training_sessions.id"],
+            ondelete="SET NULL",
+            name="fk_training_sessions_parent_session_id_training_sessions",
+        ),
+        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="SET NULL", name="fk_training_sessions_job_id_jobs"),
         sa.CheckConstraint("model_kind IN ('cnn', 'rl', 'other')", name="known_model_kind"),
-        sa.CheckConstraint("status IN ('running', 'succeeded', 'failed', 'interrupted')",
-                           name="known_status"),
-        sa.CheckConstraint("capture_policy IN ('full', 'every_k', 'half', 'none')",
-                           name="known_capture_policy"),
-        sa.CheckConstraint("NOT replay_exact OR capture_policy = 'full'",
-                           name="exact_needs_full_capture"),
+        sa.CheckConstraint("status IN ('running', 'succeeded', 'failed', 'interrupted')", name="known_status"),
+        sa.CheckConstraint("capture_policy IN ('full', 'every_k', 'half', 'none')", name="known_capture_policy"),
+        sa.CheckConstraint("NOT replay_exact OR capture_policy = 'full'", name="exact_needs_full_capture"),
         sa.CheckConstraint("ended_at IS NULL OR ended_at >= started_at", name="ordered_times"),
     )
 
@@ -271,8 +284,12 @@ def upgrade():
         sa.Column("gradients_stored", sa.Integer, server_default=sa.text("0"), nullable=False),
         sa.Column("created_at", TSTZ, server_default=NOW, nullable=False),
         sa.PrimaryKeyConstraint("session_id", "step", name="pk_training_steps"),
-        sa.ForeignKeyConstraint(["session_id"], ["training_sessions.id"], ondelete="CASCADE",
-                                name="fk_training_steps_session_id_training_sessions"),
+        sa.ForeignKeyConstraint(
+            ["session_id"],
+            ["training_sessions.id"],
+            ondelete="CASCADE",
+            name="fk_training_steps_session_id_training_sessions",
+        ),
         sa.CheckConstraint("step >= 0", name="step_non_negative"),
         sa.CheckConstraint("gradients_stored >= 0", name="gradients_stored_non_negative"),
     )
@@ -291,8 +308,12 @@ def upgrade():
         sa.Column("checksum", BYTEA, nullable=False),
         sa.Column("data", BYTEA, nullable=False),
         sa.PrimaryKeyConstraint("session_id", "step", "param_name", "chunk_index", name="pk_gradient_blobs"),
-        sa.ForeignKeyConstraint(["session_id"], ["training_sessions.id"], ondelete="CASCADE",
-                                name="fk_gradient_blobs_session_id_training_sessions"),
+        sa.ForeignKeyConstraint(
+            ["session_id"],
+            ["training_sessions.id"],
+            ondelete="CASCADE",
+            name="fk_gradient_blobs_session_id_training_sessions",
+        ),
         sa.CheckConstraint("chunk_index >= 0 AND chunk_index < chunk_count", name="chunk_in_range"),
         sa.CheckConstraint("byte_length = octet_length(data)", name="length_matches"),
         sa.CheckConstraint("octet_length(checksum) = 32", name="checksum_is_sha256"),
@@ -314,12 +335,18 @@ def upgrade():
         sa.Column("created_at", TSTZ, server_default=NOW, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_checkpoints"),
         sa.UniqueConstraint("session_id", "step", name="uq_checkpoints_session_id_step"),
-        sa.ForeignKeyConstraint(["session_id"], ["training_sessions.id"], ondelete="CASCADE",
-                                name="fk_checkpoints_session_id_training_sessions"),
+        sa.ForeignKeyConstraint(
+            ["session_id"],
+            ["training_sessions.id"],
+            ondelete="CASCADE",
+            name="fk_checkpoints_session_id_training_sessions",
+        ),
         sa.CheckConstraint("kind IN ('start', 'periodic', 'final')", name="known_kind"),
         sa.CheckConstraint("step >= 0", name="step_non_negative"),
-        sa.CheckConstraint("octet_length(content_hash) = 32 AND octet_length(params_hash) = 32 "
-                           "AND octet_length(optimizer_hash) = 32", name="hashes_are_sha256"),
+        sa.CheckConstraint(
+            "octet_length(content_hash) = 32 AND octet_length(params_hash) = 32 AND octet_length(optimizer_hash) = 32",
+            name="hashes_are_sha256",
+        ),
     )
     op.execute("ALTER TABLE checkpoints ALTER COLUMN state SET STORAGE EXTERNAL")
 
@@ -328,7 +355,18 @@ def upgrade():
 
 def downgrade():
     views.drop("v_system_stats")
-    for table in ("checkpoints", "gradient_blobs", "training_steps", "training_sessions", "jobs",
-                  "experiences", "market_events", "outcomes", "predictions", "input_packages", "candles"):
+    for table in (
+        "checkpoints",
+        "gradient_blobs",
+        "training_steps",
+        "training_sessions",
+        "jobs",
+        "experiences",
+        "market_events",
+        "outcomes",
+        "predictions",
+        "input_packages",
+        "candles",
+    ):
         op.drop_table(table)
     op.execute("DROP EXTENSION IF EXISTS vector")

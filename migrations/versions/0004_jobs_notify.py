@@ -41,8 +41,7 @@ def upgrade():
         CREATE TRIGGER jobs_notify_requeue AFTER UPDATE OF state ON jobs
         FOR EACH ROW WHEN (NEW.state = 'queued' AND OLD.state <> 'queued') EXECUTE FUNCTION jobs_notify_queued()
     """)
-    op.create_index("ix_jobs_dedupe_key", "jobs", ["dedupe_key"],
-                    postgresql_where=sa.text("dedupe_key IS NOT NULL"))
+    op.create_index("ix_jobs_dedupe_key", "jobs", ["dedupe_key"], postgresql_where=sa.text("dedupe_key IS NOT NULL"))
 
 
 def downgrade():

@@ -42,32 +42,61 @@ TSTZ = sa.DateTime(timezone=True)
 FINITE = "({c} < 'Infinity'::float8 AND {c} > '-Infinity'::float8)"
 
 TRIGGERS = [
-    ("rl_replay_default_priority", "experiences",
-     "BEFORE INSERT ON experiences FOR EACH ROW WHEN (NEW.priority IS NULL)"),
-    ("rl_replay_on_insert", "experiences",
-     "AFTER INSERT ON experiences REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT"),
-    ("rl_replay_on_update", "experiences",
-     "AFTER UPDATE ON experiences REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT"),
-    ("rl_replay_on_delete", "experiences",
-     "AFTER DELETE ON experiences REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT"),
+    (
+        "rl_replay_default_priority",
+        "experiences",
+        "BEFORE INSERT ON experiences FOR EACH ROW WHEN (NEW.priority IS NULL)",
+    ),
+    (
+        "rl_replay_on_insert",
+        "experiences",
+        "AFTER INSERT ON experiences REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT",
+    ),
+    (
+        "rl_replay_on_update",
+        "experiences",
+        "AFTER UPDATE ON experiences REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT",
+    ),
+    (
+        "rl_replay_on_delete",
+        "experiences",
+        "AFTER DELETE ON experiences REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT",
+    ),
     ("rl_replay_on_truncate", "experiences", "AFTER TRUNCATE ON experiences FOR EACH STATEMENT"),
-    ("rl_replay_on_package_validity", "input_packages",
-     "AFTER UPDATE OF is_valid ON input_packages FOR EACH ROW WHEN (OLD.is_valid IS DISTINCT FROM NEW.is_valid)"),
-    ("rl_replay_on_config", "rl_replay_config", "AFTER UPDATE OF alpha, profit_boost ON rl_replay_config FOR EACH STATEMENT"),
+    (
+        "rl_replay_on_package_validity",
+        "input_packages",
+        "AFTER UPDATE OF is_valid ON input_packages FOR EACH ROW WHEN (OLD.is_valid IS DISTINCT FROM NEW.is_valid)",
+    ),
+    (
+        "rl_replay_on_config",
+        "rl_replay_config",
+        "AFTER UPDATE OF alpha, profit_boost ON rl_replay_config FOR EACH STATEMENT",
+    ),
 ]
 
 FUNCTIONS = [
-    "rl_replay_on_config()", "rl_replay_on_package_validity()", "rl_replay_on_truncate()",
-    "rl_replay_on_delete()", "rl_replay_on_update()", "rl_replay_on_insert()",
-    "rl_replay_default_priority()", "rl_replay_raise_max(double precision)", "rl_replay_rebuild()",
-    "rl_replay_add(bigint[])", "rl_replay_reweigh(bigint[])", "rl_replay_sync(bigint[])",
+    "rl_replay_on_config()",
+    "rl_replay_on_package_validity()",
+    "rl_replay_on_truncate()",
+    "rl_replay_on_delete()",
+    "rl_replay_on_update()",
+    "rl_replay_on_insert()",
+    "rl_replay_default_priority()",
+    "rl_replay_raise_max(double precision)",
+    "rl_replay_rebuild()",
+    "rl_replay_add(bigint[])",
+    "rl_replay_reweigh(bigint[])",
+    "rl_replay_sync(bigint[])",
     "rl_replay_apply(bigint[], integer[], double precision[], double precision[], integer[], integer[], "
     "double precision[], double precision[])",
     "rl_replay_ensure_buckets(text[], boolean[], integer[])",
-    "rl_replay_fold_draws()", "rl_replay_write_back(bigint[], double precision[], bigint[], boolean)",
+    "rl_replay_fold_draws()",
+    "rl_replay_write_back(bigint[], double precision[], bigint[], boolean)",
     "rl_replay_sample(text, integer, integer, double precision, boolean)",
     "rl_replay_draw(text, integer, integer, double precision)",
-    "rl_replay_bucket(double precision)", "rl_replay_bucket_top(integer)",
+    "rl_replay_bucket(double precision)",
+    "rl_replay_bucket_top(integer)",
 ]
 VIEWS = ["v_rl_replay_pending_draws", "v_rl_replay_weights", "v_rl_replay_totals", "v_rl_replay", "v_rl_replay_stats"]
 
@@ -106,7 +135,9 @@ def _create_tables():
         sa.Column("n", sa.BigInteger, nullable=False),
         sa.Column("weight_sum", sa.Float, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_rl_replay_buckets"),
-        sa.UniqueConstraint("symbol", "is_profitable", "bucket", name="uq_rl_replay_buckets_symbol_is_profitable_bucket"),
+        sa.UniqueConstraint(
+            "symbol", "is_profitable", "bucket", name="uq_rl_replay_buckets_symbol_is_profitable_bucket"
+        ),
         sa.CheckConstraint("n >= 0", name="n_non_negative"),
     )
     op.create_table(

@@ -17,9 +17,14 @@ depends_on = None
 
 
 def upgrade():
-    op.create_index("ix_input_packages_embedding_hnsw", "input_packages", ["embedding"],
-                    postgresql_using="hnsw", postgresql_with={"m": 32, "ef_construction": 128},
-                    postgresql_ops={"embedding": "vector_cosine_ops"})
+    op.create_index(
+        "ix_input_packages_embedding_hnsw",
+        "input_packages",
+        ["embedding"],
+        postgresql_using="hnsw",
+        postgresql_with={"m": 32, "ef_construction": 128},
+        postgresql_ops={"embedding": "vector_cosine_ops"},
+    )
     views.create("v_profitable_setups", 1)
     views.create("v_session_value", 1)
     views.create_function("similar_setups", 1)

@@ -26,12 +26,22 @@ branch_labels = None
 depends_on = None
 
 ROLES = ("trainsrv_orchestrator", "trainsrv_analyst", "trainsrv_trainer")
-ORCHESTRATOR_FUNCTIONS = ("ingest_record(jsonb, jsonb, jsonb)", "ingest_package(jsonb, jsonb)",
-                          "ingest_packages(jsonb[], jsonb)", "ingest_prediction(jsonb, jsonb)",
-                          "ingest_default_rules()")
+ORCHESTRATOR_FUNCTIONS = (
+    "ingest_record(jsonb, jsonb, jsonb)",
+    "ingest_package(jsonb, jsonb)",
+    "ingest_packages(jsonb[], jsonb)",
+    "ingest_prediction(jsonb, jsonb)",
+    "ingest_default_rules()",
+)
 ANALYST_FUNCTIONS = ("similar_setups(bigint, integer)", "similar_setups_summary(bigint, integer)")
-ANALYST_VIEWS = ("v_profitable_setups", "v_cnn_replay", "v_rl_replay", "v_rl_replay_stats", "v_session_value",
-                 "v_system_stats")
+ANALYST_VIEWS = (
+    "v_profitable_setups",
+    "v_cnn_replay",
+    "v_rl_replay",
+    "v_rl_replay_stats",
+    "v_session_value",
+    "v_system_stats",
+)
 
 # trainsrv's own functions in this schema: everything but what extensions (pgvector) own.
 OWN_FUNCTIONS = """
@@ -64,8 +74,9 @@ def upgrade():
     op.execute(f"GRANT SELECT ON {', '.join(ANALYST_VIEWS)} TO trainsrv_analyst")
     op.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO trainsrv_trainer")
     op.execute("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO trainsrv_trainer")
-    op.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public "
-               "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO trainsrv_trainer")
+    op.execute(
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO trainsrv_trainer"
+    )
     op.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO trainsrv_trainer")
     op.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC")
     op.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT EXECUTE ON FUNCTIONS TO trainsrv_trainer")
@@ -85,8 +96,10 @@ def downgrade():
     op.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE EXECUTE ON FUNCTIONS FROM trainsrv_trainer")
     op.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT EXECUTE ON FUNCTIONS TO PUBLIC")
     op.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE USAGE, SELECT ON SEQUENCES FROM trainsrv_trainer")
-    op.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public "
-               "REVOKE SELECT, INSERT, UPDATE, DELETE ON TABLES FROM trainsrv_trainer")
+    op.execute(
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+        "REVOKE SELECT, INSERT, UPDATE, DELETE ON TABLES FROM trainsrv_trainer"
+    )
     for fn in ORCHESTRATOR_FUNCTIONS + ANALYST_FUNCTIONS:
         op.execute(f"ALTER FUNCTION {fn} SECURITY INVOKER RESET search_path")
     op.execute(f"""

@@ -26,10 +26,14 @@ branch_labels = None
 depends_on = None
 
 # v0001 signatures that v0002 replaces by others, and v0002's own new signatures.
-V1_ONLY = ("rl_replay_apply(bigint[], integer[], double precision[], double precision[], integer[], integer[], "
-           "double precision[], double precision[])",)
-V2_ONLY = ("rl_replay_apply(bigint[], text[], boolean[], double precision[], double precision[], boolean)",
-           "rl_replay_fits(double precision, integer)")
+V1_ONLY = (
+    "rl_replay_apply(bigint[], integer[], double precision[], double precision[], integer[], integer[], "
+    "double precision[], double precision[])",
+)
+V2_ONLY = (
+    "rl_replay_apply(bigint[], text[], boolean[], double precision[], double precision[], boolean)",
+    "rl_replay_fits(double precision, integer)",
+)
 
 
 def upgrade():
@@ -48,4 +52,3 @@ def downgrade():
     # v0002 leaves rows in buckets above their natural one; v0001's functions and checks expect the natural one.
     op.execute("SELECT rl_replay_rebuild()")
     op.execute("ALTER TABLE experiences RESET (fillfactor)")
-

@@ -32,8 +32,13 @@ depends_on = None
 TSTZ = sa.TIMESTAMP(timezone=True)
 V2_ONLY = ("rl_replay_write_back(bigint[], double precision[], bigint[], boolean)", "rl_replay_fold_draws()")
 WEIGHT = "rl_replay_weight(double precision, boolean, double precision, double precision)"
-V3_ONLY = ("rl_replay_write_back(bigint[], double precision[], boolean)", "rl_replay_fold(integer, double precision)",
-           "rl_replay_tolerates(double precision, integer)", "rl_replay_acceptance()", WEIGHT)
+V3_ONLY = (
+    "rl_replay_write_back(bigint[], double precision[], boolean)",
+    "rl_replay_fold(integer, double precision)",
+    "rl_replay_tolerates(double precision, integer)",
+    "rl_replay_acceptance()",
+    WEIGHT,
+)
 
 
 def upgrade():
@@ -44,15 +49,16 @@ def upgrade():
         sa.Column("experience_ids", postgresql.ARRAY(sa.BigInteger), nullable=False),
         sa.Column("priorities", postgresql.ARRAY(sa.Float), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_rl_replay_priority_log"),
-        sa.CheckConstraint("cardinality(experience_ids) = cardinality(priorities)",
-                           name="one_priority_per_id"),
+        sa.CheckConstraint("cardinality(experience_ids) = cardinality(priorities)", name="one_priority_per_id"),
     )
     # A write-back's 4 KB stay in the row, as rl_replay_draws' ids do: no TOAST round trip on insert and fold.
-    op.execute("ALTER TABLE rl_replay_priority_log ALTER COLUMN experience_ids SET STORAGE MAIN, "
-               "ALTER COLUMN priorities SET STORAGE MAIN")
-    views.create_function("rl_replay_index", 3)   # rl_replay_weight first: the views call it
+    op.execute(
+        "ALTER TABLE rl_replay_priority_log ALTER COLUMN experience_ids SET STORAGE MAIN, "
+        "ALTER COLUMN priorities SET STORAGE MAIN"
+    )
+    views.create_function("rl_replay_index", 3)  # rl_replay_weight first: the views call it
     views.create("v_rl_replay_pending_priorities", 1)
-    views.redefine("v_rl_replay_weights", 2)        # same columns: the views on it stay
+    views.redefine("v_rl_replay_weights", 2)  # same columns: the views on it stay
     for signature in V2_ONLY:
         op.execute(f"DROP FUNCTION {signature}")
     views.secure_functions(V3_ONLY)
@@ -70,4 +76,3 @@ def downgrade():
     views.secure_functions(V2_ONLY)
     op.execute("SELECT rl_replay_rebuild()")
     op.drop_table("rl_replay_priority_log")
-

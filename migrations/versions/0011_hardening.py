@@ -32,18 +32,33 @@ depends_on = None
 
 V1 = SQL_DIR / "functions" / "ingest" / "v0001.sql"
 V2 = SQL_DIR / "functions" / "ingest" / "v0002.sql"
-NEW_FUNCTIONS = ("ingest_caller_is_privileged()", "ingest_checked_rules(jsonb)", "ingest_rules(jsonb)",
-                 "ingest_complete_flags(jsonb)", "ingest_metadata_problem(jsonb)", "ingest_well_formed_v2(jsonb)",
-                 "ingest_short_text(text, jsonb, integer)")
+NEW_FUNCTIONS = (
+    "ingest_caller_is_privileged()",
+    "ingest_checked_rules(jsonb)",
+    "ingest_rules(jsonb)",
+    "ingest_complete_flags(jsonb)",
+    "ingest_metadata_problem(jsonb)",
+    "ingest_well_formed_v2(jsonb)",
+    "ingest_short_text(text, jsonb, integer)",
+)
 # The entry points migration 0008 made SECURITY DEFINER; CREATE OR REPLACE resets that, so it is set again.
-ENTRY_POINTS = ("ingest_record(jsonb, jsonb, jsonb)", "ingest_package(jsonb, jsonb)", "ingest_packages(jsonb[], jsonb)",
-                "ingest_prediction(jsonb, jsonb)", "ingest_default_rules()")
+ENTRY_POINTS = (
+    "ingest_record(jsonb, jsonb, jsonb)",
+    "ingest_package(jsonb, jsonb)",
+    "ingest_packages(jsonb[], jsonb)",
+    "ingest_prediction(jsonb, jsonb)",
+    "ingest_default_rules()",
+)
 
 # Every view of this schema (those other migrations add later are created as barriers by app.db.views).
-ALL_VIEWS = ("SELECT c.oid::regclass AS v FROM pg_class c "
-             "WHERE c.relkind = 'v' AND c.relnamespace = current_schema()::regnamespace")
-ADVISORY = ("SELECT p.oid::regprocedure AS fn FROM pg_proc p "
-            "WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname LIKE 'pg%advisory%'")
+ALL_VIEWS = (
+    "SELECT c.oid::regclass AS v FROM pg_class c "
+    "WHERE c.relkind = 'v' AND c.relnamespace = current_schema()::regnamespace"
+)
+ADVISORY = (
+    "SELECT p.oid::regprocedure AS fn FROM pg_proc p "
+    "WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname LIKE 'pg%advisory%'"
+)
 
 
 def upgrade():
@@ -90,11 +105,14 @@ def _definer(signatures) -> None:
 
 
 def _advisory_locks(grant_public: bool) -> None:
-    action = ("GRANT EXECUTE ON FUNCTION %s TO PUBLIC" if grant_public
-              else "REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC")
-    grant = "" if grant_public else """
+    action = "GRANT EXECUTE ON FUNCTION %s TO PUBLIC" if grant_public else "REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC"
+    grant = (
+        ""
+        if grant_public
+        else """
                 EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO trainsrv_trainer', f.fn);
                 EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f.fn, owner);"""
+    )
     op.execute(f"""
         DO $$ DECLARE f record; owner name; BEGIN
             IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN

@@ -33,12 +33,17 @@ branch_labels = None
 depends_on = None
 
 TSTZ = sa.DateTime(timezone=True)
-BLOB_COLUMNS = ("session_id, step, param_name, chunk_index, chunk_count, dtype, shape, codec, byte_length, "
-                "checksum, data")
+BLOB_COLUMNS = (
+    "session_id, step, param_name, chunk_index, chunk_count, dtype, shape, codec, byte_length, checksum, data"
+)
 BLOB_VIEWS = ("v_session_value", "v_system_stats")
-PARTITION_FUNCTIONS = ("gradient_blobs_partition(bigint)", "gradient_blobs_create_partition(bigint)",
-                       "gradient_blobs_drop_partition(bigint)", "gradient_blobs_session_bytes(bigint)",
-                       "training_sessions_gradient_partition()")
+PARTITION_FUNCTIONS = (
+    "gradient_blobs_partition(bigint)",
+    "gradient_blobs_create_partition(bigint)",
+    "gradient_blobs_drop_partition(bigint)",
+    "gradient_blobs_session_bytes(bigint)",
+    "training_sessions_gradient_partition()",
+)
 
 
 def _blob_table(name: str, **kw) -> None:
@@ -56,10 +61,15 @@ def _blob_table(name: str, **kw) -> None:
         sa.Column("checksum", BYTEA, nullable=False),
         sa.Column("data", BYTEA, nullable=False),
         sa.PrimaryKeyConstraint("session_id", "step", "param_name", "chunk_index", name=op.f(f"pk_{name}")),
-        sa.ForeignKeyConstraint(["session_id"], ["training_sessions.id"], ondelete="CASCADE",
-                                name=op.f("fk_gradient_blobs_session_id_training_sessions")),
-        sa.CheckConstraint("chunk_index >= 0 AND chunk_index < chunk_count",
-                           name=op.f("ck_gradient_blobs_chunk_in_range")),
+        sa.ForeignKeyConstraint(
+            ["session_id"],
+            ["training_sessions.id"],
+            ondelete="CASCADE",
+            name=op.f("fk_gradient_blobs_session_id_training_sessions"),
+        ),
+        sa.CheckConstraint(
+            "chunk_index >= 0 AND chunk_index < chunk_count", name=op.f("ck_gradient_blobs_chunk_in_range")
+        ),
         sa.CheckConstraint("byte_length = octet_length(data)", name=op.f("ck_gradient_blobs_length_matches")),
         sa.CheckConstraint("octet_length(checksum) = 32", name=op.f("ck_gradient_blobs_checksum_is_sha256")),
         **kw,
@@ -85,28 +95,38 @@ def upgrade():
     op.add_column("training_sessions", sa.Column("pruned", sa.Text, nullable=True))
     op.add_column("training_sessions", sa.Column("pruned_at", TSTZ, nullable=True))
     op.add_column("training_sessions", sa.Column("pruned_reason", sa.Text, nullable=True))
-    op.create_check_constraint(op.f("ck_training_sessions_known_pruned"), "training_sessions",
-                               "pruned IS NULL OR pruned IN ('gradients', 'all')")
-    op.create_check_constraint(op.f("ck_training_sessions_pruned_not_exact"), "training_sessions",
-                               "pruned IS NULL OR NOT replay_exact")
-    op.create_check_constraint(op.f("ck_training_sessions_pruned_complete"), "training_sessions",
-                               "(pruned IS NULL) = (pruned_at IS NULL) AND (pruned IS NULL) = (pruned_reason IS NULL)")
+    op.create_check_constraint(
+        op.f("ck_training_sessions_known_pruned"),
+        "training_sessions",
+        "pruned IS NULL OR pruned IN ('gradients', 'all')",
+    )
+    op.create_check_constraint(
+        op.f("ck_training_sessions_pruned_not_exact"), "training_sessions", "pruned IS NULL OR NOT replay_exact"
+    )
+    op.create_check_constraint(
+        op.f("ck_training_sessions_pruned_complete"),
+        "training_sessions",
+        "(pruned IS NULL) = (pruned_at IS NULL) AND (pruned IS NULL) = (pruned_reason IS NULL)",
+    )
 
     for view in BLOB_VIEWS:  # they read gradient_blobs: re-created on the new table below
         views.drop(view)
     op.rename_table("gradient_blobs", "gradient_blobs_unpartitioned")
-    op.execute("ALTER TABLE gradient_blobs_unpartitioned RENAME CONSTRAINT pk_gradient_blobs "
-               "TO pk_gradient_blobs_unpartitioned")
+    op.execute(
+        "ALTER TABLE gradient_blobs_unpartitioned RENAME CONSTRAINT pk_gradient_blobs "
+        "TO pk_gradient_blobs_unpartitioned"
+    )
     _blob_table("gradient_blobs", postgresql_partition_by="LIST (session_id)")
     _same_tablespace("gradient_blobs_unpartitioned", "gradient_blobs")
     views.create_function("gradient_partitions", 1)
     views.secure_functions(PARTITION_FUNCTIONS)
-    op.execute("CREATE TRIGGER training_sessions_gradient_partition AFTER INSERT ON training_sessions "
-               "FOR EACH ROW EXECUTE FUNCTION training_sessions_gradient_partition()")
+    op.execute(
+        "CREATE TRIGGER training_sessions_gradient_partition AFTER INSERT ON training_sessions "
+        "FOR EACH ROW EXECUTE FUNCTION training_sessions_gradient_partition()"
+    )
     op.execute("SELECT gradient_blobs_create_partition(id) FROM training_sessions ORDER BY id")
     op.execute(f"INSERT INTO gradient_blobs ({BLOB_COLUMNS}) SELECT {BLOB_COLUMNS} FROM gradient_blobs_unpartitioned")
     op.drop_table("gradient_blobs_unpartitioned")
-
 
     views.create("v_session_value", 1)
     views.create("v_system_stats", 2)
@@ -118,11 +138,12 @@ def downgrade():
     for view in BLOB_VIEWS:
         views.drop(view)
 
-
     _blob_table("gradient_blobs_unpartitioned")
     _same_tablespace("gradient_blobs", "gradient_blobs_unpartitioned")
-    op.execute(f"INSERT INTO gradient_blobs_unpartitioned ({BLOB_COLUMNS}) SELECT {BLOB_COLUMNS} "
-               "FROM gradient_blobs ORDER BY session_id, step, param_name, chunk_index")
+    op.execute(
+        f"INSERT INTO gradient_blobs_unpartitioned ({BLOB_COLUMNS}) SELECT {BLOB_COLUMNS} "
+        "FROM gradient_blobs ORDER BY session_id, step, param_name, chunk_index"
+    )
     op.execute("DROP TRIGGER training_sessions_gradient_partition ON training_sessions")
     op.drop_table("gradient_blobs")  # and its partitions
     for signature in reversed(PARTITION_FUNCTIONS):

@@ -34,8 +34,12 @@ depends_on = None
 
 TSTZ = sa.TIMESTAMP(timezone=True)
 ORCHESTRATOR_FUNCTIONS = ("deployed_version(text, text)", "deployed_model(text, text)")
-FUNCTIONS = ("model_version(text, bigint)", "session_trained_through(bigint)",
-             "model_contamination(bigint, timestamp with time zone)", "model_deployments_notify()")
+FUNCTIONS = (
+    "model_version(text, bigint)",
+    "session_trained_through(bigint)",
+    "model_contamination(bigint, timestamp with time zone)",
+    "model_deployments_notify()",
+)
 NEW_VIEWS = ("v_rl_episodes", "v_deployed_models", "v_models", "v_model_lineage", "v_model_live_performance")
 
 
@@ -43,15 +47,33 @@ def upgrade():
     op.add_column("training_sessions", sa.Column("init_session_id", sa.BigInteger, nullable=True))
     op.add_column("training_sessions", sa.Column("init_checkpoint_id", sa.BigInteger, nullable=True))
     op.add_column("training_sessions", sa.Column("trained_through", TSTZ, nullable=True))
-    op.create_foreign_key("fk_training_sessions_init_session_id_training_sessions", "training_sessions",
-                          "training_sessions", ["init_session_id"], ["id"], ondelete="RESTRICT")
-    op.create_foreign_key("fk_training_sessions_init_checkpoint_id_checkpoints", "training_sessions",
-                          "checkpoints", ["init_checkpoint_id"], ["id"], ondelete="RESTRICT")
+    op.create_foreign_key(
+        "fk_training_sessions_init_session_id_training_sessions",
+        "training_sessions",
+        "training_sessions",
+        ["init_session_id"],
+        ["id"],
+        ondelete="RESTRICT",
+    )
+    op.create_foreign_key(
+        "fk_training_sessions_init_checkpoint_id_checkpoints",
+        "training_sessions",
+        "checkpoints",
+        ["init_checkpoint_id"],
+        ["id"],
+        ondelete="RESTRICT",
+    )
     # A session starts from one that already exists, so a lineage has no cycle.
-    op.create_check_constraint(op.f("ck_training_sessions_init_before_self"), "training_sessions",
-                               "init_session_id IS NULL OR init_session_id < id")
-    op.create_check_constraint(op.f("ck_training_sessions_init_both_or_neither"), "training_sessions",
-                               "(init_session_id IS NULL) = (init_checkpoint_id IS NULL)")
+    op.create_check_constraint(
+        op.f("ck_training_sessions_init_before_self"),
+        "training_sessions",
+        "init_session_id IS NULL OR init_session_id < id",
+    )
+    op.create_check_constraint(
+        op.f("ck_training_sessions_init_both_or_neither"),
+        "training_sessions",
+        "(init_session_id IS NULL) = (init_checkpoint_id IS NULL)",
+    )
     op.create_table(
         "model_deployments",
         sa.Column("id", sa.BigInteger, sa.Identity(), nullable=False),
@@ -65,10 +87,18 @@ def upgrade():
         sa.Column("evidence", postgresql.JSONB, server_default=sa.text("'{}'::jsonb"), nullable=False),
         sa.Column("decided_at", TSTZ, server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_model_deployments"),
-        sa.ForeignKeyConstraint(["session_id"], ["training_sessions.id"], ondelete="RESTRICT",
-                                name="fk_model_deployments_session_id_training_sessions"),
-        sa.ForeignKeyConstraint(["previous_session_id"], ["training_sessions.id"], ondelete="RESTRICT",
-                                name="fk_model_deployments_previous_session_id_training_sessions"),
+        sa.ForeignKeyConstraint(
+            ["session_id"],
+            ["training_sessions.id"],
+            ondelete="RESTRICT",
+            name="fk_model_deployments_session_id_training_sessions",
+        ),
+        sa.ForeignKeyConstraint(
+            ["previous_session_id"],
+            ["training_sessions.id"],
+            ondelete="RESTRICT",
+            name="fk_model_deployments_previous_session_id_training_sessions",
+        ),
         sa.CheckConstraint("model_kind IN ('cnn', 'rl')", name="known_model_kind"),
         sa.CheckConstraint("action IN ('promote', 'refuse', 'rollback')", name="known_action"),
     )
@@ -76,11 +106,11 @@ def upgrade():
     op.create_index("ix_model_deployments_session_id", "model_deployments", ["session_id"])
     op.create_index("ix_predictions_model_version", "predictions", ["model_version", "created_at"])
     views.create("v_training_data_end", 1)
-    views.create_function("model_registry", 1)      # model_version first: the views call it
+    views.create_function("model_registry", 1)  # model_version first: the views call it
     views.secure_functions(FUNCTIONS)
     for name in NEW_VIEWS:
         views.create(name, 1)
-    views.create_function("deployed_model", 1)      # reads v_deployed_models
+    views.create_function("deployed_model", 1)  # reads v_deployed_models
     views.secure_functions(ORCHESTRATOR_FUNCTIONS)
     # The orchestrator reads no table; these two give it the deployed model, as ingest_* let it write.
     for signature in ORCHESTRATOR_FUNCTIONS:
@@ -88,8 +118,10 @@ def upgrade():
         op.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO trainsrv_orchestrator")
     # Views call model_version with their reader's privileges.
     op.execute("GRANT EXECUTE ON FUNCTION model_version(text, bigint) TO trainsrv_analyst")
-    op.execute("CREATE TRIGGER model_deployments_notify AFTER INSERT ON model_deployments FOR EACH ROW "
-               "WHEN (NEW.action IN ('promote', 'rollback')) EXECUTE FUNCTION model_deployments_notify()")
+    op.execute(
+        "CREATE TRIGGER model_deployments_notify AFTER INSERT ON model_deployments FOR EACH ROW "
+        "WHEN (NEW.action IN ('promote', 'rollback')) EXECUTE FUNCTION model_deployments_notify()"
+    )
     op.execute("UPDATE training_sessions SET trained_through = session_trained_through(id) WHERE status = 'succeeded'")
     views.replace("v_session_value", 2)
 
@@ -109,8 +141,9 @@ def downgrade():
     op.drop_constraint(op.f("ck_training_sessions_init_both_or_neither"), "training_sessions", type_="check")
     op.drop_constraint(op.f("ck_training_sessions_init_before_self"), "training_sessions", type_="check")
     op.drop_constraint("fk_training_sessions_init_checkpoint_id_checkpoints", "training_sessions", type_="foreignkey")
-    op.drop_constraint("fk_training_sessions_init_session_id_training_sessions", "training_sessions",
-                       type_="foreignkey")
+    op.drop_constraint(
+        "fk_training_sessions_init_session_id_training_sessions", "training_sessions", type_="foreignkey"
+    )
     op.drop_column("training_sessions", "trained_through")
     op.drop_column("training_sessions", "init_checkpoint_id")
     op.drop_column("training_sessions", "init_session_id")

@@ -75,12 +75,17 @@ def upgrade():
         sa.Column("leakage_rows", sa.Integer, nullable=False, server_default=sa.text("0")),
         sa.Column("recorded_at", TSTZ, server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_experiment_results"),
-        sa.ForeignKeyConstraint(["experiment_id"], ["experiments.id"], ondelete="CASCADE",
-                                name="fk_experiment_results_experiment_id_experiments"),
+        sa.ForeignKeyConstraint(
+            ["experiment_id"],
+            ["experiments.id"],
+            ondelete="CASCADE",
+            name="fk_experiment_results_experiment_id_experiments",
+        ),
         sa.CheckConstraint("family IN ('cnn', 'rl')", name="known_family"),
         sa.CheckConstraint("source IN ('model', 'live', 'no_trade', 'always_long')", name="known_source"),
-        sa.UniqueConstraint("experiment_id", "family", "arm", "seed", "round", "source",
-                            name="uq_experiment_results_lane_round_source"),
+        sa.UniqueConstraint(
+            "experiment_id", "family", "arm", "seed", "round", "source", name="uq_experiment_results_lane_round_source"
+        ),
     )
     for table in TABLES:
         op.execute(f"GRANT SELECT ON {table} TO trainsrv_analyst")

@@ -11,7 +11,8 @@ from tests.e2e import cli
 SESSION = sa.text(
     "INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, trainsrv_version, device, "
     "capture_policy, replay_exact, metrics, config, training_value) VALUES (:kind, 'm', 1, 't', 'v', 'cpu', 'full', "
-    "true, :metrics, :config, :value) RETURNING id")
+    "true, :metrics, :config, :value) RETURNING id"
+)
 
 
 @pytest.fixture
@@ -19,22 +20,42 @@ def three(engine):
     made = []
     with engine.begin() as conn:
         for kind, lr, value, evaluation in [
-            ("cnn", 0.001, 0.7, {"accuracy": 0.6, "baseline_accuracy": 0.5, "total_profit": 0.02, "calls": 10,
-                                  "mean_profit_per_call": 0.002}),
+            (
+                "cnn",
+                0.001,
+                0.7,
+                {
+                    "accuracy": 0.6,
+                    "baseline_accuracy": 0.5,
+                    "total_profit": 0.02,
+                    "calls": 10,
+                    "mean_profit_per_call": 0.002,
+                },
+            ),
             ("cnn", 0.01, 0.4, {"accuracy": 0.4, "baseline_accuracy": 0.5, "total_profit": -0.01}),
             ("rl", 0.001, 0.6, {}),
         ]:
             config = {"symbol": "BTC-PERP", "optimizer": {"lr": lr}, "episode_ids": list(range(100))}
-            made.append(conn.execute(SESSION, {"kind": kind, "metrics": json.dumps({"evaluation": evaluation}),
-                                               "config": json.dumps(config), "value": value}).scalar())
+            made.append(
+                conn.execute(
+                    SESSION,
+                    {
+                        "kind": kind,
+                        "metrics": json.dumps({"evaluation": evaluation}),
+                        "config": json.dumps(config),
+                        "value": value,
+                    },
+                ).scalar()
+            )
     return made
 
 
 def test_list_is_newest_first_and_filters(db_url, three):
     rows = json.loads(cli.run("sessions", "list", "--json", env={"TRAINSRV_DATABASE_URL": db_url}, check=True).stdout)
     assert [r["session_id"] for r in rows] == three[::-1]
-    cnn = json.loads(cli.run("sessions", "list", "--kind", "cnn", "--json", env={"TRAINSRV_DATABASE_URL": db_url},
-                             check=True).stdout)
+    cnn = json.loads(
+        cli.run("sessions", "list", "--kind", "cnn", "--json", env={"TRAINSRV_DATABASE_URL": db_url}, check=True).stdout
+    )
     assert [r["session_id"] for r in cnn] == three[1::-1]
     assert cnn[-1]["beats_baseline"] is True and cnn[0]["beats_baseline"] is False
     table = cli.run("sessions", "list", "--limit", "2", env={"TRAINSRV_DATABASE_URL": db_url}, check=True).stdout

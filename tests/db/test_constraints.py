@@ -4,10 +4,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-PACKAGE = ("INSERT INTO input_packages (symbol, ts, payload, payload_format, data_hash, completeness_score, is_valid) "
-           "VALUES ('BTC', now(), '\\x00', 'test', :hash, :completeness, true) RETURNING id")
-CANDLE = ("INSERT INTO candles (symbol, timeframe, ts, open, high, low, close, volume) "
-          "VALUES ('BTC', :tf, now(), :o, :h, :l, :c, :v)")
+PACKAGE = (
+    "INSERT INTO input_packages (symbol, ts, payload, payload_format, data_hash, completeness_score, is_valid) "
+    "VALUES ('BTC', now(), '\\x00', 'test', :hash, :completeness, true) RETURNING id"
+)
+CANDLE = (
+    "INSERT INTO candles (symbol, timeframe, ts, open, high, low, close, volume) "
+    "VALUES ('BTC', :tf, now(), :o, :h, :l, :c, :v)"
+)
 
 
 def _package(conn, completeness=1.0, hash_=b"\x01" * 32):
@@ -29,14 +33,17 @@ def test_good_rows_are_accepted(engine):
         _package(conn)
 
 
-@pytest.mark.parametrize("values, constraint", [
-    ({"tf": "1m", "o": 10, "h": 9, "l": 11, "c": 10, "v": 1}, "ck_candles_ohlc_consistent"),
-    ({"tf": "1m", "o": 10, "h": 12, "l": 9, "c": 13, "v": 1}, "ck_candles_ohlc_consistent"),
-    ({"tf": "1m", "o": 10, "h": 12, "l": 9, "c": 11, "v": -1}, "ck_candles_volume_non_negative"),
-    ({"tf": "1m", "o": float("nan"), "h": 12, "l": 9, "c": 11, "v": 1}, "ck_candles_finite"),
-    ({"tf": "1m", "o": 10, "h": float("inf"), "l": 9, "c": 11, "v": 1}, "ck_candles_finite"),
-    ({"tf": "one minute", "o": 10, "h": 12, "l": 9, "c": 11, "v": 1}, "ck_candles_timeframe_format"),
-])
+@pytest.mark.parametrize(
+    "values, constraint",
+    [
+        ({"tf": "1m", "o": 10, "h": 9, "l": 11, "c": 10, "v": 1}, "ck_candles_ohlc_consistent"),
+        ({"tf": "1m", "o": 10, "h": 12, "l": 9, "c": 13, "v": 1}, "ck_candles_ohlc_consistent"),
+        ({"tf": "1m", "o": 10, "h": 12, "l": 9, "c": 11, "v": -1}, "ck_candles_volume_non_negative"),
+        ({"tf": "1m", "o": float("nan"), "h": 12, "l": 9, "c": 11, "v": 1}, "ck_candles_finite"),
+        ({"tf": "1m", "o": 10, "h": float("inf"), "l": 9, "c": 11, "v": 1}, "ck_candles_finite"),
+        ({"tf": "one minute", "o": 10, "h": 12, "l": 9, "c": 11, "v": 1}, "ck_candles_timeframe_format"),
+    ],
+)
 def test_bad_candles_are_rejected(engine, values, constraint):
     _rejected(engine, CANDLE, values, constraint)
 
@@ -51,20 +58,26 @@ def test_short_hash_is_rejected(engine):
 
 def _prediction(conn, horizon=60, kind="cnn", action="long", confidence=0.5, package_id=None):
     package_id = package_id or _package(conn)
-    conn.execute(sa.text(
-        "INSERT INTO predictions (prediction_key, package_id, model_kind, model_version, action, confidence, "
-        "horizon_s, predicted_at) VALUES ('k', :p, :kind, 'v1', :action, :conf, :h, now())"),
-        {"p": package_id, "kind": kind, "action": action, "conf": confidence, "h": horizon})
+    conn.execute(
+        sa.text(
+            "INSERT INTO predictions (prediction_key, package_id, model_kind, model_version, action, confidence, "
+            "horizon_s, predicted_at) VALUES ('k', :p, :kind, 'v1', :action, :conf, :h, now())"
+        ),
+        {"p": package_id, "kind": kind, "action": action, "conf": confidence, "h": horizon},
+    )
 
 
-@pytest.mark.parametrize("kwargs, constraint", [
-    ({"horizon": -60}, "ck_predictions_positive_horizon"),
-    ({"horizon": 0}, "ck_predictions_positive_horizon"),
-    ({"kind": "lstm"}, "ck_predictions_known_model_kind"),
-    ({"action": "buy"}, "ck_predictions_known_action"),
-    ({"confidence": 1.2}, "ck_predictions_confidence_range"),
-    ({"package_id": 999999}, "fk_predictions_package_id_input_packages"),
-])
+@pytest.mark.parametrize(
+    "kwargs, constraint",
+    [
+        ({"horizon": -60}, "ck_predictions_positive_horizon"),
+        ({"horizon": 0}, "ck_predictions_positive_horizon"),
+        ({"kind": "lstm"}, "ck_predictions_known_model_kind"),
+        ({"action": "buy"}, "ck_predictions_known_action"),
+        ({"confidence": 1.2}, "ck_predictions_confidence_range"),
+        ({"package_id": 999999}, "fk_predictions_package_id_input_packages"),
+    ],
+)
 def test_bad_predictions_are_rejected(engine, kwargs, constraint):
     _rejected(engine, lambda c: _prediction(c, **kwargs), None, constraint)
 
@@ -82,10 +95,15 @@ def test_validated_outcome_must_be_complete(engine):
         _prediction(conn)
         pid = conn.execute(sa.text("SELECT id FROM predictions")).scalar()
         conn.execute(sa.text("INSERT INTO outcomes (prediction_id, status) VALUES (:p, 'validated')"), {"p": pid})
+
     _rejected(engine, insert, None, "ck_outcomes_validated_complete")
 
 
 def test_exact_replay_needs_full_capture(engine):
-    _rejected(engine, "INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, trainsrv_version, "
-                      "device, capture_policy, replay_exact) VALUES ('cnn', 'm', 1, 't', 'v', 'cpu', 'half', true)",
-              {}, "ck_training_sessions_exact_needs_full_capture")
+    _rejected(
+        engine,
+        "INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, trainsrv_version, "
+        "device, capture_policy, replay_exact) VALUES ('cnn', 'm', 1, 't', 'v', 'cpu', 'half', true)",
+        {},
+        "ck_training_sessions_exact_needs_full_capture",
+    )

@@ -18,9 +18,9 @@ REFERENCE = {"training_sessions", "model_deployments"}
 # else may break the rules; a name listed here that the schema lacks excuses nothing.
 KNOWN = {
     "pk_checkpoints": "checkpoints(id) becomes (session_id, id); kept while training_sessions.init_checkpoint_id "
-                      "(the model registry) references checkpoints(id)",
+    "(the model registry) references checkpoints(id)",
     "fk_training_sessions_init_checkpoint_id_checkpoints": "a reference table cannot reference a distributed one: "
-                                                           "on Citus the init checkpoint is checked by the recorder",
+    "on Citus the init checkpoint is checked by the recorder",
 }
 
 KEYS = """
@@ -51,10 +51,11 @@ def _rows(engine, query: str):
 
 def key_violations(engine) -> list[str]:
     """Primary / unique keys of distributed tables without the distribution column."""
-    return [f"{r.key_name} on {r.table_name}({', '.join(r.columns)}) lacks {DISTRIBUTED[r.table_name]}"
-            for r in _rows(engine, KEYS)
-            if r.table_name in DISTRIBUTED and DISTRIBUTED[r.table_name] not in r.columns
-            and r.key_name not in KNOWN]
+    return [
+        f"{r.key_name} on {r.table_name}({', '.join(r.columns)}) lacks {DISTRIBUTED[r.table_name]}"
+        for r in _rows(engine, KEYS)
+        if r.table_name in DISTRIBUTED and DISTRIBUTED[r.table_name] not in r.columns and r.key_name not in KNOWN
+    ]
 
 
 def foreign_key_violations(engine) -> list[str]:
@@ -63,8 +64,9 @@ def foreign_key_violations(engine) -> list[str]:
     for r in _rows(engine, FOREIGN_KEYS):
         if r.conname in KNOWN:
             continue
-        if r.dst in DISTRIBUTED and not (r.src in DISTRIBUTED and r.src_columns == [DISTRIBUTED[r.src]]
-                                         and r.dst_columns == [DISTRIBUTED[r.dst]]):
+        if r.dst in DISTRIBUTED and not (
+            r.src in DISTRIBUTED and r.src_columns == [DISTRIBUTED[r.src]] and r.dst_columns == [DISTRIBUTED[r.dst]]
+        ):
             found.append(f"{r.conname}: {r.src} -> {r.dst} is not between colocated distribution columns")
         elif r.src in DISTRIBUTED and r.dst not in DISTRIBUTED and r.dst not in REFERENCE:
             found.append(f"{r.conname}: distributed {r.src} -> {r.dst}, which is neither reference nor distributed")
@@ -81,8 +83,9 @@ def test_no_foreign_key_citus_could_not_enforce(engine):
 
 def test_every_per_session_table_is_listed(engine):
     # A new table keyed by a session belongs with the distributed ones (or the list says otherwise).
-    keyed = {r.src for r in _rows(engine, FOREIGN_KEYS)
-             if r.dst == "training_sessions" and r.src != "training_sessions"}
+    keyed = {
+        r.src for r in _rows(engine, FOREIGN_KEYS) if r.dst == "training_sessions" and r.src != "training_sessions"
+    }
     assert set(DISTRIBUTED) <= keyed <= set(DISTRIBUTED) | REFERENCE
 
 
@@ -95,8 +98,12 @@ def test_the_known_exceptions_are_the_only_ones(engine):
 def test_the_checks_catch_violations(engine):
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE training_steps ADD COLUMN stray bigint UNIQUE"))
-        conn.execute(sa.text("CREATE TABLE stray_notes (id bigint PRIMARY KEY, session_id bigint, step int, "
-                             "FOREIGN KEY (session_id, step) REFERENCES training_steps (session_id, step))"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE stray_notes (id bigint PRIMARY KEY, session_id bigint, step int, "
+                "FOREIGN KEY (session_id, step) REFERENCES training_steps (session_id, step))"
+            )
+        )
         conn.execute(sa.text("ALTER TABLE checkpoints ADD COLUMN job_id bigint REFERENCES jobs (id)"))
     assert key_violations(engine) == ["training_steps_stray_key on training_steps(stray) lacks session_id"]
     problems = foreign_key_violations(engine)

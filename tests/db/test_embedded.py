@@ -69,8 +69,11 @@ def test_restart_after_kill_with_stale_pidfile(server):
 def _wait_for_children_to_exit(server, timeout=15):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        alive = [p for p in psutil.process_iter(["name", "cmdline"])
-                 if p.info["name"] == "postgres" and str(server.pgdata) in " ".join(p.info["cmdline"] or [])]
+        alive = [
+            p
+            for p in psutil.process_iter(["name", "cmdline"])
+            if p.info["name"] == "postgres" and str(server.pgdata) in " ".join(p.info["cmdline"] or [])
+        ]
         if not alive:
             return
         time.sleep(0.2)
@@ -88,8 +91,9 @@ HOLDER = textwrap.dedent("""
 
 
 def _holder(data_dir, seconds):
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(data_dir), str(seconds)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data_dir), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "ready"
     return proc
 

@@ -37,10 +37,29 @@ def deep_server(tmp_path):
 
 def _as_other_user(socket_dir: Path) -> subprocess.CompletedProcess:
     """psql as another local user, to the server's socket, as the superuser role."""
-    return subprocess.run([str(bin_dir() / "psql"), "-h", str(socket_dir), "-p", str(PORT), "-U", "postgres",
-                           "-d", "postgres", "-w", "-Atc", "SELECT 'in as ' || current_user"],
-                          user=OTHER_USER, group=pwd.getpwnam(OTHER_USER).pw_gid, extra_groups=[],
-                          capture_output=True, text=True, timeout=60, cwd="/")
+    return subprocess.run(
+        [
+            str(bin_dir() / "psql"),
+            "-h",
+            str(socket_dir),
+            "-p",
+            str(PORT),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-w",
+            "-Atc",
+            "SELECT 'in as ' || current_user",
+        ],
+        user=OTHER_USER,
+        group=pwd.getpwnam(OTHER_USER).pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
 
 
 def test_the_fallback_socket_folder_is_owner_only(deep_server):

@@ -15,8 +15,11 @@ class Blind(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         batch = x.shape[0]
-        return {"logits": self.logits.expand(batch, 3), "move": self.move.expand(batch),
-                "confidence": self.confidence.expand(batch)}
+        return {
+            "logits": self.logits.expand(batch, 3),
+            "move": self.move.expand(batch),
+            "confidence": self.confidence.expand(batch),
+        }
 
 
 def build(input_spec, **config) -> nn.Module:

@@ -15,8 +15,9 @@ def clean_env() -> dict:
 def run(*args: str, env: dict | None = None, timeout: float = 600, check: bool = False):
     full_env = clean_env()
     full_env.update(env or {})
-    result = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
-                            env=full_env, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"trainsrv {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result

@@ -26,13 +26,21 @@ def waves(spec: stream.StreamSpec, index: int, period_min: float = 80.0, amplitu
     n = int(span.total_seconds() // 60) + 2
     rng = np.random.default_rng(spec.seed + index)
     t = np.arange(n)
-    close = 40_000.0 / (index + 1) * np.exp(amplitude * np.sin(2 * np.pi * t / period_min + index)
-                                           + 0.0003 * rng.standard_normal(n))
+    close = (
+        40_000.0
+        / (index + 1)
+        * np.exp(amplitude * np.sin(2 * np.pi * t / period_min + index) + 0.0003 * rng.standard_normal(n))
+    )
     open_ = np.concatenate([[close[0]], close[:-1]])
     wick = np.abs(rng.standard_normal((2, n))) * 0.0003 * close
-    return {"timestamp": np.datetime64(spec.start.replace(tzinfo=None), "s") + t * np.timedelta64(60, "s"),
-            "open": open_, "high": np.maximum(open_, close) + wick[0], "low": np.minimum(open_, close) - wick[1],
-            "close": close, "volume": 1e6 * rng.lognormal(0, 0.3, n)}
+    return {
+        "timestamp": np.datetime64(spec.start.replace(tzinfo=None), "s") + t * np.timedelta64(60, "s"),
+        "open": open_,
+        "high": np.maximum(open_, close) + wick[0],
+        "low": np.minimum(open_, close) - wick[1],
+        "close": close,
+        "volume": 1e6 * rng.lognormal(0, 0.3, n),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from tests.embedded_dirs import reachable
 def cookbook() -> list[str]:
     """The statements of docs/analysts.md's cookbook, in order."""
     text = catalog.DOC.read_text()
-    block = re.findall(r"```sql\n(.*?)```", text[text.index("## Cookbook"):], re.S)
+    block = re.findall(r"```sql\n(.*?)```", text[text.index("## Cookbook") :], re.S)
     statements = [s.strip() for b in block for s in re.split(r";\s*\n", b) if s.strip()]
     return [s for s in statements if not all(line.startswith("--") for line in s.splitlines())]
 
@@ -57,8 +57,14 @@ def test_the_demo_hint_works_when_pasted(demo):
     env, summary, data_dir = demo
     command = summary["analyst_command"]
     assert "--analyst" in command
-    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120,
-                            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
+    result = subprocess.run(
+        command,
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+    )
     assert result.returncode == 0, result.stderr
     assert "predicted_move" in result.stdout and "rows)" in result.stdout
 
@@ -72,13 +78,13 @@ def test_db_start_keeps_the_server_up_for_psql_until_db_stop(tmp_path):
     cli.run("db", "upgrade", env=env, check=True)
     url = cli.run("db", "url", env=env, check=True).stdout.strip()
     assert url.startswith("postgresql://") and "psycopg" not in url
-    assert _psql(url, "SELECT 1").returncode != 0   # the upgrade's exit stopped the server
+    assert _psql(url, "SELECT 1").returncode != 0  # the upgrade's exit stopped the server
     assert "started" in cli.run("db", "start", env=env, check=True).stdout
     try:
         psql = _psql(url, "SELECT count(*) FROM v_setup_candles")
         assert psql.returncode == 0 and psql.stdout.strip() == "0", psql.stderr
         assert "already kept running" in cli.run("db", "start", env=env, check=True).stdout
-        cli.run("stats", env=env, check=True)   # another user comes and goes; the server stays
+        cli.run("stats", env=env, check=True)  # another user comes and goes; the server stays
         assert _psql(url, "SELECT 1").returncode == 0
     finally:
         stopped = cli.run("db", "stop", env=env, check=True)

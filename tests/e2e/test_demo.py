@@ -23,8 +23,16 @@ def _scalar(data_dir, sql):
 
 def test_every_stage_produced_rows(demo):
     env, summary, data_dir = demo
-    for table in ("candles", "input_packages", "predictions", "outcomes", "experiences", "training_steps",
-                  "gradient_blobs", "checkpoints"):
+    for table in (
+        "candles",
+        "input_packages",
+        "predictions",
+        "outcomes",
+        "experiences",
+        "training_steps",
+        "gradient_blobs",
+        "checkpoints",
+    ):
         assert _scalar(data_dir, f"SELECT count(*) FROM {table}") > 0, table
     assert summary["stats"]["validated_outcomes"] > 0
     assert {s["model_kind"] for s in summary["sessions"]} == {"cnn", "rl"}

@@ -45,8 +45,9 @@ def _process(args: list[str], env: dict, log_path) -> subprocess.Popen:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSRV_")}
     full_env.update(env)
     full_env.setdefault("LC_ALL", "C.UTF-8")
-    return subprocess.Popen([sys.executable, "-m", *args], env=full_env, cwd=REPO_ROOT,
-                            stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", *args], env=full_env, cwd=REPO_ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT
+    )
 
 
 def _rows(engine, sql: str, **params) -> list[dict]:
@@ -55,22 +56,27 @@ def _rows(engine, sql: str, **params) -> list[dict]:
 
 
 def _promotions(engine) -> list[dict]:
-    return _rows(engine, "SELECT id, session_id, model_version(model_kind, session_id) AS version, decided_at "
-                         "FROM model_deployments WHERE model_kind = 'cnn' AND symbol = :s AND action = 'promote' "
-                         "ORDER BY id", s=SYMBOL)
+    return _rows(
+        engine,
+        "SELECT id, session_id, model_version(model_kind, session_id) AS version, decided_at "
+        "FROM model_deployments WHERE model_kind = 'cnn' AND symbol = :s AND action = 'promote' "
+        "ORDER BY id",
+        s=SYMBOL,
+    )
 
 
 def _calls_with(engine, version: str, since) -> int:
-    return _rows(engine, "SELECT count(*) AS n FROM predictions WHERE model_version = :v AND created_at > :t",
-                 v=version, t=since)[0]["n"]
+    return _rows(
+        engine, "SELECT count(*) AS n FROM predictions WHERE model_version = :v AND created_at > :t", v=version, t=since
+    )[0]["n"]
 
 
 def _wait(condition, seconds: float, *alive: subprocess.Popen, logs=None) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline, (logs.read_text()[-3000:] if logs else "timed out")
+        assert time.monotonic() < deadline, logs.read_text()[-3000:] if logs else "timed out"
         for p in alive:
-            assert p.poll() is None, (logs.read_text()[-3000:] if logs else "a process died")
+            assert p.poll() is None, logs.read_text()[-3000:] if logs else "a process died"
         time.sleep(1)
 
 
@@ -89,8 +95,11 @@ def loop(module_db_url, tmp_path_factory):
     env = {**ENV, "TRAINSRV_DATABASE_URL": module_db_url}
     engine = make_engine(module_db_url)
     trainer = _process(["app.cli", "serve"], env, logs / "serve.jsonl")
-    orchestrator = _process(["tests.e2e.live_orchestrator", "--symbol", SYMBOL, "--hours", "48", "--speed", "300"],
-                            env, logs / "orchestrator.log")
+    orchestrator = _process(
+        ["tests.e2e.live_orchestrator", "--symbol", SYMBOL, "--hours", "48", "--speed", "300"],
+        env,
+        logs / "orchestrator.log",
+    )
     try:
         yield engine, trainer, orchestrator, logs, env
     finally:
@@ -111,8 +120,9 @@ def test_promotions_reach_the_orchestrator_worse_is_refused_rollback_restores(lo
     def promoted_twice_and_used():
         found = _promotions(engine)
         return len(found) >= 2 and _calls_with(engine, found[-1]["version"], found[-1]["decided_at"]) > 0
+
     _wait(promoted_twice_and_used, 900, trainer, orchestrator, logs=logs / "serve.jsonl")
-    trainer.send_signal(signal.SIGTERM)   # no further automatic promotions from here on
+    trainer.send_signal(signal.SIGTERM)  # no further automatic promotions from here on
     assert trainer.wait(timeout=120) == 0, (logs / "serve.jsonl").read_text()[-3000:]
     promotions = _promotions(engine)
     for earlier, later in zip(promotions, promotions[1:]):
@@ -125,15 +135,33 @@ def test_promotions_reach_the_orchestrator_worse_is_refused_rollback_restores(lo
     assert jobs and all(j["dedupe_key"].startswith("auto:promote_model:") for j in jobs)
 
     monkeypatch.setenv("TRAINSRV_DATABASE_URL", env["TRAINSRV_DATABASE_URL"])
-    for key in ("TRAINSRV_GATE_MIN_EVAL_EPISODES", "TRAINSRV_GATE_DEPLOYED_PROFIT_MARGIN",
-                "TRAINSRV_GATE_DEPLOYED_ACCURACY_MARGIN"):
+    for key in (
+        "TRAINSRV_GATE_MIN_EVAL_EPISODES",
+        "TRAINSRV_GATE_DEPLOYED_PROFIT_MARGIN",
+        "TRAINSRV_GATE_DEPLOYED_ACCURACY_MARGIN",
+    ):
         monkeypatch.setenv(key, ENV[key])
     config.set_settings(None)
     try:
         # A worse candidate (a model blind to its input) is trained by hand and refused by the gate.
-        code, out = _cli("train", "cnn", "--symbol", SYMBOL, "--model", "tests.e2e.blind_model:build",
-                         "--init", "scratch", "--promote", "no", "--epochs", "2", "--capture", "none",
-                         "--min-profitability", "0")
+        code, out = _cli(
+            "train",
+            "cnn",
+            "--symbol",
+            SYMBOL,
+            "--model",
+            "tests.e2e.blind_model:build",
+            "--init",
+            "scratch",
+            "--promote",
+            "no",
+            "--epochs",
+            "2",
+            "--capture",
+            "none",
+            "--min-profitability",
+            "0",
+        )
         assert code == 0, out
         worse = json.loads(out)["session_id"]
         code, out = _cli("models", "promote", str(worse))
@@ -151,15 +179,22 @@ def test_promotions_reach_the_orchestrator_worse_is_refused_rollback_restores(lo
         assert code == 0 and restored["session_id"] == promotions[-2]["session_id"]
         with Client(engine) as client:
             assert client.deployed_model("cnn", SYMBOL).version == promotions[-2]["version"]
-        rolled_back_at = _rows(engine, "SELECT decided_at FROM model_deployments WHERE id = :i",
-                               i=restored["deployment_id"])[0]["decided_at"]
-        _wait(lambda: _calls_with(engine, promotions[-2]["version"], rolled_back_at) > 0, 300, orchestrator,
-              logs=logs / "orchestrator.log")
+        rolled_back_at = _rows(
+            engine, "SELECT decided_at FROM model_deployments WHERE id = :i", i=restored["deployment_id"]
+        )[0]["decided_at"]
+        _wait(
+            lambda: _calls_with(engine, promotions[-2]["version"], rolled_back_at) > 0,
+            300,
+            orchestrator,
+            logs=logs / "orchestrator.log",
+        )
     finally:
         config.set_settings(None)
 
-    live = {(r["version"], r["action"]): r for r in _rows(engine, "SELECT * FROM v_model_live_performance "
-                                                                  "WHERE model_kind = 'cnn'")}
+    live = {
+        (r["version"], r["action"]): r
+        for r in _rows(engine, "SELECT * FROM v_model_live_performance WHERE model_kind = 'cnn'")
+    }
     assert live[(promotions[-2]["version"], "rollback")]["is_current"]
     assert live[(promotions[-2]["version"], "rollback")]["predictions"] > 0
     assert all(live[(p["version"], "promote")]["predictions"] > 0 for p in promotions)

@@ -7,27 +7,47 @@ import pytest
 
 from tests.e2e import cli
 
-PROBE = ("import sys\n"
-         "from app.cli import main\n"
-         "try:\n"
-         "    rc = main(sys.argv[1:])\n"
-         "except SystemExit as exc:\n"
-         "    rc = exc.code\n"
-         "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)\n"
-         "sys.exit(rc)\n")
+PROBE = (
+    "import sys\n"
+    "from app.cli import main\n"
+    "try:\n"
+    "    rc = main(sys.argv[1:])\n"
+    "except SystemExit as exc:\n"
+    "    rc = exc.code\n"
+    "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)\n"
+    "sys.exit(rc)\n"
+)
 
 COMMANDS = [
-    ["--version"], ["--help"], ["db", "--help"], ["db", "current"], ["db", "check"], ["db", "url"],
-    ["stats"], ["stats", "--json"], ["jobs", "kinds"], ["jobs", "list"], ["jobs", "enqueue", "noop"],
-    ["jobs", "show", "1"], ["sessions", "list"], ["sessions", "list", "--json"], ["similar", "1"],
-    ["ingest", "candles", "CANDLES", "--symbol", "T", "--timeframe", "1m"], ["sql", "-c", "SELECT 1"],
+    ["--version"],
+    ["--help"],
+    ["db", "--help"],
+    ["db", "current"],
+    ["db", "check"],
+    ["db", "url"],
+    ["stats"],
+    ["stats", "--json"],
+    ["jobs", "kinds"],
+    ["jobs", "list"],
+    ["jobs", "enqueue", "noop"],
+    ["jobs", "show", "1"],
+    ["sessions", "list"],
+    ["sessions", "list", "--json"],
+    ["similar", "1"],
+    ["ingest", "candles", "CANDLES", "--symbol", "T", "--timeframe", "1m"],
+    ["sql", "-c", "SELECT 1"],
 ]
-EXPECTED_FAILURES = {"similar", "show"}   # no package / job 1 in a fresh database: a one-line error, no torch
+EXPECTED_FAILURES = {"similar", "show"}  # no package / job 1 in a fresh database: a one-line error, no torch
 
 
 def _run(args, env):
-    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120,
-                            env={**cli.clean_env(), **env})
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**cli.clean_env(), **env},
+    )
     return result
 
 
@@ -48,6 +68,11 @@ def test_commands_without_a_model_never_import_torch(db_url, candles, args):
 
 
 def test_the_probe_sees_torch_when_it_is_imported(db_url):
-    result = subprocess.run([sys.executable, "-c", "import torch\n" + PROBE, "--version"], capture_output=True,
-                            text=True, timeout=120, env=cli.clean_env())
+    result = subprocess.run(
+        [sys.executable, "-c", "import torch\n" + PROBE, "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli.clean_env(),
+    )
     assert result.stderr.strip().splitlines()[-1] == "torch imported"

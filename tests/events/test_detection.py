@@ -27,14 +27,21 @@ def real(module_db_url, real_candles_path):
 
 
 def _events(conn, kind=None):
-    return conn.execute(sa.text("SELECT * FROM market_events WHERE CAST(:k AS text) IS NULL OR kind = :k "
-                                "ORDER BY started_at"), {"k": kind}).mappings().all()
+    return (
+        conn.execute(
+            sa.text("SELECT * FROM market_events WHERE CAST(:k AS text) IS NULL OR kind = :k ORDER BY started_at"),
+            {"k": kind},
+        )
+        .mappings()
+        .all()
+    )
 
 
 def _largest_moves(rows, bars: int, count: int):
     """The ``count`` largest |close-to-close| moves over ``bars`` bars, at least an hour apart."""
-    moves = sorted(((abs(rows[i][4] / rows[i - bars][4] - 1), rows[i][0]) for i in range(bars, len(rows))),
-                   reverse=True)
+    moves = sorted(
+        ((abs(rows[i][4] / rows[i - bars][4] - 1), rows[i][0]) for i in range(bars, len(rows))), reverse=True
+    )
     picked = []
     for size, ts in moves:
         if all(abs((ts - other).total_seconds()) > 3600 for _, other in picked):
@@ -49,9 +56,10 @@ def test_the_largest_real_moves_are_velocity_events(real):
         events = _events(conn, "velocity")
     for size, ts in _largest_moves(rows, SETTINGS.velocity_window_min, 5):
         # ts is the open of the bar whose close ends the move; the event spans that close.
-        assert any(e["started_at"] <= ts and ts + dt.timedelta(minutes=1) <= e["ended_at"] for e in events), \
+        assert any(e["started_at"] <= ts and ts + dt.timedelta(minutes=1) <= e["ended_at"] for e in events), (
             f"the {size:.2%} move ending in the bar at {ts} was not detected"
-    assert 0 < len(events) < 200        # rare, as "rapid" means
+        )
+    assert 0 < len(events) < 200  # rare, as "rapid" means
 
 
 def test_the_largest_one_minute_moves_are_caught(real):
@@ -85,7 +93,7 @@ def test_a_flat_series_has_no_events(engine, noise):
     start = dt.datetime(2022, 3, 1, tzinfo=UTC)
     rows = []
     for i in range(3000):
-        price = 100.0 + rng.uniform(-noise, noise)     # at most +-0.5 %, no trend, no clustering
+        price = 100.0 + rng.uniform(-noise, noise)  # at most +-0.5 %, no trend, no clustering
         rows.append((start + dt.timedelta(minutes=i), price, price + noise, price - noise, price, 10.0))
     insert_candles(engine, rows, symbol="FLAT")
     counts = detect_events(engine, SETTINGS)
@@ -106,9 +114,13 @@ def test_packages_inside_an_event_become_premium_once_it_is_known(jan7):
     the event's window could not have known about it (its mark would use later bars)."""
     detect_events(jan7, SETTINGS)
     with jan7.connect() as conn:
-        ev = conn.execute(sa.text(
-            "SELECT started_at, known_at, ended_at FROM market_events WHERE symbol = :s AND kind = 'velocity' "
-            "ORDER BY magnitude DESC LIMIT 1"), {"s": SYMBOL}).one()
+        ev = conn.execute(
+            sa.text(
+                "SELECT started_at, known_at, ended_at FROM market_events WHERE symbol = :s AND kind = 'velocity' "
+                "ORDER BY magnitude DESC LIMIT 1"
+            ),
+            {"s": SYMBOL},
+        ).one()
         conn.execute(sa.text("DELETE FROM market_events"))
         conn.commit()
     assert ev.started_at < ev.known_at <= ev.ended_at
@@ -120,9 +132,12 @@ def test_packages_inside_an_event_become_premium_once_it_is_known(jan7):
     with jan7.connect() as conn:
         premium = dict(conn.execute(sa.text("SELECT id, is_premium FROM input_packages")).all())
         # Half a minute earlier it is premium only if some other event was already known then.
-        known_early = conn.execute(sa.text(
-            "SELECT EXISTS (SELECT 1 FROM market_events WHERE symbol = :s AND known_at <= :t AND ended_at >= :t)"),
-            {"s": SYMBOL, "t": ev.known_at - dt.timedelta(seconds=30)}).scalar_one()
+        known_early = conn.execute(
+            sa.text(
+                "SELECT EXISTS (SELECT 1 FROM market_events WHERE symbol = :s AND known_at <= :t AND ended_at >= :t)"
+            ),
+            {"s": SYMBOL, "t": ev.known_at - dt.timedelta(seconds=30)},
+        ).scalar_one()
         assert conn.execute(sa.text("SELECT count(*) FROM v_leakage_audit")).scalar_one() == 0
     assert premium == {inside: True, early: known_early, calm: False, other: False}
 
@@ -144,21 +159,26 @@ def test_the_job_handler_detects_one_symbol(jan7):
     params = handler.validate({"symbol": SYMBOL})
     result = handler.fn(registry.JobContext(engine=jan7, settings=SETTINGS), params)
     assert result["found"] > 0 and result["inserted"] == result["found"]
-    assert handler.fn(registry.JobContext(engine=jan7, settings=SETTINGS), handler.validate({"symbol": "NONE"})) \
-        ["found"] == 0
-    with jan7.connect() as conn:   # detecting another symbol leaves this one's events alone
+    assert (
+        handler.fn(registry.JobContext(engine=jan7, settings=SETTINGS), handler.validate({"symbol": "NONE"}))["found"]
+        == 0
+    )
+    with jan7.connect() as conn:  # detecting another symbol leaves this one's events alone
         assert len(_events(conn)) == result["found"]
 
 
-@pytest.mark.parametrize("settings, field", [
-    (Settings(velocity_thresholds="BTC-PERP=fast"), "velocity_thresholds"),
-    (Settings(velocity_thresholds="=0.3"), "velocity_thresholds"),
-    (Settings(velocity_window_min=0), "velocity_window_min"),
-    (Settings(event_timeframe="7m", velocity_window_min=5, volatility_window_min=14), "velocity_window_min"),
-    (Settings(volatility_ewma_alpha=0.0), "volatility_ewma_alpha"),
-    (Settings(volatility_spike_multiplier=-1.0), "volatility_spike_multiplier"),
-    (Settings(event_timeframe="1w"), "event_timeframe"),
-])
+@pytest.mark.parametrize(
+    "settings, field",
+    [
+        (Settings(velocity_thresholds="BTC-PERP=fast"), "velocity_thresholds"),
+        (Settings(velocity_thresholds="=0.3"), "velocity_thresholds"),
+        (Settings(velocity_window_min=0), "velocity_window_min"),
+        (Settings(event_timeframe="7m", velocity_window_min=5, volatility_window_min=14), "velocity_window_min"),
+        (Settings(volatility_ewma_alpha=0.0), "volatility_ewma_alpha"),
+        (Settings(volatility_spike_multiplier=-1.0), "volatility_spike_multiplier"),
+        (Settings(event_timeframe="1w"), "event_timeframe"),
+    ],
+)
 def test_bad_settings_name_the_field(engine, settings, field):
     with pytest.raises(ValidationError) as err:
         detect_events(engine, settings)

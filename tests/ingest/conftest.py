@@ -13,7 +13,7 @@ from app.ingest import ingest_candles
 
 SYMBOL = "BTC-PERP"
 # A time well inside the real data (2021-12-31 23:01 .. 2022-02-01 05:31 UTC).
-T0 = dt.datetime(2022, 1, 10, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2022, 1, 10, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,12 @@ def client(candle_engine):
 def table_state(engine: sa.Engine) -> tuple:
     """Row counts and a content digest of the ingest tables, to prove nothing changed."""
     with engine.connect() as conn:
-        return conn.execute(sa.text(
-            "SELECT (SELECT count(*) FROM input_packages), (SELECT count(*) FROM predictions), "
-            "(SELECT md5(coalesce(string_agg(encode(data_hash, 'hex') || is_valid::text, ',' ORDER BY id), '')) "
-            "   FROM input_packages), "
-            "(SELECT md5(coalesce(string_agg(prediction_key || action || confidence::text, ',' ORDER BY id), '')) "
-            "   FROM predictions)")).one()
+        return conn.execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM input_packages), (SELECT count(*) FROM predictions), "
+                "(SELECT md5(coalesce(string_agg(encode(data_hash, 'hex') || is_valid::text, ',' ORDER BY id), '')) "
+                "   FROM input_packages), "
+                "(SELECT md5(coalesce(string_agg(prediction_key || action || confidence::text, ',' ORDER BY id), '')) "
+                "   FROM predictions)"
+            )
+        ).one()

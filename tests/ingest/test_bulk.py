@@ -17,8 +17,10 @@ from app.client import Client
 from app.ingest import ModelInputPackage, package_from_candles
 from tests.ingest.conftest import SYMBOL, T0, table_state
 
-STORED = ("symbol, ts, payload, payload_format, data_hash, completeness_score, validation_flags, is_valid, "
-          "embedding::text, metadata")
+STORED = (
+    "symbol, ts, payload, payload_format, data_hash, completeness_score, validation_flags, is_valid, "
+    "embedding::text, metadata"
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +39,14 @@ def _mixed(packages: list[ModelInputPackage]) -> list[ModelInputPackage]:
     """Valid packages, invalid ones of several kinds, and a repeat."""
     p = packages
     return [
-        p[0], p[1],
-        _with(p[2], "5m", 3, 1, np.nan),                       # arrays_finite
+        p[0],
+        p[1],
+        _with(p[2], "5m", 3, 1, np.nan),  # arrays_finite
         _with(p[3], "1m", 10, 2, p[3].ohlcv["1m"][10, 1] + 5),  # ohlc_consistent
-        _with(p[4], "1h", 0, 4, -1.0),                          # volume_non_negative
-        _with(p[5], "1m", 30, 3, np.inf),                       # a close of +inf: invalid, not an error
+        _with(p[4], "1h", 0, 4, -1.0),  # volume_non_negative
+        _with(p[5], "1m", 30, 3, np.inf),  # a close of +inf: invalid, not an error
         dataclasses.replace(p[0], features={k: v for k, v in p[0].features.items() if k == "rsi_14"}),
-        p[1],                                                   # a repeat inside the batch
+        p[1],  # a repeat inside the batch
     ]
 
 
@@ -56,13 +59,20 @@ def test_bulk_and_single_paths_store_identical_rows(candle_engine, packages):
     docs = [p.to_json() for p in _mixed(packages)]
     url = candle_engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(url) as conn:
-        bulk = conn.execute("SELECT ord, package_id, data_hash, is_valid, validation_flags, created "
-                            "FROM ingest_packages(%s::jsonb[]) ORDER BY ord", (docs,)).fetchall()
+        bulk = conn.execute(
+            "SELECT ord, package_id, data_hash, is_valid, validation_flags, created "
+            "FROM ingest_packages(%s::jsonb[]) ORDER BY ord",
+            (docs,),
+        ).fetchall()
         hashes = [r[2] for r in bulk]
         bulk_rows = _stored_rows(conn, hashes)
         conn.rollback()
-        single = [conn.execute("SELECT package_id, data_hash, is_valid, validation_flags, created "
-                               "FROM ingest_package(%s::jsonb)", (d,)).fetchone() for d in docs]
+        single = [
+            conn.execute(
+                "SELECT package_id, data_hash, is_valid, validation_flags, created FROM ingest_package(%s::jsonb)", (d,)
+            ).fetchone()
+            for d in docs
+        ]
         single_rows = _stored_rows(conn, hashes)
         conn.rollback()
     assert [r[0] for r in bulk] == list(range(1, len(docs) + 1))
@@ -109,8 +119,9 @@ def test_extreme_but_finite_prices_are_judged_not_errors(client, packages):
     assert client.insert_package(huge).failed_checks == ["ohlc_consistent"]
     assert client.insert_package(tiny).failed_checks == []  # low of 5e-324 is still > 0 and <= open, close
     with client.engine.connect() as conn:
-        emb = conn.execute(sa.text("SELECT embedding IS NOT NULL FROM input_packages WHERE data_hash = :h"),
-                           {"h": tiny.data_hash}).scalar()
+        emb = conn.execute(
+            sa.text("SELECT embedding IS NOT NULL FROM input_packages WHERE data_hash = :h"), {"h": tiny.data_hash}
+        ).scalar()
     assert emb
 
 

@@ -27,7 +27,7 @@ def _csv(tmp_path, name, lines):
 
 
 def _minute_rows(start, count, skip=()):
-    base = dt.datetime(2022, 3, 1, tzinfo=dt.timezone.utc)
+    base = dt.datetime(2022, 3, 1, tzinfo=dt.UTC)
     rows = []
     for i in range(start, start + count):
         if i in skip:
@@ -41,15 +41,16 @@ def test_real_file_loads_once_and_reingest_is_idempotent(engine, real_candles_pa
     first = ingest_candles(engine, real_candles_path, "BTC-PERP", "1m", progress=False)
     assert (first.rows_read, first.loaded, first.duplicates, first.rejected) == (45031, 45031, 0, 0)
     assert first.gaps == []
-    assert first.first_ts == dt.datetime(2021, 12, 31, 23, 1, tzinfo=dt.timezone.utc)
-    assert first.last_ts == dt.datetime(2022, 2, 1, 5, 31, tzinfo=dt.timezone.utc)
+    assert first.first_ts == dt.datetime(2021, 12, 31, 23, 1, tzinfo=dt.UTC)
+    assert first.last_ts == dt.datetime(2022, 2, 1, 5, 31, tzinfo=dt.UTC)
 
     again = ingest_candles(engine, real_candles_path, "BTC-PERP", "1m", progress=False)
     assert (again.loaded, again.duplicates, again.conflicts, again.rejected) == (0, 45031, 0, 0)
     assert _count(engine, "BTC-PERP") == 45031
     with engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT open, high, low, close, volume FROM candles "
-                                   "WHERE ts = '2021-12-31 23:01:00+00'")).one()
+        row = conn.execute(
+            sa.text("SELECT open, high, low, close, volume FROM candles WHERE ts = '2021-12-31 23:01:00+00'")
+        ).one()
     assert tuple(row) == (46319.0, 46385.0, 46319.0, 46377.0, 2300413.7295)
 
 
@@ -77,21 +78,26 @@ def test_redelivered_rows_with_other_values_keep_the_stored_ones(engine, tmp_pat
 def test_each_bad_row_is_rejected_with_its_reason(engine, tmp_path):
     good = _minute_rows(0, 3)
     bad = [
-        "2022-03-01 01:00:00,100,99,101,100,5",        # high < low
-        "2022-03-01 01:01:00,100,102,99,101,-5",       # negative volume
-        "2022-03-01 01:02:00,NaN,102,99,101,5",        # non-finite
-        "2022-03-01 01:03:00,100,inf,99,101,5",        # non-finite
-        "yesterday at noon,100,102,99,101,5",          # unparsable time
-        "2022-03-01 01:05:00,100,abc,99,101,5",        # a string where a number belongs
-        "2022-03-01 01:06:00,100,102,99",              # wrong column count
-        "2022-03-01 01:07:00,0,0,0,0,5",               # non-positive price
-        "2022-03-01 01:08:00,100,102,99,101,5",        # fine
+        "2022-03-01 01:00:00,100,99,101,100,5",  # high < low
+        "2022-03-01 01:01:00,100,102,99,101,-5",  # negative volume
+        "2022-03-01 01:02:00,NaN,102,99,101,5",  # non-finite
+        "2022-03-01 01:03:00,100,inf,99,101,5",  # non-finite
+        "yesterday at noon,100,102,99,101,5",  # unparsable time
+        "2022-03-01 01:05:00,100,abc,99,101,5",  # a string where a number belongs
+        "2022-03-01 01:06:00,100,102,99",  # wrong column count
+        "2022-03-01 01:07:00,0,0,0,0,5",  # non-positive price
+        "2022-03-01 01:08:00,100,102,99,101,5",  # fine
     ]
     report = ingest_candles(engine, _csv(tmp_path, "bad.csv", good + bad), "TEST", "1m")
     assert report.loaded == 4 and report.rejected == 8
     assert report.reject_reasons == {
-        "OHLC inconsistent": 1, "negative volume": 1, "non-finite": 2, "unparsable time": 1,
-        "unparsable number": 1, "wrong column count": 1, "non-positive price": 1,
+        "OHLC inconsistent": 1,
+        "negative volume": 1,
+        "non-finite": 2,
+        "unparsable time": 1,
+        "unparsable number": 1,
+        "wrong column count": 1,
+        "non-positive price": 1,
     }
     assert report.reject_lines["OHLC inconsistent"] == [5]  # header is line 1
     assert _count(engine, "TEST") == 4
@@ -99,14 +105,23 @@ def test_each_bad_row_is_rejected_with_its_reason(engine, tmp_path):
 
 def test_columns_in_memory_take_the_same_path(engine):
     times = np.arange("2022-03-01T00:00", "2022-03-01T00:05", dtype="datetime64[m]")
-    report = ingest_candles(engine, {
-        "timestamp": times, "open": np.full(5, 10.0), "high": np.full(5, 11.0),
-        "low": np.array([9.0, 9.0, 12.0, 9.0, 9.0]), "close": np.full(5, 10.5), "volume": np.ones(5),
-    }, "ARR", "1m")
+    report = ingest_candles(
+        engine,
+        {
+            "timestamp": times,
+            "open": np.full(5, 10.0),
+            "high": np.full(5, 11.0),
+            "low": np.array([9.0, 9.0, 12.0, 9.0, 9.0]),
+            "close": np.full(5, 10.5),
+            "volume": np.ones(5),
+        },
+        "ARR",
+        "1m",
+    )
     assert (report.loaded, report.rejected, report.reject_reasons) == (4, 1, {"OHLC inconsistent": 1})
     with engine.connect() as conn:
         first = conn.execute(sa.text("SELECT min(ts) FROM candles WHERE symbol = 'ARR'")).scalar()
-    assert first == dt.datetime(2022, 3, 1, tzinfo=dt.timezone.utc)
+    assert first == dt.datetime(2022, 3, 1, tzinfo=dt.UTC)
 
 
 def test_bad_timeframe_symbol_and_header_are_refused(engine, tmp_path):
@@ -127,8 +142,7 @@ def test_cli_reports_and_fails_cleanly(db_url, tmp_path, capsys):
     assert cli.main(["ingest", "candles", str(path), "--symbol", "CLI", "--timeframe", "1m"]) == 0
     out = capsys.readouterr().out
     assert "loaded      9" in out and "OHLC inconsistent: 1" in out and "gaps        1 (1 missing bars)" in out
-    assert cli.main(["ingest", "candles", str(tmp_path / "missing.csv"), "--symbol", "CLI",
-                     "--timeframe", "1m"]) == 1
+    assert cli.main(["ingest", "candles", str(tmp_path / "missing.csv"), "--symbol", "CLI", "--timeframe", "1m"]) == 1
     assert "candle file not found" in capsys.readouterr().err
 
 
@@ -136,11 +150,10 @@ def test_checked_rows_report_the_same_lines_whether_or_not_every_field_parses(en
     # Only values that parse: the whole file goes through the typed COPY. Adding one unparsable
     # field sends it through the slow path; every other verdict and line number must not change.
     rows = _minute_rows(0, 6)
-    rows[1] = rows[1].rsplit(",", 1)[0] + ",-5"                      # negative volume, line 3
-    rows[4] = "2022-03-01 00:04:00,100,99,101,100,5"                 # high < low, line 6
+    rows[1] = rows[1].rsplit(",", 1)[0] + ",-5"  # negative volume, line 3
+    rows[4] = "2022-03-01 00:04:00,100,99,101,100,5"  # high < low, line 6
     typed = ingest_candles(engine, _csv(tmp_path, "typed.csv", rows), "TYPED", "1m")
-    slow = ingest_candles(engine, _csv(tmp_path, "slow.csv", rows + ["2022-03-01 00:07:00,abc,1,1,1,1"]),
-                          "SLOW", "1m")
+    slow = ingest_candles(engine, _csv(tmp_path, "slow.csv", rows + ["2022-03-01 00:07:00,abc,1,1,1,1"]), "SLOW", "1m")
     assert (typed.rows_read, typed.loaded, typed.rejected) == (6, 4, 2)
     assert typed.reject_lines == {"negative volume": [3], "OHLC inconsistent": [6]}
     assert (slow.rows_read, slow.loaded, slow.rejected) == (7, 4, 3)
@@ -157,8 +170,9 @@ def test_column_order_and_crlf_line_ends_are_accepted(engine, tmp_path):
     report = ingest_candles(engine, path, "CRLF", "1m")
     assert (report.rows_read, report.loaded, report.rejected) == (3, 3, 0)
     with engine.connect() as conn:
-        first = conn.execute(sa.text("SELECT open, high, low, close, volume FROM candles WHERE symbol = 'CRLF' "
-                                     "ORDER BY ts LIMIT 1")).one()
+        first = conn.execute(
+            sa.text("SELECT open, high, low, close, volume FROM candles WHERE symbol = 'CRLF' ORDER BY ts LIMIT 1")
+        ).one()
     assert tuple(first) == (100.0, 102.0, 99.0, 101.0, 10.0)
 
 
@@ -166,8 +180,9 @@ def test_concurrent_loads_of_the_same_file_store_each_candle_once(engine, real_c
     import concurrent.futures
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        reports = list(pool.map(lambda _: ingest_candles(engine, real_candles_path, "BTC-PERP", "1m",
-                                                         progress=False), range(2)))
+        reports = list(
+            pool.map(lambda _: ingest_candles(engine, real_candles_path, "BTC-PERP", "1m", progress=False), range(2))
+        )
     assert sum(r.loaded for r in reports) == 45031
     assert sorted(r.duplicates for r in reports) == [0, 45031]
     assert _count(engine, "BTC-PERP") == 45031

@@ -18,8 +18,9 @@ from app.errors import ValidationError
 from app.ingest import ModelInputPackage, package_from_candles
 from tests.ingest.conftest import SYMBOL, T0, table_state
 
-CNN = Prediction(model_kind="cnn", model_version="v1", action="long", confidence=0.7, horizon_s=300,
-                 predicted_move=0.004)
+CNN = Prediction(
+    model_kind="cnn", model_version="v1", action="long", confidence=0.7, horizon_s=300, predicted_move=0.004
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,10 @@ def real_package(candle_engine) -> ModelInputPackage:
 
 def _variant(package: ModelInputPackage, **changes) -> ModelInputPackage:
     fields = {f.name: getattr(package, f.name) for f in dataclasses.fields(package)}
-    copy = {k: ({tf: a.copy() for tf, a in v.items()} if k in ("ohlcv", "bar_ts", "features") else v)
-            for k, v in fields.items()}
+    copy = {
+        k: ({tf: a.copy() for tf, a in v.items()} if k in ("ohlcv", "bar_ts", "features") else v)
+        for k, v in fields.items()
+    }
     return ModelInputPackage(**{**copy, **changes})
 
 
@@ -40,8 +43,9 @@ def _stored_invalid(client, package, failed):
     assert result.created and not result.is_valid
     assert result.failed_checks == failed
     with client.engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT is_valid, embedding FROM input_packages WHERE id = :i"),
-                           {"i": result.package_id}).one()
+        row = conn.execute(
+            sa.text("SELECT is_valid, embedding FROM input_packages WHERE id = :i"), {"i": result.package_id}
+        ).one()
     assert row.is_valid is False and row.embedding is None  # invalid packages are not searchable
     return result
 
@@ -54,9 +58,14 @@ def test_record_is_atomic_and_idempotent(client, real_package, candle_engine):
     after = table_state(candle_engine)
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
     with candle_engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT p.package_id, p.predicted_at, i.ts, p.model_kind, p.horizon_s "
-                                   "FROM predictions p JOIN input_packages i ON i.id = p.package_id "
-                                   "WHERE p.id = :i"), {"i": ids[1]}).one()
+        row = conn.execute(
+            sa.text(
+                "SELECT p.package_id, p.predicted_at, i.ts, p.model_kind, p.horizon_s "
+                "FROM predictions p JOIN input_packages i ON i.id = p.package_id "
+                "WHERE p.id = :i"
+            ),
+            {"i": ids[1]},
+        ).one()
     assert row.package_id == ids[0] and row.predicted_at == row.ts and (row.model_kind, row.horizon_s) == ("cnn", 300)
 
 
@@ -76,20 +85,23 @@ def test_same_key_with_different_values_is_refused(client, real_package, candle_
     assert table_state(candle_engine) == before
 
 
-@pytest.mark.parametrize("change, field", [
-    (dict(model_kind="transformer"), "model_kind"),
-    (dict(action="buy"), "action"),
-    (dict(horizon_s=0), "horizon_s"),
-    (dict(horizon_s=-60), "horizon_s"),
-    (dict(horizon_s=1.5), "horizon_s"),
-    (dict(confidence="high"), "confidence"),
-    (dict(confidence=1.5), "confidence"),
-    (dict(confidence=float("nan")), "confidence"),
-    (dict(predicted_move="up"), "predicted_move"),
-    (dict(model_version=""), "model_version"),
-    (dict(predicted_at=dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc)), "predicted_at"),
-    (dict(predicted_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)), "predicted_at"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (dict(model_kind="transformer"), "model_kind"),
+        (dict(action="buy"), "action"),
+        (dict(horizon_s=0), "horizon_s"),
+        (dict(horizon_s=-60), "horizon_s"),
+        (dict(horizon_s=1.5), "horizon_s"),
+        (dict(confidence="high"), "confidence"),
+        (dict(confidence=1.5), "confidence"),
+        (dict(confidence=float("nan")), "confidence"),
+        (dict(predicted_move="up"), "predicted_move"),
+        (dict(model_version=""), "model_version"),
+        (dict(predicted_at=dt.datetime(2021, 1, 1, tzinfo=dt.UTC)), "predicted_at"),
+        (dict(predicted_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)), "predicted_at"),
+    ],
+)
 def test_bad_predictions_name_the_field_and_store_nothing(client, real_package, candle_engine, change, field):
     package = _variant(real_package, metadata={"case": field + str(change)})  # a package not stored yet
     before = table_state(candle_engine)
@@ -129,16 +141,22 @@ def test_high_below_low_and_negative_volume_are_stored_invalid(client, real_pack
 def test_timestamps_out_of_order_in_the_future_or_after_ts_are_stored_invalid(client, real_package):
     times = real_package.bar_ts["1m"].copy()
     times[[5, 6]] = times[[6, 5]]
-    _stored_invalid(client, _variant(real_package, bar_ts={**real_package.bar_ts, "1m": times}),
-                    ["windows_contiguous", "windows_monotonic"])
+    _stored_invalid(
+        client,
+        _variant(real_package, bar_ts={**real_package.bar_ts, "1m": times}),
+        ["windows_contiguous", "windows_monotonic"],
+    )
     gap = real_package.bar_ts["1m"].copy()
     gap[:10] -= 60
     _stored_invalid(client, _variant(real_package, bar_ts={**real_package.bar_ts, "1m": gap}), ["windows_contiguous"])
     late = _variant(real_package, ts=real_package.ts - dt.timedelta(minutes=5))
     _stored_invalid(client, late, ["windows_closed_by_ts"])
     future = {tf: t + 10 * 365 * 86400 for tf, t in real_package.bar_ts.items()}
-    _stored_invalid(client, _variant(real_package, ts=real_package.ts + dt.timedelta(days=3650), bar_ts=future),
-                    ["timestamp_not_future"])
+    _stored_invalid(
+        client,
+        _variant(real_package, ts=real_package.ts + dt.timedelta(days=3650), bar_ts=future),
+        ["timestamp_not_future"],
+    )
 
 
 def test_missing_required_fields_and_short_windows(client, real_package):

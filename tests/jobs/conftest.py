@@ -58,8 +58,14 @@ class WorkerProcess:
         full_env.setdefault("LC_ALL", "C.UTF-8")
         self.log_path = log_path
         self._log = open(log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-schedule", *args],
-                                     env=full_env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--no-schedule", *args],
+            env=full_env,
+            cwd=REPO_ROOT,
+            stdout=self._log,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     @property
     def pid(self) -> int:

@@ -32,16 +32,20 @@ def _no_flush_wait(conn: sa.Connection) -> None:
     conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
 
 
-@registry.handler("test_record",
-                  sleep_s=registry.Param(float, default=0.0, min=0.0),
-                  hang_on_attempt=registry.Param(int, default=0, min=0),
-                  interruptible=registry.Param(bool, default=False))
+@registry.handler(
+    "test_record",
+    sleep_s=registry.Param(float, default=0.0, min=0.0),
+    hang_on_attempt=registry.Param(int, default=0, min=0),
+    interruptible=registry.Param(bool, default=False),
+)
 def record(ctx: registry.JobContext, params: dict) -> dict:
     """Record the execution, work for ``sleep_s`` (or 1 h on attempt ``hang_on_attempt``), record the result."""
     with ctx.engine.begin() as conn:
         _no_flush_wait(conn)
-        conn.execute(sa.text("INSERT INTO test_job_runs (job_id, attempt, pid) VALUES (:j, :a, :p)"),
-                     {"j": ctx.job_id, "a": ctx.attempt, "p": os.getpid()})
+        conn.execute(
+            sa.text("INSERT INTO test_job_runs (job_id, attempt, pid) VALUES (:j, :a, :p)"),
+            {"j": ctx.job_id, "a": ctx.attempt, "p": os.getpid()},
+        )
     seconds = 3600.0 if ctx.attempt == params["hang_on_attempt"] else params["sleep_s"]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -50,8 +54,9 @@ def record(ctx: registry.JobContext, params: dict) -> dict:
         time.sleep(0.02)
     with ctx.engine.begin() as conn:
         _no_flush_wait(conn)
-        conn.execute(sa.text("INSERT INTO test_job_results (job_id, pid) VALUES (:j, :p)"),
-                     {"j": ctx.job_id, "p": os.getpid()})
+        conn.execute(
+            sa.text("INSERT INTO test_job_results (job_id, pid) VALUES (:j, :p)"), {"j": ctx.job_id, "p": os.getpid()}
+        )
     return {"pid": os.getpid()}
 
 
@@ -70,7 +75,9 @@ def watch(ctx: registry.JobContext, params: dict) -> dict:
     deadline = time.monotonic() + params["seconds"]
     while time.monotonic() < deadline and not ctx.should_stop():
         with ctx.engine.connect() as conn:
-            beats.add(conn.execute(sa.text("SELECT heartbeat_at FROM jobs WHERE id = :id"), {"id": ctx.job_id}).scalar())
+            beats.add(
+                conn.execute(sa.text("SELECT heartbeat_at FROM jobs WHERE id = :id"), {"id": ctx.job_id}).scalar()
+            )
         time.sleep(0.05)
     return {"distinct_heartbeats": len(beats), "stopped_early": ctx.should_stop()}
 

@@ -14,13 +14,26 @@ from tests.jobs.conftest import scalar
 def _one_line_error(result) -> str:
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("trainsrv: error:") and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("trainsrv: error:") and "Traceback" not in result.stderr, (
+        result.stderr
+    )
     return lines[0]
 
 
 def test_enqueue_list_show_cancel_retry(fast_env, engine):
-    out = cli.run("jobs", "enqueue", "noop", "--param", "sleep_s=0.5", "--priority", "3",
-                  "--dedupe-key", "smoke", env=fast_env, check=True).stdout
+    out = cli.run(
+        "jobs",
+        "enqueue",
+        "noop",
+        "--param",
+        "sleep_s=0.5",
+        "--priority",
+        "3",
+        "--dedupe-key",
+        "smoke",
+        env=fast_env,
+        check=True,
+    ).stdout
     job_id = int(out.split()[2])
     assert out.strip() == f"queued job {job_id} (noop)"
     again = cli.run("jobs", "enqueue", "noop", "--dedupe-key", "smoke", env=fast_env, check=True).stdout

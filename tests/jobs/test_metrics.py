@@ -26,17 +26,19 @@ def _port(worker) -> int:
         if not worker.log_path.exists():
             return None
         return next((e["port"] for e in worker.events() if e["event"] == "metrics.listening"), None)
+
     return wait_for(listening, what="the metrics server")
 
 
 def test_metrics_and_health_of_a_running_trainer(jobs_engine, workers):
     with jobs_engine.begin() as conn:
         done = queue.enqueue(conn, "noop", {"sleep_s": 0.2}).id
-        queue.enqueue(conn, "noop", {}, delay_s=3600)   # stays queued: the queue depth shows it
+        queue.enqueue(conn, "noop", {}, delay_s=3600)  # stays queued: the queue depth shows it
     worker = workers("--metrics-port", "0")
     port = _port(worker)
-    wait_for(lambda: any(e["event"] == "job.succeeded" and e["job_id"] == done for e in worker.events()),
-             what="the noop job")
+    wait_for(
+        lambda: any(e["event"] == "job.succeeded" and e["job_id"] == done for e in worker.events()), what="the noop job"
+    )
     status, body = _get(port, "/metrics")
     assert status == 200
     assert 'trainsrv_jobs{kind="noop",state="queued"} 1' in body
@@ -56,6 +58,7 @@ def test_render_reports_steps_bytes_and_a_database_outage():
 
     def down():
         raise OSError("connection refused")
+
     body = metrics.render(down)
     assert "trainsrv_up 0" in body and "trainsrv_training_steps_total" in body
     assert "trainsrv_gradient_bytes_written_total" in body and "trainsrv_training_steps_per_second" in body

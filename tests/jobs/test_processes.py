@@ -11,9 +11,9 @@ import sqlalchemy as sa
 
 from app.db import migrate
 from app.db.embedded import EmbeddedServer
-from tests.embedded_dirs import reachable
 from app.db.engine import make_engine
 from app.jobs import queue
+from tests.embedded_dirs import reachable
 from tests.jobs import handlers
 from tests.jobs.conftest import scalar, wait_for
 
@@ -138,8 +138,10 @@ def test_light_jobs_run_in_the_maintenance_lane_while_a_long_job_runs(jobs_engin
     with jobs_engine.begin() as conn:
         long_job = queue.enqueue(conn, "test_watch", {"seconds": 4.0}).id
     proc = workers(env={"TRAINSRV_MAINTENANCE_KINDS": "test_record"})
-    wait_for(lambda: scalar(jobs_engine, f"SELECT state = 'running' FROM jobs WHERE id = {long_job}"),
-             what="the long job to start")
+    wait_for(
+        lambda: scalar(jobs_engine, f"SELECT state = 'running' FROM jobs WHERE id = {long_job}"),
+        what="the long job to start",
+    )
     light = _enqueue_many(jobs_engine, 20)
     wait_for(lambda: _states(jobs_engine).get("succeeded", 0) >= 20, timeout=30, what="the light jobs")
     # All light jobs finished while the long job was still running, in the maintenance lane.

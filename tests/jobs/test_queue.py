@@ -38,12 +38,15 @@ def _plan_nodes(plan: dict):
 def test_claim_uses_the_partial_queued_index(jobs_engine):
     with jobs_engine.begin() as conn:
         # A realistic table: mostly finished history, a few queued jobs.
-        conn.execute(sa.text("INSERT INTO jobs (kind, state, locked_by, finished_at) "
-                             "SELECT 'noop', 'succeeded', 'w', now() FROM generate_series(1, 20000)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO jobs (kind, state, locked_by, finished_at) "
+                "SELECT 'noop', 'succeeded', 'w', now() FROM generate_series(1, 20000)"
+            )
+        )
         conn.execute(sa.text("INSERT INTO jobs (kind) SELECT 'noop' FROM generate_series(1, 20)"))
         conn.execute(sa.text("ANALYZE jobs"))
-        plan = conn.execute(sa.text("EXPLAIN (FORMAT JSON) " + queries.sql("jobs.claim")),
-                            {"worker": "w1"}).scalar()
+        plan = conn.execute(sa.text("EXPLAIN (FORMAT JSON) " + queries.sql("jobs.claim")), {"worker": "w1"}).scalar()
     nodes = list(_plan_nodes(plan[0]["Plan"]))
     scans = [n for n in nodes if n.get("Relation Name") == "jobs" and "Scan" in n["Node Type"]]
     claim_scans = [n for n in scans if n.get("Index Name") == "ix_jobs_claim"]
@@ -54,13 +57,20 @@ def test_claim_uses_the_partial_queued_index(jobs_engine):
 
 def test_a_lanes_claim_uses_the_partial_queued_index_and_takes_only_its_kinds(jobs_engine):
     with jobs_engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO jobs (kind, state, locked_by, finished_at) "
-                             "SELECT 'noop', 'succeeded', 'w', now() FROM generate_series(1, 20000)"))
-        heavy = conn.execute(sa.text("INSERT INTO jobs (kind, priority) VALUES ('test_watch', 5) RETURNING id")).scalar()
+        conn.execute(
+            sa.text(
+                "INSERT INTO jobs (kind, state, locked_by, finished_at) "
+                "SELECT 'noop', 'succeeded', 'w', now() FROM generate_series(1, 20000)"
+            )
+        )
+        heavy = conn.execute(
+            sa.text("INSERT INTO jobs (kind, priority) VALUES ('test_watch', 5) RETURNING id")
+        ).scalar()
         light = conn.execute(sa.text("INSERT INTO jobs (kind) VALUES ('noop') RETURNING id")).scalar()
         conn.execute(sa.text("ANALYZE jobs"))
-        plan = conn.execute(sa.text("EXPLAIN (FORMAT JSON) " + queries.sql("jobs.claim_kinds")),
-                            {"worker": "w1", "kinds": ["noop"]}).scalar()
+        plan = conn.execute(
+            sa.text("EXPLAIN (FORMAT JSON) " + queries.sql("jobs.claim_kinds")), {"worker": "w1", "kinds": ["noop"]}
+        ).scalar()
     nodes = list(_plan_nodes(plan[0]["Plan"]))
     scans = [n for n in nodes if n.get("Relation Name") == "jobs" and "Scan" in n["Node Type"]]
     assert [n for n in scans if n.get("Index Name") == "ix_jobs_claim"], json.dumps(plan, indent=1)
@@ -162,6 +172,7 @@ def test_only_the_owning_attempt_can_finish_fail_release_or_heartbeat(jobs_engin
 
 def test_failures_retry_with_exponential_backoff_then_stay_failed(jobs_engine, settings):
     from dataclasses import replace
+
     slow = replace(settings, retry_backoff_base_s=10.0, retry_backoff_max_s=15.0)
     job_id = _enqueue(jobs_engine, max_attempts=3).id
     delays = []
@@ -172,8 +183,11 @@ def test_failures_retry_with_exponential_backoff_then_stay_failed(jobs_engine, s
         assert job.attempt == attempt
         with jobs_engine.begin() as conn:
             result = queue.fail(conn, job, "w1", f"boom {attempt}", settings=slow)
-            delays.append(conn.execute(sa.text("SELECT extract(epoch FROM run_after - now()) FROM jobs "
-                                               "WHERE id = :id"), {"id": job_id}).scalar())
+            delays.append(
+                conn.execute(
+                    sa.text("SELECT extract(epoch FROM run_after - now()) FROM jobs WHERE id = :id"), {"id": job_id}
+                ).scalar()
+            )
         assert result.state == "queued"
         row = _job(jobs_engine, job_id)
         assert row["locked_by"] is None and row["last_error"] == f"boom {attempt}"
@@ -205,8 +219,10 @@ def test_rescue_requeues_jobs_without_heartbeat_counting_the_attempt(jobs_engine
         job = _claim(jobs_engine, worker)
         owners[job.id] = (job, worker)
     with jobs_engine.begin() as conn:
-        conn.execute(sa.text("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id IN (:a, :b)"),
-                     {"a": dead_id, "b": spent_id})
+        conn.execute(
+            sa.text("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id IN (:a, :b)"),
+            {"a": dead_id, "b": spent_id},
+        )
         rescued = {r["id"]: r for r in queue.rescue(conn, timeout_s=30)}
     assert set(rescued) == {dead_id, spent_id}
     dead, spent, alive = (_job(jobs_engine, i) for i in (dead_id, spent_id, alive_id))

@@ -30,13 +30,17 @@ def _worker(engine, settings, **kwargs) -> Worker:
 def test_bad_jobs_fail_with_a_clear_error_and_the_worker_goes_on(jobs_engine, settings):
     with jobs_engine.begin() as conn:
         unknown = conn.execute(sa.text("INSERT INTO jobs (kind) VALUES ('no_such_kind') RETURNING id")).scalar()
-        bad = conn.execute(sa.text("INSERT INTO jobs (kind, params) VALUES ('noop', '{\"sleep_s\": \"x\"}') "
-                                   "RETURNING id")).scalar()
+        bad = conn.execute(
+            sa.text("INSERT INTO jobs (kind, params) VALUES ('noop', '{\"sleep_s\": \"x\"}') RETURNING id")
+        ).scalar()
         missing = conn.execute(sa.text("INSERT INTO jobs (kind) VALUES ('test_flaky') RETURNING id")).scalar()
     good = _enqueue(jobs_engine, "noop")
     assert _worker(jobs_engine, settings).run(once=True) == 4
-    expected = {unknown: "kind: unknown job kind 'no_such_kind'", bad: "sleep_s: must be a number",
-                missing: "fail_times: is required"}
+    expected = {
+        unknown: "kind: unknown job kind 'no_such_kind'",
+        bad: "sleep_s: must be a number",
+        missing: "fail_times: is required",
+    }
     for job_id, error in expected.items():
         row = _job(jobs_engine, job_id)
         assert row["state"] == "failed" and row["attempts"] == 1, row  # no retry: it would fail the same way
@@ -96,8 +100,7 @@ def test_a_stalled_worker_loses_its_job_to_the_rescuer(jobs_engine, settings):
     wait_for(lambda: scalar(jobs_engine, "SELECT count(*) FROM test_job_runs"), what="attempt 1 to start")
     with jobs_engine.begin() as conn:
         # As if its heartbeats had stopped an hour ago: the rescuer re-queues it.
-        conn.execute(sa.text("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = :id"),
-                     {"id": job_id})
+        conn.execute(sa.text("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = :id"), {"id": job_id})
         assert [r["id"] for r in queue.rescue(conn, settings.heartbeat_timeout_s)] == [job_id]
     assert Worker(jobs_engine, settings, worker_id="rescuer", schedule=False).run(max_jobs=1) == 1
     # The stalled worker's next heartbeat finds the job gone, so its handler stops; it records nothing.

@@ -10,14 +10,20 @@ from app.db import migrate
 from app.db.engine import make_engine
 
 BEFORE = migrate.previous_revision("0013")  # the plain gradient_blobs
-SESSION = ("INSERT INTO training_sessions (model_kind, model_name, config, seed, torch_version, trainsrv_version, "
-           "device, capture_policy, replay_exact) VALUES ('cnn', 'pivot_cnn', '{\"symbol\": \"BTC-PERP\"}', 1, "
-           "'2', '0', 'cpu', 'full', true) RETURNING id")
-BLOB = ("INSERT INTO gradient_blobs (session_id, step, param_name, chunk_index, chunk_count, dtype, shape, codec, "
-        "byte_length, checksum, data) VALUES (:s, :step, :p, 0, 1, 'float32', '{2}', 'raw', 8, sha256(:d), :d)")
-CHECKPOINT = ("INSERT INTO checkpoints (session_id, step, kind, params_hash, optimizer_hash, content_hash, "
-              "byte_length, state) VALUES (:s, 0, 'start', sha256('\\x01'), sha256('\\x02'), sha256('\\x03'), 1, "
-              "'\\x03')")
+SESSION = (
+    "INSERT INTO training_sessions (model_kind, model_name, config, seed, torch_version, trainsrv_version, "
+    "device, capture_policy, replay_exact) VALUES ('cnn', 'pivot_cnn', '{\"symbol\": \"BTC-PERP\"}', 1, "
+    "'2', '0', 'cpu', 'full', true) RETURNING id"
+)
+BLOB = (
+    "INSERT INTO gradient_blobs (session_id, step, param_name, chunk_index, chunk_count, dtype, shape, codec, "
+    "byte_length, checksum, data) VALUES (:s, :step, :p, 0, 1, 'float32', '{2}', 'raw', 8, sha256(:d), :d)"
+)
+CHECKPOINT = (
+    "INSERT INTO checkpoints (session_id, step, kind, params_hash, optimizer_hash, content_hash, "
+    "byte_length, state) VALUES (:s, 0, 'start', sha256('\\x01'), sha256('\\x02'), sha256('\\x03'), 1, "
+    "'\\x03')"
+)
 
 
 def _add_session(conn, steps: int = 3) -> int:
@@ -25,15 +31,21 @@ def _add_session(conn, steps: int = 3) -> int:
     conn.execute(sa.text(CHECKPOINT), {"s": sid})
     for step in range(1, steps + 1):
         for p in ("conv.weight", "fc.bias"):
-            conn.execute(sa.text(BLOB), {"s": sid, "step": step, "p": p,
-                                         "d": hashlib.sha256(f"{sid}{step}{p}".encode()).digest()[:8]})
+            conn.execute(
+                sa.text(BLOB),
+                {"s": sid, "step": step, "p": p, "d": hashlib.sha256(f"{sid}{step}{p}".encode()).digest()[:8]},
+            )
     return sid
 
 
 def _blobs(engine) -> list[tuple]:
     with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT session_id, step, param_name, chunk_index, data, checksum "
-                                    "FROM gradient_blobs ORDER BY 1, 2, 3, 4")).all()
+        return conn.execute(
+            sa.text(
+                "SELECT session_id, step, param_name, chunk_index, data, checksum "
+                "FROM gradient_blobs ORDER BY 1, 2, 3, 4"
+            )
+        ).all()
 
 
 def _relkind(engine, name: str) -> str | None:
@@ -43,8 +55,9 @@ def _relkind(engine, name: str) -> str | None:
 
 def _partitions(engine) -> list[str]:
     with engine.connect() as conn:
-        return sorted(conn.execute(sa.text("SELECT relid::text FROM pg_partition_tree('gradient_blobs') "
-                                           "WHERE isleaf")).scalars())
+        return sorted(
+            conn.execute(sa.text("SELECT relid::text FROM pg_partition_tree('gradient_blobs') WHERE isleaf")).scalars()
+        )
 
 
 def test_upgrade_partitions_existing_gradients_and_downgrade_flattens_them(empty_db_url):
@@ -63,8 +76,13 @@ def test_upgrade_partitions_existing_gradients_and_downgrade_flattens_them(empty
         with engine.begin() as conn:
             new = _add_session(conn)  # its partition comes from the insert trigger
             conn.execute(sa.text("SELECT gradient_blobs_drop_partition(:s)"), {"s": old[0]})
-            conn.execute(sa.text("UPDATE training_sessions SET replay_exact = false, pruned = 'gradients', "
-                                 "pruned_at = now(), pruned_reason = 'test' WHERE id = :s"), {"s": old[0]})
+            conn.execute(
+                sa.text(
+                    "UPDATE training_sessions SET replay_exact = false, pruned = 'gradients', "
+                    "pruned_at = now(), pruned_reason = 'test' WHERE id = :s"
+                ),
+                {"s": old[0]},
+            )
         at_head = _blobs(engine)
         assert {r.session_id for r in at_head} == {old[1], new}
 

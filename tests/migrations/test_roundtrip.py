@@ -18,8 +18,19 @@ def test_upgrade_downgrade_upgrade_round_trips(empty_db_url):
     engine = make_engine(empty_db_url)
     migrate.upgrade(engine)
     tables_at_head, views_at_head = _tables(engine), _views(engine)
-    assert {"candles", "input_packages", "predictions", "outcomes", "market_events", "experiences",
-            "training_sessions", "training_steps", "gradient_blobs", "checkpoints", "jobs"} <= tables_at_head
+    assert {
+        "candles",
+        "input_packages",
+        "predictions",
+        "outcomes",
+        "market_events",
+        "experiences",
+        "training_sessions",
+        "training_steps",
+        "gradient_blobs",
+        "checkpoints",
+        "jobs",
+    } <= tables_at_head
     assert "v_system_stats" in views_at_head
 
     migrate.downgrade(engine, "base")
@@ -59,9 +70,10 @@ def _views_unlike_their_newest_file(conn) -> list[str]:
         savepoint = conn.begin_nested()
         conn.execute(sa.text(f'ALTER VIEW "{name}" RENAME TO "{name}__head"'))
         conn.execute(sa.text(views.read(name, _newest_version(name))))
-        from_file, at_head = conn.execute(sa.text(
-            "SELECT pg_get_viewdef(CAST(:a AS regclass)), pg_get_viewdef(CAST(:b AS regclass))"),
-            {"a": name, "b": f"{name}__head"}).one()
+        from_file, at_head = conn.execute(
+            sa.text("SELECT pg_get_viewdef(CAST(:a AS regclass)), pg_get_viewdef(CAST(:b AS regclass))"),
+            {"a": name, "b": f"{name}__head"},
+        ).one()
         savepoint.rollback()
         if from_file != at_head:
             unlike.append(name)

@@ -14,7 +14,7 @@ from app.client import Client, Prediction
 from app.ingest import ingest_candles, package_from_candles
 
 SYMBOL = "BTC-PERP"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 _versions = itertools.count()
 
@@ -23,8 +23,17 @@ def read_candles(path: Path, start: int = 0, count: int | None = None) -> list[t
     """Rows (ts, open, high, low, close, volume) of the real CSV, from row ``start``."""
     with open(path, newline="") as f:
         rows = itertools.islice(csv.DictReader(f), start, None if count is None else start + count)
-        return [(dt.datetime.fromisoformat(r["timestamp"]).replace(tzinfo=UTC), float(r["open"]), float(r["high"]),
-                 float(r["low"]), float(r["close"]), float(r["volume"])) for r in rows]
+        return [
+            (
+                dt.datetime.fromisoformat(r["timestamp"]).replace(tzinfo=UTC),
+                float(r["open"]),
+                float(r["high"]),
+                float(r["low"]),
+                float(r["close"]),
+                float(r["volume"]),
+            )
+            for r in rows
+        ]
 
 
 def insert_candles(engine: sa.Engine, rows: list[tuple], symbol: str = SYMBOL, timeframe: str = "1m") -> None:
@@ -33,25 +42,57 @@ def insert_candles(engine: sa.Engine, rows: list[tuple], symbol: str = SYMBOL, t
     assert report.rejected == 0, report.to_dict()
 
 
-def record(engine: sa.Engine, at: dt.datetime, horizon_s: int, action: str, *, symbol: str = SYMBOL,
-           model_kind: str = "cnn", model_version: str = "v1") -> int:
+def record(
+    engine: sa.Engine,
+    at: dt.datetime,
+    horizon_s: int,
+    action: str,
+    *,
+    symbol: str = SYMBOL,
+    model_kind: str = "cnn",
+    model_version: str = "v1",
+) -> int:
     """A package built from the candles at ``at`` and a prediction on it; returns the prediction id."""
     with engine.connect() as conn:
         package = package_from_candles(conn, symbol, at, metadata={"test": next(_versions)})
     with Client(engine) as client:
-        _, prediction_id = client.record(package, Prediction(
-            model_kind=model_kind, model_version=model_version, action=action, confidence=0.7,
-            horizon_s=horizon_s, predicted_at=at))
+        _, prediction_id = client.record(
+            package,
+            Prediction(
+                model_kind=model_kind,
+                model_version=model_version,
+                action=action,
+                confidence=0.7,
+                horizon_s=horizon_s,
+                predicted_at=at,
+            ),
+        )
     return prediction_id
 
 
-def predict(engine: sa.Engine, package_id: int, at: dt.datetime, horizon_s: int, action: str, *,
-            model_kind: str = "cnn", model_version: str = "v1") -> int:
+def predict(
+    engine: sa.Engine,
+    package_id: int,
+    at: dt.datetime,
+    horizon_s: int,
+    action: str,
+    *,
+    model_kind: str = "cnn",
+    model_version: str = "v1",
+) -> int:
     """A prediction made at ``at`` from an already stored package; returns its id."""
     with Client(engine) as client:
-        return client.insert_prediction(Prediction(
-            model_kind=model_kind, model_version=model_version, action=action, confidence=0.7,
-            horizon_s=horizon_s, predicted_at=at), package_id=package_id)
+        return client.insert_prediction(
+            Prediction(
+                model_kind=model_kind,
+                model_version=model_version,
+                action=action,
+                confidence=0.7,
+                horizon_s=horizon_s,
+                predicted_at=at,
+            ),
+            package_id=package_id,
+        )
 
 
 def package_at(engine: sa.Engine, at: dt.datetime, symbol: str = SYMBOL) -> int:

@@ -27,7 +27,7 @@ def test_validate_and_detect_from_the_command_line(predicted, db_url):
     text = run("validate", env=env, check=True).stdout
     assert "examined 0" in text and "1 validated (1 profitable, 0 revised)" in text
     detected = json.loads(run("events", "detect", "--symbol", "BTC-PERP", "--json", env=env, check=True).stdout)
-    assert detected["found"] > 0 and detected["premium_marked"] == 1   # the package sits in the 05:21-05:26 rally
+    assert detected["found"] > 0 and detected["premium_marked"] == 1  # the package sits in the 05:21-05:26 rally
     assert "velocity" in run("events", "list", env=env, check=True).stdout
 
 
@@ -57,7 +57,8 @@ def test_a_stopping_trainer_ends_the_run_between_batches(predicted):
 
     def should_stop():
         calls.append(1)
-        return len(calls) > 1                           # let one batch through, then stop
+        return len(calls) > 1  # let one batch through, then stop
+
     ctx = registry.JobContext(engine=engine, settings=Settings(validation_batch_size=1), should_stop=should_stop)
     handler = registry.get("validate_outcomes")
     result = handler.fn(ctx, handler.validate({}))

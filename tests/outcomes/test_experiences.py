@@ -23,16 +23,19 @@ def at(hh_mm: str) -> dt.datetime:
 def trajectory(engine, real_candles_path):
     """An RL model's calls at 05:00, 05:05, 05:10 and, after a pause, 06:30; a CNN call in between."""
     insert_candles(engine, read_candles(real_candles_path, 0, 500))
-    ids = [record(engine, at(t), 300, a, model_kind="rl")
-           for t, a in (("05:00", "long"), ("05:05", "short"), ("05:10", "hold"), ("06:30", "long"))]
+    ids = [
+        record(engine, at(t), 300, a, model_kind="rl")
+        for t, a in (("05:00", "long"), ("05:05", "short"), ("05:10", "hold"), ("06:30", "long"))
+    ]
     record(engine, at("05:02"), 300, "long", model_kind="cnn")
     validate_outcomes(engine, SETTINGS, as_of=LATER)
     return engine, ids
 
 
 def _experiences(conn) -> dict[int, dict]:
-    rows = conn.execute(sa.text("SELECT e.*, p.package_id FROM experiences e "
-                                "JOIN predictions p ON p.id = e.prediction_id")).mappings()
+    rows = conn.execute(
+        sa.text("SELECT e.*, p.package_id FROM experiences e JOIN predictions p ON p.id = e.prediction_id")
+    ).mappings()
     return {r["prediction_id"]: dict(r) for r in rows}
 
 
@@ -42,18 +45,18 @@ def test_transitions_follow_the_models_predictions(trajectory):
     with engine.connect() as conn:
         exp = _experiences(conn)
         outcomes = {i: outcome(conn, i) for i in ids}
-    assert set(exp) == set(ids)                                     # the CNN's call is not an RL step
+    assert set(exp) == set(ids)  # the CNN's call is not an RL step
     first, second, third, last = (exp[i] for i in ids)
     assert first["next_state_package_id"] == second["package_id"] and first["done"] is False
     assert second["next_state_package_id"] == third["package_id"] and second["done"] is False
-    assert third["done"] is True and third["next_state_package_id"] is None   # 80 min pause > 15 min
+    assert third["done"] is True and third["next_state_package_id"] is None  # 80 min pause > 15 min
     assert last["done"] is True and last["next_state_package_id"] is None
     for i in ids:
         e, o = exp[i], outcomes[i]
         assert e["state_package_id"] == e["package_id"]
         assert e["reward"] == o["actual_profit"]
         assert (e["optimal_action"], e["is_profitable"]) == (o["optimal_action"], o["is_profitable"])
-        assert e["priority"] == 1.0                                  # the empty replay's maximum
+        assert e["priority"] == 1.0  # the empty replay's maximum
     assert [exp[i]["action"] for i in ids] == ["long", "short", "hold", "long"]
 
 
@@ -72,7 +75,7 @@ def test_rebuild_is_idempotent_and_follows_relabelled_outcomes(trajectory):
     free = Settings(fee_rate=0.0, slippage_rate=0.0)
     validate_outcomes(engine, free, as_of=LATER, recheck=True)
     counts = build_experiences(engine, SETTINGS, as_of=LATER)
-    assert counts["inserted"] == 0 and counts["updated"] >= 3      # the long / short rewards lost their costs
+    assert counts["inserted"] == 0 and counts["updated"] >= 3  # the long / short rewards lost their costs
     with engine.connect() as conn:
         exp = _experiences(conn)
         assert all(exp[i]["reward"] == outcome(conn, i)["actual_profit"] for i in ids)
@@ -86,7 +89,7 @@ def test_new_experiences_enter_at_the_current_maximum_priority(trajectory):
     late = record(engine, at("06:35"), 300, "short", model_kind="rl")
     validate_outcomes(engine, SETTINGS, as_of=LATER)
     counts = build_experiences(engine, SETTINGS, as_of=LATER)
-    assert counts == {"inserted": 1, "updated": 1}                   # 06:30 now continues to 06:35
+    assert counts == {"inserted": 1, "updated": 1}  # 06:30 now continues to 06:35
     with engine.connect() as conn:
         exp = _experiences(conn)
     assert exp[late]["priority"] == 7.5
@@ -103,4 +106,3 @@ def test_the_job_handler_builds_and_checks_its_parameters(trajectory):
         handler.validate({"model_kind": "gbm"})
     result = handler.fn(registry.JobContext(engine=engine, settings=SETTINGS), handler.validate({"symbol": "BTC-PERP"}))
     assert result == {"inserted": 4, "updated": 0}
-

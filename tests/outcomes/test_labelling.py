@@ -11,7 +11,7 @@ from app.outcomes.validate import validate_outcomes
 
 from .support import UTC, insert_candles, outcome, read_candles, record
 
-COST = 2 * (0.0004 + 0.0001)   # round trip: fee + slippage on entry and on exit
+COST = 2 * (0.0004 + 0.0001)  # round trip: fee + slippage on entry and on exit
 SETTINGS = Settings(fee_rate=0.0004, slippage_rate=0.0001)
 
 
@@ -47,9 +47,9 @@ def test_long_on_the_new_year_breakout(candles):
     assert (o["entry_price"], o["exit_price"]) == (46823.0, 47200.0)
     assert o["price_return"] == pytest.approx(ret)
     assert o["max_favorable_excursion"] == pytest.approx(47282 / 46823 - 1)
-    assert o["max_adverse_excursion"] == 0.0             # the low never went under the entry
+    assert o["max_adverse_excursion"] == 0.0  # the low never went under the entry
     assert o["actual_profit"] == pytest.approx(ret - COST)
-    assert o["profitability_score"] == pytest.approx(score(ret - COST, COST))   # risk floored at the cost
+    assert o["profitability_score"] == pytest.approx(score(ret - COST, COST))  # risk floored at the cost
     assert o["optimal_action"] == "long" and o["is_profitable"] is True
     assert o["validated_at"] is not None and o["revision"] == 1
 
@@ -84,12 +84,12 @@ def test_hold_and_fees_flipping_the_sign(candles):
     assert long_["profitability_score"] < 0.5
     assert hold["actual_profit"] == 0 and hold["profitability_score"] == 0.5
     assert hold["optimal_action"] == "hold" and hold["is_profitable"] is False
-    assert hold["max_favorable_excursion"] is None      # no position, no excursion
+    assert hold["max_favorable_excursion"] is None  # no position, no excursion
 
     # Without costs the same long is a winner; re-checking records a new revision of its label.
     free = Settings(fee_rate=0.0, slippage_rate=0.0)
     result = _label(candles, free, recheck=True)
-    assert result.relabelled == 2           # the long flips; the hold's optimal action becomes long
+    assert result.relabelled == 2  # the long flips; the hold's optimal action becomes long
     with candles.connect() as conn:
         long_ = outcome(conn, long_id)
     assert long_["actual_profit"] == pytest.approx(ret) and long_["is_profitable"] is True
@@ -110,18 +110,23 @@ def test_nothing_is_labelled_before_its_horizon_has_passed(candles):
 
 def test_a_gap_leaves_the_prediction_pending_until_the_candles_arrive(candles):
     with candles.begin() as conn:
-        missing = conn.execute(sa.text(
-            "DELETE FROM candles WHERE ts = '2022-01-01 05:23:00+00' RETURNING ts, open, high, low, close, volume"
-        )).one()
+        missing = conn.execute(
+            sa.text(
+                "DELETE FROM candles WHERE ts = '2022-01-01 05:23:00+00' RETURNING ts, open, high, low, close, volume"
+            )
+        ).one()
     pid = record(candles, at("2022-01-01 05:20:30"), 300, "long")
     result = _label(candles)
     assert result.pending_new == 1 and result.validated == 0
     with candles.connect() as conn:
         o = outcome(conn, pid)
     assert o["status"] == "pending" and o["actual_profit"] is None
-    assert o["pending_reason"] == "gap in 1m candles: 3 of 4 bars present from 2022-01-01T05:21:00Z to 2022-01-01T05:24:00Z"
+    assert (
+        o["pending_reason"]
+        == "gap in 1m candles: 3 of 4 bars present from 2022-01-01T05:21:00Z to 2022-01-01T05:24:00Z"
+    )
 
-    assert _label(candles).pending_changed == 0     # still the same gap: nothing rewritten
+    assert _label(candles).pending_changed == 0  # still the same gap: nothing rewritten
     insert_candles(candles, [tuple(missing)])
     assert _label(candles).validated == 1
     with candles.connect() as conn:
@@ -135,8 +140,7 @@ def test_no_candles_for_the_symbol_and_too_short_horizons_are_pending(candles):
     _label(candles)
     with candles.connect() as conn:
         assert outcome(conn, other)["pending_reason"].startswith("gap in 1m candles: 0 of 4 bars")
-        assert outcome(conn, short)["pending_reason"] == \
-            "horizon is shorter than one 1m bar after the prediction time"
+        assert outcome(conn, short)["pending_reason"] == "horizon is shorter than one 1m bar after the prediction time"
 
 
 def test_rerun_is_idempotent_and_corrected_candles_are_relabelled(candles):
@@ -154,7 +158,7 @@ def test_rerun_is_idempotent_and_corrected_candles_are_relabelled(candles):
     with candles.begin() as conn:
         conn.execute(sa.text("UPDATE candles SET close = 47300, high = 47300 WHERE ts = '2022-01-01 05:24:00+00'"))
     result = _label(candles)
-    assert result.relabelled == 1 and result.considered == 1    # only the overlapping outcome is recomputed
+    assert result.relabelled == 1 and result.considered == 1  # only the overlapping outcome is recomputed
     with candles.connect() as conn:
         fixed, other = outcome(conn, pid), outcome(conn, untouched)
         left = conn.execute(sa.text("SELECT count(*) FROM candle_corrections")).scalar_one()
@@ -162,7 +166,7 @@ def test_rerun_is_idempotent_and_corrected_candles_are_relabelled(candles):
     assert fixed["actual_profit"] == pytest.approx(47300 / 46823 - 1 - COST)
     assert fixed["updated_at"] > first["updated_at"]
     assert other["revision"] == 1
-    assert left == 0                                              # handled corrections are cleared
+    assert left == 0  # handled corrections are cleared
 
 
 def test_rewriting_identical_candles_logs_no_correction(candles):

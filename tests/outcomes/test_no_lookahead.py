@@ -13,12 +13,24 @@ from app.outcomes.validate import label_batch, label_params
 
 from .support import UTC, insert_candles, outcome, package_at, predict, read_candles
 
-BASE = dt.datetime(2022, 1, 1, 1, 0, tzinfo=UTC)          # 120 real bars before it, 380 after
-LABEL = ("status", "pending_reason", "entry_price", "exit_price", "price_return", "max_favorable_excursion",
-         "max_adverse_excursion", "actual_profit", "profitability_score", "optimal_action", "is_profitable")
+BASE = dt.datetime(2022, 1, 1, 1, 0, tzinfo=UTC)  # 120 real bars before it, 380 after
+LABEL = (
+    "status",
+    "pending_reason",
+    "entry_price",
+    "exit_price",
+    "price_return",
+    "max_favorable_excursion",
+    "max_adverse_excursion",
+    "actual_profit",
+    "profitability_score",
+    "optimal_action",
+    "is_profitable",
+)
 PARAMS = label_params(Settings(), as_of=dt.datetime(2030, 1, 1, tzinfo=UTC))
-SCALE = sa.text("UPDATE candles SET open = open * :m, high = high * :m, low = low * :m, close = close * :m "
-                "WHERE ts = :ts")
+SCALE = sa.text(
+    "UPDATE candles SET open = open * :m, high = high * :m, low = low * :m, close = close * :m WHERE ts = :ts"
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +69,13 @@ changes = st.lists(st.tuples(st.integers(0, 90), st.floats(0.5, 2.0)), min_size=
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(offset_s=st.integers(0, 120 * 60), horizon_s=st.integers(60, 3600),
-       action=st.sampled_from(["long", "short", "hold"]), before=changes, after=changes)
+@given(
+    offset_s=st.integers(0, 120 * 60),
+    horizon_s=st.integers(60, 3600),
+    action=st.sampled_from(["long", "short", "hold"]),
+    before=changes,
+    after=changes,
+)
 def test_candles_outside_the_window_never_change_the_outcome(setup, offset_s, horizon_s, action, before, after):
     predicted_at = BASE + dt.timedelta(seconds=offset_s)
     horizon_end = predicted_at + dt.timedelta(seconds=horizon_s)

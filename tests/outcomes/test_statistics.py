@@ -17,9 +17,12 @@ def test_stale_tables_are_analysed_once_until_they_grow(engine):
     assert refresh_statistics(engine) is True
     assert _stale(engine) == [] and refresh_statistics(engine) is False
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO candles (symbol, timeframe, ts, open, high, low, close, volume) "
-            "SELECT 'SIM', '1m', timestamptz '2024-01-01' + make_interval(mins => i), 1, 1, 1, 1, 1 "
-            "FROM generate_series(1, 5000) AS i"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO candles (symbol, timeframe, ts, open, high, low, close, volume) "
+                "SELECT 'SIM', '1m', timestamptz '2024-01-01' + make_interval(mins => i), 1, 1, 1, 1, 1 "
+                "FROM generate_series(1, 5000) AS i"
+            )
+        )
     assert _stale(engine) == ["candles"]
     assert refresh_statistics(engine) is True and _stale(engine) == []

@@ -17,7 +17,7 @@ def test_a_flat_loss_converges_after_patience_steps():
 def test_steady_improvement_never_converges_and_a_plateau_after_it_does():
     tracker = ConvergenceTracker(patience=3, smoothing=0.0)  # no smoothing: each step is its own loss
     for step in range(20):
-        tracker.update(1.0 * 0.9 ** step)  # 10 % better every step, above min_delta
+        tracker.update(1.0 * 0.9**step)  # 10 % better every step, above min_delta
     assert not tracker.converged and tracker.plateau_steps == 0
     for _ in range(3):
         tracker.update(tracker.best_loss)

@@ -39,8 +39,9 @@ def _backward(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
 
 
 def _step(step: int, captured) -> StepRecord:
-    return StepRecord(step, 0.5, {"classification": 0.5}, 1.0, 1e-3, [step, step + 1], {"mean_score": 0.7},
-                      {"total": 1.0}, captured)
+    return StepRecord(
+        step, 0.5, {"classification": 0.5}, 1.0, 1e-3, [step, step + 1], {"mean_score": 0.7}, {"total": 1.0}, captured
+    )
 
 
 def test_one_transaction_holds_many_steps_and_frees_each_slot_once_streamed(engine, session_id):
@@ -75,8 +76,11 @@ def test_a_checkpoint_ends_its_batch_and_follows_its_steps(engine, session_id):
     seen_by_hook = []
 
     def on_commit(conn: sa.Connection) -> None:
-        seen_by_hook.append(conn.execute(sa.text("SELECT count(*) FROM training_steps WHERE session_id = :s"),
-                                         {"s": session_id}).scalar())
+        seen_by_hook.append(
+            conn.execute(
+                sa.text("SELECT count(*) FROM training_steps WHERE session_id = :s"), {"s": session_id}
+            ).scalar()
+        )
 
     for step in (1, 2):
         _backward(model, step)
@@ -89,9 +93,12 @@ def test_a_checkpoint_ends_its_batch_and_follows_its_steps(engine, session_id):
     assert seen_by_hook == [2]  # the hook ran in the checkpoint's transaction, after steps 1-2
     assert writer.stats.transactions == 2 and writer.stats.records == 4
     with engine.connect() as conn:
-        steps = conn.execute(sa.text("SELECT step, gradients_stored FROM training_steps WHERE session_id = :s "
-                                     "ORDER BY step"), {"s": session_id}).all()
-        ckpt = conn.execute(sa.text("SELECT step, byte_length FROM checkpoints WHERE session_id = :s"),
-                            {"s": session_id}).one()
+        steps = conn.execute(
+            sa.text("SELECT step, gradients_stored FROM training_steps WHERE session_id = :s ORDER BY step"),
+            {"s": session_id},
+        ).all()
+        ckpt = conn.execute(
+            sa.text("SELECT step, byte_length FROM checkpoints WHERE session_id = :s"), {"s": session_id}
+        ).one()
     assert [tuple(r) for r in steps] == [(1, 3), (2, 3), (3, 3)]
     assert tuple(ckpt) == (2, 5)

@@ -19,11 +19,23 @@ CONTRARIAN = {"long": "short", "short": "long", "hold": "long"}
 def cnn_and_rl_calls(engine: sa.Engine, path: Path) -> None:
     real_experiences(engine, path)
     with engine.connect() as conn:
-        calls = conn.execute(sa.text("SELECT package_id, predicted_at, horizon_s, action FROM predictions "
-                                     "WHERE model_kind = 'rl' ORDER BY id")).all()
+        calls = conn.execute(
+            sa.text(
+                "SELECT package_id, predicted_at, horizon_s, action FROM predictions "
+                "WHERE model_kind = 'rl' ORDER BY id"
+            )
+        ).all()
     with Client(engine) as client:
         for c in calls:
-            client.insert_prediction(Prediction(model_kind="cnn", model_version="contrarian-v1",
-                                                action=CONTRARIAN[c.action], confidence=0.55, horizon_s=c.horizon_s,
-                                                predicted_at=c.predicted_at), package_id=c.package_id)
+            client.insert_prediction(
+                Prediction(
+                    model_kind="cnn",
+                    model_version="contrarian-v1",
+                    action=CONTRARIAN[c.action],
+                    confidence=0.55,
+                    horizon_s=c.horizon_s,
+                    predicted_at=c.predicted_at,
+                ),
+                package_id=c.package_id,
+            )
     validate_outcomes(engine, SETTINGS, as_of=LATER)

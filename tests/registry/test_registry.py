@@ -16,20 +16,24 @@ from app import cli, config
 from app.client import Client
 from app.config import Settings
 from app.db.engine import make_engine
+from app.demo.candle_episodes import SMALL_MODEL
 from app.errors import TrainsrvError, ValidationError
 from app.ingest.builder import package_from_candles
+from app.recording.optim import OptimizerSpec
+from app.recording.policy import CapturePolicy
 from app.registry import export, gate, loader, store, warm
 from app.trainer import cnn_train, rl_train
-from app.recording.policy import CapturePolicy
-from app.recording.optim import OptimizerSpec
-
 from tests.registry.support import SYMBOL, cnn_and_rl_calls
-from app.demo.candle_episodes import SMALL_MODEL
 
 # Margins that let any clean candidate through: these tests are about the registry's bookkeeping;
 # the margins themselves are tested with a candidate that cannot clear them.
-LENIENT = Settings(gate_profit_margin=-1.0, gate_accuracy_margin=-1.0, gate_deployed_profit_margin=-1.0,
-                   gate_deployed_accuracy_margin=-1.0, gate_min_eval_episodes=1)
+LENIENT = Settings(
+    gate_profit_margin=-1.0,
+    gate_accuracy_margin=-1.0,
+    gate_deployed_profit_margin=-1.0,
+    gate_deployed_accuracy_margin=-1.0,
+    gate_min_eval_episodes=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,17 +45,35 @@ def engine(module_db_url, real_candles_path):
 
 
 def cnn(engine, *, init="scratch", eval_fraction=0.2, seed=0, epochs=1) -> int:
-    opts = cnn_train.CnnTrainOptions(symbol=SYMBOL, min_profitability=0.0, epochs=epochs, batch_size=16,
-                                     eval_fraction=eval_fraction, model_config=SMALL_MODEL,
-                                     optimizer=OptimizerSpec(lr=3e-3), capture=CapturePolicy("none"),
-                                     checkpoint_every=100, seed=seed, device="cpu", init=init)
+    opts = cnn_train.CnnTrainOptions(
+        symbol=SYMBOL,
+        min_profitability=0.0,
+        epochs=epochs,
+        batch_size=16,
+        eval_fraction=eval_fraction,
+        model_config=SMALL_MODEL,
+        optimizer=OptimizerSpec(lr=3e-3),
+        capture=CapturePolicy("none"),
+        checkpoint_every=100,
+        seed=seed,
+        device="cpu",
+        init=init,
+    )
     return cnn_train.train_cnn(engine, opts)["session_id"]
 
 
 def rl(engine, *, init="scratch", steps=20, seed=0) -> dict:
-    opts = rl_train.RlTrainOptions(symbol=SYMBOL, steps=steps, batch_size=16, model_config={"hidden": 16},
-                                   capture=CapturePolicy("none"), checkpoint_every=100, seed=seed, device="cpu",
-                                   init=init)
+    opts = rl_train.RlTrainOptions(
+        symbol=SYMBOL,
+        steps=steps,
+        batch_size=16,
+        model_config={"hidden": 16},
+        capture=CapturePolicy("none"),
+        checkpoint_every=100,
+        seed=seed,
+        device="cpu",
+        init=init,
+    )
     return rl_train.train_rl(engine, opts)
 
 
@@ -67,13 +89,17 @@ def test_warm_start_records_lineage_and_starts_from_the_deployed_weights(engine)
     sb = session(engine, b)
     assert sb.init_session_id == a and sb.config["init"]["session_id"] == a
     with engine.connect() as conn:
-        start_b = conn.execute(sa.text("SELECT params_hash FROM checkpoints WHERE session_id = :s AND step = 0"),
-                               {"s": b}).scalar()
-        final_a = conn.execute(sa.text("SELECT params_hash FROM checkpoints WHERE session_id = :s "
-                                       "ORDER BY step DESC LIMIT 1"), {"s": a}).scalar()
-        chain = conn.execute(sa.text("SELECT depth, session_id FROM v_model_lineage WHERE model_session_id = :s "
-                                     "ORDER BY depth"), {"s": b}).all()
-    assert bytes(start_b) == bytes(final_a)       # step 0 of B holds A's final weights
+        start_b = conn.execute(
+            sa.text("SELECT params_hash FROM checkpoints WHERE session_id = :s AND step = 0"), {"s": b}
+        ).scalar()
+        final_a = conn.execute(
+            sa.text("SELECT params_hash FROM checkpoints WHERE session_id = :s ORDER BY step DESC LIMIT 1"), {"s": a}
+        ).scalar()
+        chain = conn.execute(
+            sa.text("SELECT depth, session_id FROM v_model_lineage WHERE model_session_id = :s ORDER BY depth"),
+            {"s": b},
+        ).all()
+    assert bytes(start_b) == bytes(final_a)  # step 0 of B holds A's final weights
     assert [tuple(r) for r in chain] == [(0, b), (1, a)]
     scratch = cnn(engine, init="scratch", seed=2)
     assert session(engine, scratch).init_session_id is None
@@ -81,8 +107,15 @@ def test_warm_start_records_lineage_and_starts_from_the_deployed_weights(engine)
 
 def test_explicit_init_refuses_another_architecture(engine):
     a = cnn(engine)
-    opts = cnn_train.CnnTrainOptions(symbol=SYMBOL, min_profitability=0.0, epochs=1, model_config={"channels": 4},
-                                     capture=CapturePolicy("none"), device="cpu", init=f"session:{a}")
+    opts = cnn_train.CnnTrainOptions(
+        symbol=SYMBOL,
+        min_profitability=0.0,
+        epochs=1,
+        model_config={"channels": 4},
+        capture=CapturePolicy("none"),
+        device="cpu",
+        init=f"session:{a}",
+    )
     with pytest.raises(ValidationError, match="init"):
         cnn_train.train_cnn(engine, opts)
     with pytest.raises(ValidationError, match="init"):
@@ -99,18 +132,21 @@ def test_sessions_record_trained_through_before_their_clean_slice(engine):
 
 
 def test_contaminated_lineage_is_recorded_and_refused(engine):
-    late = cnn(engine, eval_fraction=0.1)                     # trained on data up to the last 10 %
-    early = cnn(engine, eval_fraction=0.5, init=f"session:{late}", seed=4)   # evaluated on the last 50 %
+    late = cnn(engine, eval_fraction=0.1)  # trained on data up to the last 10 %
+    early = cnn(engine, eval_fraction=0.5, init=f"session:{late}", seed=4)  # evaluated on the last 50 %
     s = session(engine, early)
     assert s.init_session_id == late
     ev = s.metrics["evaluation"]
     assert ev["contaminated"] is True and [m["session_id"] for m in ev["contaminated_by"]] == [late]
-    assert s.training_value is None                           # a contaminated slice proves nothing
+    assert s.training_value is None  # a contaminated slice proves nothing
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT session_id, depth FROM model_contamination(:s, :t)"),
-                            {"s": early, "t": s.config["eval_cutoff"]}).all()
-        value = conn.execute(sa.text("SELECT beats_baseline, eval_contaminated FROM v_session_value "
-                                     "WHERE session_id = :s"), {"s": early}).one()
+        rows = conn.execute(
+            sa.text("SELECT session_id, depth FROM model_contamination(:s, :t)"),
+            {"s": early, "t": s.config["eval_cutoff"]},
+        ).all()
+        value = conn.execute(
+            sa.text("SELECT beats_baseline, eval_contaminated FROM v_session_value WHERE session_id = :s"), {"s": early}
+        ).one()
     assert [tuple(r) for r in rows] == [(late, 1)]
     assert value.eval_contaminated is True and value.beats_baseline is False
     decision = gate.run(engine, early, settings=LENIENT)
@@ -130,8 +166,9 @@ def test_gate_refuses_a_candidate_below_the_margin_and_keeps_the_deployed_model(
     assert decision.evidence["slice"]["episodes"] > 0
     with engine.connect() as conn:
         after = store.deployed(conn, "cnn", SYMBOL)
-        row = conn.execute(sa.text("SELECT action, evidence FROM model_deployments WHERE id = :i"),
-                           {"i": decision.deployment_id}).one()
+        row = conn.execute(
+            sa.text("SELECT action, evidence FROM model_deployments WHERE id = :i"), {"i": decision.deployment_id}
+        ).one()
     assert (after.session_id if after else None) == (before.session_id if before else None)
     assert row.action == "refuse" and row.evidence["candidate"]["session_id"] == candidate
 
@@ -145,14 +182,16 @@ def test_promotion_notifies_and_rollbacks_walk_back(engine, module_db_url):
         assert gate.run(engine, second, settings=LENIENT).action == "promote"
         notes = [json.loads(n.payload) for n in listener.notifies(timeout=2, stop_after=2)]
     assert [(n["action"], n["session_id"], n["version"]) for n in notes] == [
-        ("promote", first, f"cnn-s{first}"), ("promote", second, f"cnn-s{second}")]
-    assert gate.run(engine, second, settings=LENIENT).action == "none"       # already deployed: no new row
+        ("promote", first, f"cnn-s{first}"),
+        ("promote", second, f"cnn-s{second}"),
+    ]
+    assert gate.run(engine, second, settings=LENIENT).action == "none"  # already deployed: no new row
     back = store.rollback(engine, "cnn", SYMBOL, reason="test")
     assert back["session_id"] == first and back["previous_session_id"] == second
     with engine.connect() as conn:
         assert store.deployed(conn, "cnn", SYMBOL).session_id == first
     further = store.rollback(engine, "cnn", SYMBOL)
-    assert further["session_id"] not in (first, second)       # walks back past both, not to `second` again
+    assert further["session_id"] not in (first, second)  # walks back past both, not to `second` again
     with pytest.raises(ValidationError):
         store.rollback(engine, "cnn", SYMBOL, to=further["session_id"])
     store.rollback(engine, "cnn", SYMBOL, to=second)
@@ -170,18 +209,30 @@ def test_rl_trains_only_before_its_slice_and_is_evaluated_like_the_cnn(engine):
     s = session(engine, result["session_id"])
     ev = s.metrics["evaluation"]
     assert ev["episodes"] > 0 and ev["contaminated"] is False
-    for key in ("accuracy", "baseline_accuracy", "mean_profit_per_call", "hit_rate", "best_constant_action",
-                "best_constant_profit_per_call", "constant_profit_per_call"):
+    for key in (
+        "accuracy",
+        "baseline_accuracy",
+        "mean_profit_per_call",
+        "hit_rate",
+        "best_constant_action",
+        "best_constant_profit_per_call",
+        "constant_profit_per_call",
+    ):
         assert key in ev
     assert s.training_value == result["training_value"] and s.training_value is not None
     with engine.connect() as conn:
-        late = conn.execute(sa.text(
-            "SELECT count(*) FROM training_steps t, unnest(t.batch_ids) id "
-            "JOIN v_training_data_end d ON d.model_kind = 'rl' AND d.item_id = id "
-            "WHERE t.session_id = :s AND d.data_end > CAST(:c AS timestamptz)"),
-            {"s": s.id, "c": s.config["eval_cutoff"]}).scalar()
-        steps = conn.execute(sa.text("SELECT count(*), min(cardinality(batch_ids)) FROM training_steps "
-                                     "WHERE session_id = :s"), {"s": s.id}).one()
+        late = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM training_steps t, unnest(t.batch_ids) id "
+                "JOIN v_training_data_end d ON d.model_kind = 'rl' AND d.item_id = id "
+                "WHERE t.session_id = :s AND d.data_end > CAST(:c AS timestamptz)"
+            ),
+            {"s": s.id, "c": s.config["eval_cutoff"]},
+        ).scalar()
+        steps = conn.execute(
+            sa.text("SELECT count(*), min(cardinality(batch_ids)) FROM training_steps WHERE session_id = :s"),
+            {"s": s.id},
+        ).one()
     assert late == 0 and steps == (20, 16)
     decision = gate.run(engine, s.id, settings=LENIENT)
     assert decision.action == "promote" and decision.evidence["candidate"]["episodes"] == ev["episodes"]
@@ -275,7 +326,13 @@ def test_orchestrator_role_reads_the_deployed_model_and_nothing_else(engine):
 def test_analysts_read_the_registry_views(engine):
     with engine.connect() as conn:
         conn.execute(sa.text("SET ROLE trainsrv_analyst"))
-        for view in ("v_models", "v_deployed_models", "v_model_lineage", "v_model_live_performance", "v_rl_episodes",
-                     "v_session_value"):
+        for view in (
+            "v_models",
+            "v_deployed_models",
+            "v_model_lineage",
+            "v_model_live_performance",
+            "v_rl_episodes",
+            "v_session_value",
+        ):
             conn.execute(sa.text(f"SELECT * FROM {view} LIMIT 1")).all()
         conn.rollback()

@@ -34,8 +34,13 @@ class Trainer:
         self._log = open(log_path, "w")
         self._err_path = log_path.with_suffix(".err")
         self._err = open(self._err_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-schedule"], env=full_env,
-                                     cwd=REPO_ROOT, stdout=self._log, stderr=self._err)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--no-schedule"],
+            env=full_env,
+            cwd=REPO_ROOT,
+            stdout=self._log,
+            stderr=self._err,
+        )
 
     def events(self) -> list[dict]:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
@@ -73,8 +78,9 @@ def wait_for(predicate, timeout: float = 120.0, what: str = "condition", alive: 
         if value:
             return value
         if alive is not None and alive.proc.poll() is not None:
-            raise AssertionError(f"the trainer exited ({alive.proc.returncode}) while waiting for {what}:\n"
-                                 f"{alive.stderr()[-3000:]}")
+            raise AssertionError(
+                f"the trainer exited ({alive.proc.returncode}) while waiting for {what}:\n{alive.stderr()[-3000:]}"
+            )
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -86,12 +92,28 @@ def scalar(engine: sa.Engine, sql: str, **params):
 
 def table_digest(engine: sa.Engine) -> dict[str, tuple]:
     """Row count and an order-independent content hash of every trainsrv table."""
-    tables = ["candles", "input_packages", "predictions", "outcomes", "market_events", "experiences", "jobs",
-              "training_sessions", "training_steps", "gradient_blobs", "checkpoints"]
+    tables = [
+        "candles",
+        "input_packages",
+        "predictions",
+        "outcomes",
+        "market_events",
+        "experiences",
+        "jobs",
+        "training_sessions",
+        "training_steps",
+        "gradient_blobs",
+        "checkpoints",
+    ]
     out = {}
     with engine.connect() as conn:
         for table in tables:  # fixed names from this list
-            out[table] = tuple(conn.execute(sa.text(
-                f"SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') "
-                f"FROM {table} t")).one())
+            out[table] = tuple(
+                conn.execute(
+                    sa.text(
+                        f"SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') "
+                        f"FROM {table} t"
+                    )
+                ).one()
+            )
     return out

@@ -50,8 +50,15 @@ def restored_url(pg_admin_url):
 
 def test_dump_restore_then_replay_verifies_on_the_copy(engine, db_url, restored_url, real_candles_path, tmp_path):
     episodes.build_episodes(engine, real_candles_path, minutes=300)
-    raw = {"symbol": episodes.SYMBOL, "min_profitability": "0", "epochs": "3", "batch_size": "16",
-           "checkpoint_every": "5", "device": "cpu", "model_config": json.dumps(episodes.SMALL_MODEL)}
+    raw = {
+        "symbol": episodes.SYMBOL,
+        "min_profitability": "0",
+        "epochs": "3",
+        "batch_size": "16",
+        "checkpoint_every": "5",
+        "device": "cpu",
+        "model_config": json.dumps(episodes.SMALL_MODEL),
+    }
     session = cnn_train.train_cnn(engine, trainer_jobs.cnn_options(registry.get("train_cnn").validate(raw)))
 
     backup = tmp_path / "trainsrv.dump"

@@ -46,7 +46,7 @@ print(json.dumps({"loaded": report.loaded, "rejected": report.rejected, "elapsed
 
 def write_candles(path, rows: int) -> None:
     """``rows`` valid consecutive 1-minute candles, written in blocks (the generator holds one block)."""
-    start = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
     minutes = [f"T{h:02d}:{m:02d}:00" for h in range(24) for m in range(60)]
     with open(path, "w") as f:
         f.write("timestamp,open,high,low,close,volume\n")
@@ -64,8 +64,14 @@ def test_a_huge_csv_loads_with_bounded_memory(engine, db_url, tmp_path):
     write_candles(path, ROWS)
     size_mb = path.stat().st_size / 1e6
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
-    done = subprocess.run([sys.executable, "-c", CHILD, db_url, str(path)], capture_output=True, text=True,
-                          cwd=REPO_ROOT, env=env, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, db_url, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"\n{ROWS} rows, {size_mb:.0f} MB: {figures}")

@@ -26,7 +26,6 @@ from sqlalchemy.engine import make_url
 from app.client import Client, Prediction
 from app.db import migrate
 from app.db.embedded import EmbeddedServer
-from tests.embedded_dirs import reachable
 from app.db.engine import make_engine
 from app.demo import candle_episodes as episodes
 from app.ingest.builder import package_from_candles
@@ -35,6 +34,7 @@ from app.jobs import queue, registry
 from app.session_replay import verify
 from app.trainer import cnn_train
 from app.trainer import jobs as trainer_jobs
+from tests.embedded_dirs import reachable
 from tests.reliability.support import Trainer, scalar, wait_for
 
 pytestmark = pytest.mark.slow
@@ -73,7 +73,7 @@ def crash_and_restart(srv: EmbeddedServer, down_s: float = DOWN_S) -> None:
 
 def _packages(engine, real_candles_path, count: int):
     ingest_candles(engine, real_candles_path, "BTC-PERP", "1m", progress=False)
-    start = dt.datetime(2022, 1, 3, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2022, 1, 3, tzinfo=dt.UTC)
     with engine.connect() as conn:
         return [package_from_candles(conn, "BTC-PERP", start + dt.timedelta(minutes=5 * i)) for i in range(count)]
 
@@ -116,8 +116,17 @@ def test_orchestrator_acknowledged_records_survive_a_crash(server, real_candles_
     engine.dispose()
 
 
-PARAMS = {"symbol": episodes.SYMBOL, "min_profitability": 0.0, "max_episodes": 1000, "epochs": 6, "batch_size": 16,
-          "checkpoint_every": 10, "seed": 9, "device": "cpu", "model_config": '{"channels": 8, "hidden": 16}'}
+PARAMS = {
+    "symbol": episodes.SYMBOL,
+    "min_profitability": 0.0,
+    "max_episodes": 1000,
+    "epochs": 6,
+    "batch_size": 16,
+    "checkpoint_every": 10,
+    "seed": 9,
+    "device": "cpu",
+    "model_config": '{"channels": 8, "hidden": 16}',
+}
 
 
 def test_training_survives_a_database_crash(server, real_candles_path, tmp_path):
@@ -132,8 +141,12 @@ def test_training_survives_a_database_crash(server, real_candles_path, tmp_path)
         wait_for(lambda: scalar(engine, "SELECT count(*) FROM training_steps") >= 15, what="steps", alive=trainer)
         crash_and_restart(srv)
         engine.dispose()
-        wait_for(lambda: scalar(engine, "SELECT state FROM jobs WHERE id = :j", j=job_id) in ("succeeded", "failed"),
-                 timeout=300, what="the job to end", alive=trainer)
+        wait_for(
+            lambda: scalar(engine, "SELECT state FROM jobs WHERE id = :j", j=job_id) in ("succeeded", "failed"),
+            timeout=300,
+            what="the job to end",
+            alive=trainer,
+        )
     finally:
         assert trainer.stop() == 0, trainer.stderr()
     events = [e["event"] for e in trainer.events()]

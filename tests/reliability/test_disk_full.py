@@ -31,8 +31,16 @@ from tests.reliability.support import scalar
 pytestmark = pytest.mark.slow
 
 # 78k parameters: about 310 kB of gradients per step, so the 2 MiB fill up within a few checkpoints.
-PARAMS = {"symbol": episodes.SYMBOL, "min_profitability": 0.0, "epochs": 3, "batch_size": 16, "checkpoint_every": 3,
-          "seed": 2, "device": "cpu", "model_config": json.dumps({"channels": 64, "hidden": 128})}
+PARAMS = {
+    "symbol": episodes.SYMBOL,
+    "min_profitability": 0.0,
+    "epochs": 3,
+    "batch_size": 16,
+    "checkpoint_every": 3,
+    "seed": 2,
+    "device": "cpu",
+    "model_config": json.dumps({"channels": 64, "hidden": 128}),
+}
 
 
 @pytest.fixture
@@ -43,8 +51,9 @@ def small_tablespace(pg_admin_url):
     # Outside pytest's private tmp folders: the server's own user must be able to reach it.
     mount = Path(tempfile.mkdtemp(prefix="trainsrv-small-", dir="/tmp"))
     mount.chmod(0o755)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         mount.rmdir()
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
@@ -95,12 +104,14 @@ def test_a_full_disk_stops_the_session_cleanly_and_it_resumes(full_engine, real_
         cnn_train.train_cnn(engine, opts)
 
     sid = scalar(engine, "SELECT max(id) FROM training_sessions")
-    status, error = engine.connect().execute(sa.text("SELECT status, error FROM training_sessions WHERE id = :s"),
-                                             {"s": sid}).one()
+    status, error = (
+        engine.connect().execute(sa.text("SELECT status, error FROM training_sessions WHERE id = :s"), {"s": sid}).one()
+    )
     assert status == "failed" and "No space left on device" in error
     last = scalar(engine, "SELECT max(step) FROM training_steps WHERE session_id = :s", s=sid) or 0
-    assert last < scalar(engine, "SELECT (config->>'steps_per_epoch')::int * 3 FROM training_sessions "
-                                 "WHERE id = :s", s=sid)  # it stopped early
+    assert last < scalar(
+        engine, "SELECT (config->>'steps_per_epoch')::int * 3 FROM training_sessions WHERE id = :s", s=sid
+    )  # it stopped early
     assert verify.verify_integrity(engine, sid).ok  # what was committed is whole
 
     with engine.begin() as conn:  # space is back

@@ -20,7 +20,7 @@ from app.ingest.package import ModelInputPackage
 from app.jobs import queue
 from tests.reliability.support import scalar
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _concurrently(workers: int, work) -> list:
@@ -90,6 +90,7 @@ def test_a_job_enqueued_by_many_at_once_with_one_dedupe_key_is_queued_once(engin
 
 # -- clock skew ---------------------------------------------------------------------------------
 
+
 def _server_now(engine) -> dt.datetime:
     return scalar(engine, "SELECT now()")
 
@@ -131,6 +132,7 @@ def test_an_orchestrator_clock_ahead_of_the_server_is_caught(engine, client, ske
 def test_job_times_come_from_the_server_clock(engine):
     with engine.begin() as conn:
         job = queue.enqueue(conn, "noop", {}, delay_s=120)
-        lag = conn.execute(sa.text("SELECT extract(epoch FROM run_after - now()) FROM jobs WHERE id = :j"),
-                           {"j": job.id}).scalar()
+        lag = conn.execute(
+            sa.text("SELECT extract(epoch FROM run_after - now()) FROM jobs WHERE id = :j"), {"j": job.id}
+        ).scalar()
     assert 119 <= lag <= 121  # the same transaction: only the server's clock was read

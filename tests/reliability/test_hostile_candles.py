@@ -17,16 +17,47 @@ from app.errors import TrainsrvError
 from app.ingest.candles import ingest_candles
 
 TRIED: dict[str, int] = {}
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                       HealthCheck.too_slow])
+FAST = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 HEADER = "timestamp,open,high,low,close,volume\n"
 TEXT = st.characters(blacklist_characters="\n\r")
 
-FIELDS = st.one_of(st.sampled_from(["", "nan", "NaN", "inf", "-inf", "1e400", "-1", "0", "abc", "1,5", "\"1\"",
-                                    "2022-13-45T00:00:00", "2022-01-01T00:00:00+25:00", "infinity", "allballs",
-                                    "1641016800", "0001-01-01T00:00:00", "9999-12-31T23:59:00", "\ufeff", "now", "epoch",
-                                    "J2451187", "12/31/2021", "2022-01-01 00:00:00 BC", "\x00", "1\x002"]),
-                   st.floats().map(repr), st.integers(-10**20, 10**20).map(str), st.text(TEXT, max_size=12))
+FIELDS = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "1e400",
+            "-1",
+            "0",
+            "abc",
+            "1,5",
+            '"1"',
+            "2022-13-45T00:00:00",
+            "2022-01-01T00:00:00+25:00",
+            "infinity",
+            "allballs",
+            "1641016800",
+            "0001-01-01T00:00:00",
+            "9999-12-31T23:59:00",
+            "\ufeff",
+            "now",
+            "epoch",
+            "J2451187",
+            "12/31/2021",
+            "2022-01-01 00:00:00 BC",
+            "\x00",
+            "1\x002",
+        ]
+    ),
+    st.floats().map(repr),
+    st.integers(-(10**20), 10**20).map(str),
+    st.text(TEXT, max_size=12),
+)
 
 
 @st.composite
@@ -40,17 +71,20 @@ def rows(draw):
     elif kind == "noise":
         return draw(st.text(TEXT, max_size=40))
     elif kind == "columns":
-        good = good[:draw(st.integers(0, 5))] + draw(st.lists(FIELDS, max_size=2))
+        good = good[: draw(st.integers(0, 5))] + draw(st.lists(FIELDS, max_size=2))
     return ",".join(good)
 
 
 def _state(engine) -> tuple[int, int]:
     with engine.connect() as conn:
         total = conn.execute(sa.text("SELECT count(*) FROM candles")).scalar()
-        broken = conn.execute(sa.text(
-            "SELECT count(*) FROM candles WHERE NOT (low > 0 AND high >= greatest(open, close) AND "
-            "low <= least(open, close) AND volume >= 0 AND 'NaN' NOT IN (open, high, low, close, volume) "
-            "AND ts >= '2000-01-01' AND ts <= now())")).scalar()
+        broken = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM candles WHERE NOT (low > 0 AND high >= greatest(open, close) AND "
+                "low <= least(open, close) AND volume >= 0 AND 'NaN' NOT IN (open, high, low, close, volume) "
+                "AND ts >= '2000-01-01' AND ts <= now())"
+            )
+        ).scalar()
     return total, broken
 
 
@@ -73,9 +107,11 @@ def _load(engine, path, name: str):
 @pytest.fixture
 def fresh(engine):
     """Empties the candles table before each example (hypothesis reuses the test's database)."""
+
     def clear():
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM candles"))
+
     return clear
 
 
@@ -118,8 +154,7 @@ def test_truncated_real_files(engine, tmp_path, real_head, fresh):
 
 def test_corrupted_real_files(engine, tmp_path, real_head, fresh):
     @FAST
-    @given(edits=st.lists(st.tuples(st.integers(0, len(real_head) - 1), st.integers(0, 255)), min_size=1,
-                          max_size=8))
+    @given(edits=st.lists(st.tuples(st.integers(0, len(real_head) - 1), st.integers(0, 255)), min_size=1, max_size=8))
     def run(edits):
         fresh()
         data = bytearray(real_head)
@@ -145,7 +180,9 @@ def test_a_nul_byte_rejects_its_row_as_unparsable(engine, tmp_path, field):
     assert (report.loaded, report.reject_reasons, report.reject_lines) == (1, {reason: 1}, {reason: [3]})
 
 
-@pytest.mark.parametrize("ts", ["now", "tomorrow", "epoch", "J2451187", "12/31/2021", "2022-01-01 00:00:00 UTC", "2021-12-31 00:00:00 BC"])
+@pytest.mark.parametrize(
+    "ts", ["now", "tomorrow", "epoch", "J2451187", "12/31/2021", "2022-01-01 00:00:00 UTC", "2021-12-31 00:00:00 BC"]
+)
 def test_special_or_non_iso_times_are_unparsable(engine, tmp_path, ts):
     path = tmp_path / "special.csv"
     path.write_text(HEADER + f"{ts},100,101,99,100,1\n2022-01-01T00:00:00,100,101,99,100,1\n")
@@ -153,8 +190,16 @@ def test_special_or_non_iso_times_are_unparsable(engine, tmp_path, ts):
     assert (report.loaded, report.reject_reasons) == (1, {"unparsable time": 1})
 
 
-@pytest.mark.parametrize("ts", ["0021-12-31 00:00:00", " 021-12-31 00:00:00", "1999-12-31T23:59:00Z", "9999-12-31T23:59:00",
-                                "2999-01-01T00:00:00+01:00"])
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "0021-12-31 00:00:00",
+        " 021-12-31 00:00:00",
+        "1999-12-31T23:59:00Z",
+        "9999-12-31T23:59:00",
+        "2999-01-01T00:00:00+01:00",
+    ],
+)
 def test_absurd_years_are_out_of_range(engine, tmp_path, ts):
     path = tmp_path / "range.csv"
     path.write_text(HEADER + f"{ts},100,101,99,100,1\n")
@@ -162,13 +207,18 @@ def test_absurd_years_are_out_of_range(engine, tmp_path, ts):
     assert (report.loaded, report.reject_reasons) == (0, {"time out of range": 1})
 
 
-@pytest.mark.parametrize("ts,stored", [("2022-01-01 00:00:00.000000", "2022-01-01T00:00:00+00:00"),
-                                       ("2022-01-01T01:00:00+01", "2022-01-01T00:00:00+00:00"),
-                                       ("2022-01-01T05:30:00+0530", "2022-01-01T00:00:00+00:00"),
-                                       ("2022-01-01T00:00Z", "2022-01-01T00:00:00+00:00"),
-                                       ("2022-01-01", "2022-01-01T00:00:00+00:00"),
-                                       ("20220101T000000", "2022-01-01T00:00:00+00:00"),
-                                       ("2022-001", "2022-01-01T00:00:00+00:00")])
+@pytest.mark.parametrize(
+    "ts,stored",
+    [
+        ("2022-01-01 00:00:00.000000", "2022-01-01T00:00:00+00:00"),
+        ("2022-01-01T01:00:00+01", "2022-01-01T00:00:00+00:00"),
+        ("2022-01-01T05:30:00+0530", "2022-01-01T00:00:00+00:00"),
+        ("2022-01-01T00:00Z", "2022-01-01T00:00:00+00:00"),
+        ("2022-01-01", "2022-01-01T00:00:00+00:00"),
+        ("20220101T000000", "2022-01-01T00:00:00+00:00"),
+        ("2022-001", "2022-01-01T00:00:00+00:00"),
+    ],
+)
 def test_iso_times_in_every_accepted_form(engine, tmp_path, ts, stored):
     path = tmp_path / "iso.csv"
     path.write_text(HEADER + f"{ts},100,101,99,100,1\n")

@@ -25,11 +25,34 @@ TRIED: dict[str, int] = {}
 # what their parameters say for as long as they say (test_watch with seconds=2**40 never ends).
 KINDS = sorted(kind for kind in registry.load_handlers() if not kind.startswith("test_"))
 # Small numbers only where a value may be valid: a noop must not sleep for long.
-VALUES = st.one_of(st.none(), st.booleans(), st.sampled_from([-1, 0, 1, 2**40, -2**63, 0.01, 1.5, 1e308, -0.0]),
-                   st.sampled_from(["", " ", "abc", "0.01", "-1", "nan", "inf", "cpu", "bogus", "app.nets.cnn:build",
-                                    "os:getcwd", "1; DROP TABLE jobs", "BTC-PERP", "full", "Δσ", "\u0000",
-                                    "x" * 2000]),
-                   st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.sampled_from([-1, 0, 1, 2**40, -(2**63), 0.01, 1.5, 1e308, -0.0]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "abc",
+            "0.01",
+            "-1",
+            "nan",
+            "inf",
+            "cpu",
+            "bogus",
+            "app.nets.cnn:build",
+            "os:getcwd",
+            "1; DROP TABLE jobs",
+            "BTC-PERP",
+            "full",
+            "Δσ",
+            "\u0000",
+            "x" * 2000,
+        ]
+    ),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 
 
 @st.composite
@@ -48,9 +71,12 @@ def test_enqueue_accepts_validated_params_or_names_the_field(engine):
     created = []
 
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(job=jobs(), priority=st.sampled_from([0, 5, -3, 2**31, True]),
-           delay=st.sampled_from([0.0, 1.5, -1.0, float("nan"), float("inf")]),
-           dedupe=st.sampled_from([None, None, "", " ", "nightly", "a\u0000b"]))
+    @given(
+        job=jobs(),
+        priority=st.sampled_from([0, 5, -3, 2**31, True]),
+        delay=st.sampled_from([0.0, 1.5, -1.0, float("nan"), float("inf")]),
+        dedupe=st.sampled_from([None, None, "", " ", "nightly", "a\u0000b"]),
+    )
     def run(job, priority, delay, dedupe):
         _count("job parameter sets (enqueue)")
         kind, params = job
@@ -87,9 +113,14 @@ def test_the_trainer_refuses_bad_params_that_skipped_enqueue(engine, db_url, mon
                 if "\\u0000" in text:  # jsonb cannot hold it: the INSERT itself is refused by PostgreSQL
                     continue
                 _count("job rows written with plain SQL (run by the trainer)")
-                inserted.append(conn.execute(sa.text(
-                    "INSERT INTO jobs (kind, params, max_attempts) VALUES (:k, CAST(:p AS jsonb), 1) RETURNING id"),
-                    {"k": kind, "p": text}).scalar_one())
+                inserted.append(
+                    conn.execute(
+                        sa.text(
+                            "INSERT INTO jobs (kind, params, max_attempts) VALUES (:k, CAST(:p AS jsonb), 1) RETURNING id"
+                        ),
+                        {"k": kind, "p": text},
+                    ).scalar_one()
+                )
         Worker(engine, config.get_settings(), schedule=False).run(once=True)
 
     run()

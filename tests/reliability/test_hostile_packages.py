@@ -30,19 +30,45 @@ from app.ingest.builder import package_from_candles
 from app.ingest.candles import ingest_candles
 
 TRIED: dict[str, int] = {}
-UTC = dt.timezone.utc
-FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                        HealthCheck.too_slow])
+UTC = dt.UTC
+FAST = settings(
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 # -- what hostile values look like --------------------------------------------------------------
 
-WEIRD_TEXT = st.sampled_from(["", " ", "NaN", "Infinity", "-Infinity", "1e400", "abc", "50", "\u0000", "\ud7ff",
-                              "Δσ", "'; DROP TABLE input_packages; --", "x" * 300, "2022-01-01", "null"])
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
-                    st.floats(allow_nan=False, allow_infinity=False), WEIRD_TEXT, st.text(max_size=20))
-JSON = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                     st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-                    max_leaves=12)
+WEIRD_TEXT = st.sampled_from(
+    [
+        "",
+        " ",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e400",
+        "abc",
+        "50",
+        "\u0000",
+        "\ud7ff",
+        "Δσ",
+        "'; DROP TABLE input_packages; --",
+        "x" * 300,
+        "2022-01-01",
+        "null",
+    ]
+)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    WEIRD_TEXT,
+    st.text(max_size=20),
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 @st.composite
@@ -67,8 +93,14 @@ def mutated(draw, base: dict) -> dict:
                 elif edit == "row":
                     bars[i] = draw(st.lists(SCALARS, max_size=7))
         elif edit == "ts":
-            doc["ts"] = draw(st.one_of(WEIRD_TEXT, st.datetimes(timezones=st.just(UTC)).map(lambda t: t.isoformat()),
-                                       st.datetimes().map(lambda t: t.isoformat()), SCALARS))
+            doc["ts"] = draw(
+                st.one_of(
+                    WEIRD_TEXT,
+                    st.datetimes(timezones=st.just(UTC)).map(lambda t: t.isoformat()),
+                    st.datetimes().map(lambda t: t.isoformat()),
+                    SCALARS,
+                )
+            )
         elif edit == "array" and isinstance(doc.get("features"), dict) and doc["features"]:
             doc["features"][draw(st.sampled_from(sorted(doc["features"])))] = draw(JSON)
         elif edit == "symbol":
@@ -77,6 +109,7 @@ def mutated(draw, base: dict) -> dict:
 
 
 # -- fixtures -------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def base(module_db_url, real_candles_path):
@@ -118,15 +151,25 @@ def _consistent(url: str) -> dict:
     """Database-wide invariants of the ingest tables; returns the counts."""
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        bad_hash = conn.execute(sa.text(
-            "SELECT count(*) FROM input_packages WHERE sha256(payload) <> data_hash")).scalar()
-        wrong_verdict = conn.execute(sa.text(
-            "SELECT count(*) FROM input_packages WHERE is_valid IS DISTINCT FROM NOT EXISTS "
-            "(SELECT 1 FROM jsonb_each(validation_flags) f WHERE f.value = 'false'::jsonb) "
-            "OR (NOT is_valid AND embedding IS NOT NULL)")).scalar()
+        bad_hash = conn.execute(
+            sa.text("SELECT count(*) FROM input_packages WHERE sha256(payload) <> data_hash")
+        ).scalar()
+        wrong_verdict = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM input_packages WHERE is_valid IS DISTINCT FROM NOT EXISTS "
+                "(SELECT 1 FROM jsonb_each(validation_flags) f WHERE f.value = 'false'::jsonb) "
+                "OR (NOT is_valid AND embedding IS NOT NULL)"
+            )
+        ).scalar()
         rows = conn.execute(sa.text("SELECT id, payload, data_hash FROM input_packages")).all()
-        counts = dict(conn.execute(sa.text("SELECT 'packages', count(*) FROM input_packages UNION ALL "
-                                           "SELECT 'predictions', count(*) FROM predictions")).all())
+        counts = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT 'packages', count(*) FROM input_packages UNION ALL "
+                    "SELECT 'predictions', count(*) FROM predictions"
+                )
+            ).all()
+        )
         counts["hashes"] = {bytes(h) for h in conn.execute(sa.text("SELECT data_hash FROM input_packages")).scalars()}
     engine.dispose()
     assert bad_hash == 0 and wrong_verdict == 0
@@ -140,6 +183,7 @@ def _count(name: str) -> None:
 
 
 # -- packages --------------------------------------------------------------------------------------
+
 
 def test_hostile_package_documents_through_sql(base, pg):
     url, pkg = base
@@ -163,8 +207,9 @@ def test_a_blank_symbol_is_refused_by_sql(base, db_url, symbol):
     _, pkg = base
     url = sa.engine.make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(url, autocommit=True) as own:  # its own database: a stored one would poison the others
-        _, refusal = _sql_call(own, "SELECT data_hash FROM ingest_package(%s::jsonb)",
-                               json.dumps({**pkg.to_document(), "symbol": symbol}))
+        _, refusal = _sql_call(
+            own, "SELECT data_hash FROM ingest_package(%s::jsonb)", json.dumps({**pkg.to_document(), "symbol": symbol})
+        )
     assert refusal is not None and refusal.diag.column_name == "symbol"
 
 
@@ -183,26 +228,43 @@ def test_text_that_is_not_json_is_refused_by_sql(base, pg):
     assert _consistent(url) == before
 
 
-ARRAYS = st.one_of(st.lists(st.floats(width=64), min_size=0, max_size=8),
-                   st.lists(st.lists(st.floats(allow_nan=True), min_size=5, max_size=5), min_size=1, max_size=5),
-                   st.just([[1.0, 2.0], [3.0]]), st.just("abc"), st.just([["x"] * 5]))
+ARRAYS = st.one_of(
+    st.lists(st.floats(width=64), min_size=0, max_size=8),
+    st.lists(st.lists(st.floats(allow_nan=True), min_size=5, max_size=5), min_size=1, max_size=5),
+    st.just([[1.0, 2.0], [3.0]]),
+    st.just("abc"),
+    st.just([["x"] * 5]),
+)
 
 
 @st.composite
 def packages(draw, pkg: ingest_package.ModelInputPackage):
     """Keyword arguments for ModelInputPackage: the real package's, with hostile fields."""
-    kwargs = {"symbol": pkg.symbol, "ts": pkg.ts, "ohlcv": dict(pkg.ohlcv), "bar_ts": dict(pkg.bar_ts),
-              "features": dict(pkg.features), "windows": dict(pkg.windows), "metadata": {"source": "test"}}
-    field = draw(st.sampled_from(["symbol", "ts", "ohlcv", "features", "orderbook", "hidden_state", "metadata",
-                                  "windows", "bar_ts"]))
+    kwargs = {
+        "symbol": pkg.symbol,
+        "ts": pkg.ts,
+        "ohlcv": dict(pkg.ohlcv),
+        "bar_ts": dict(pkg.bar_ts),
+        "features": dict(pkg.features),
+        "windows": dict(pkg.windows),
+        "metadata": {"source": "test"},
+    }
+    field = draw(
+        st.sampled_from(
+            ["symbol", "ts", "ohlcv", "features", "orderbook", "hidden_state", "metadata", "windows", "bar_ts"]
+        )
+    )
     if field == "symbol":
         kwargs["symbol"] = draw(st.one_of(WEIRD_TEXT, st.text(max_size=30), st.integers()))
     elif field == "ts":
         kwargs["ts"] = draw(st.one_of(st.datetimes(timezones=st.just(UTC)), st.datetimes(), WEIRD_TEXT))
     elif field in ("ohlcv", "bar_ts", "windows"):
         tf = draw(st.sampled_from(sorted(pkg.ohlcv) + ["7q", "", "1m "]))
-        value = {"ohlcv": ARRAYS, "bar_ts": st.lists(st.integers(-2**62, 2**62), max_size=70),
-                 "windows": st.one_of(st.integers(-5, 500), WEIRD_TEXT)}[field]
+        value = {
+            "ohlcv": ARRAYS,
+            "bar_ts": st.lists(st.integers(-(2**62), 2**62), max_size=70),
+            "windows": st.one_of(st.integers(-5, 500), WEIRD_TEXT),
+        }[field]
         kwargs[field] = {**kwargs[field], tf: draw(value)}
     elif field == "features":
         kwargs["features"] = {**kwargs["features"], draw(st.text(max_size=12)): draw(ARRAYS)}
@@ -236,23 +298,56 @@ def test_hostile_packages_through_the_client(base):
 
 # -- predictions -----------------------------------------------------------------------------------
 
-NUMBERS = st.one_of(st.floats(), st.integers(-2**65, 2**65), WEIRD_TEXT, st.none(), st.booleans())
+NUMBERS = st.one_of(st.floats(), st.integers(-(2**65), 2**65), WEIRD_TEXT, st.none(), st.booleans())
 
 
 @st.composite
 def prediction_docs(draw, package_hash: str):
-    doc = {"package_hash": package_hash, "model_kind": "cnn", "model_version": "v1", "action": "long",
-           "confidence": 0.5, "horizon_s": 300}
+    doc = {
+        "package_hash": package_hash,
+        "model_kind": "cnn",
+        "model_version": "v1",
+        "action": "long",
+        "confidence": 0.5,
+        "horizon_s": 300,
+    }
     for _ in range(draw(st.integers(1, 3))):
-        field = draw(st.sampled_from(["model_kind", "model_version", "action", "confidence", "horizon_s",
-                                      "predicted_move", "predicted_pivot", "predicted_at", "prediction_key",
-                                      "package_hash", "package_id", "extra"]))
+        field = draw(
+            st.sampled_from(
+                [
+                    "model_kind",
+                    "model_version",
+                    "action",
+                    "confidence",
+                    "horizon_s",
+                    "predicted_move",
+                    "predicted_pivot",
+                    "predicted_at",
+                    "prediction_key",
+                    "package_hash",
+                    "package_id",
+                    "extra",
+                ]
+            )
+        )
         if field in ("model_kind", "action", "model_version", "prediction_key", "package_hash"):
-            doc[field] = draw(st.one_of(WEIRD_TEXT, st.sampled_from(["cnn", "rl", "other", "long", "short", "hold"]),
-                                        st.text(max_size=20), NUMBERS))
+            doc[field] = draw(
+                st.one_of(
+                    WEIRD_TEXT,
+                    st.sampled_from(["cnn", "rl", "other", "long", "short", "hold"]),
+                    st.text(max_size=20),
+                    NUMBERS,
+                )
+            )
         elif field == "predicted_at":
-            doc[field] = draw(st.one_of(st.datetimes(timezones=st.just(UTC)).map(lambda t: t.isoformat()),
-                                        st.datetimes().map(lambda t: t.isoformat()), WEIRD_TEXT, NUMBERS))
+            doc[field] = draw(
+                st.one_of(
+                    st.datetimes(timezones=st.just(UTC)).map(lambda t: t.isoformat()),
+                    st.datetimes().map(lambda t: t.isoformat()),
+                    WEIRD_TEXT,
+                    NUMBERS,
+                )
+            )
         elif field == "extra":
             doc[draw(st.text(min_size=1, max_size=8))] = draw(JSON)
         else:
@@ -288,16 +383,33 @@ def test_hostile_predictions_through_the_client(base):
     times = st.one_of(st.none(), st.datetimes(timezones=st.just(UTC)), st.datetimes(), st.just(pkg.ts))
 
     @FAST
-    @given(kind=st.one_of(st.sampled_from(["cnn", "rl", "other"]), WEIRD_TEXT),
-           action=st.one_of(st.sampled_from(["long", "short", "hold"]), WEIRD_TEXT),
-           confidence=st.one_of(st.floats(), st.integers(-3, 3)), horizon=st.one_of(st.integers(-2**64, 2**64),
-                                                                                     st.floats()),
-           move=st.one_of(st.none(), st.floats()), at=times, key=st.one_of(st.none(), WEIRD_TEXT, st.text(max_size=9)))
+    @given(
+        kind=st.one_of(st.sampled_from(["cnn", "rl", "other"]), WEIRD_TEXT),
+        action=st.one_of(st.sampled_from(["long", "short", "hold"]), WEIRD_TEXT),
+        confidence=st.one_of(st.floats(), st.integers(-3, 3)),
+        horizon=st.one_of(st.integers(-(2**64), 2**64), st.floats()),
+        move=st.one_of(st.none(), st.floats()),
+        at=times,
+        key=st.one_of(st.none(), WEIRD_TEXT, st.text(max_size=9)),
+    )
     def run(kind, action, confidence, horizon, move, at, key):
         _count("predictions (Client)")
         try:
-            ids.add(client.insert_prediction(Prediction(kind, "v1", action, confidence, horizon, predicted_move=move,
-                                                        predicted_at=at, prediction_key=key), package_id))
+            ids.add(
+                client.insert_prediction(
+                    Prediction(
+                        kind,
+                        "v1",
+                        action,
+                        confidence,
+                        horizon,
+                        predicted_move=move,
+                        predicted_at=at,
+                        prediction_key=key,
+                    ),
+                    package_id,
+                )
+            )
         except ValidationError as exc:
             assert exc.field  # names what is wrong (the name may echo the caller's own text)
         else:

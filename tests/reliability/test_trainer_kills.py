@@ -35,9 +35,18 @@ from tests.reliability.support import Trainer, scalar, wait_for
 
 pytestmark = pytest.mark.slow
 
-PARAMS = {"symbol": episodes.SYMBOL, "min_profitability": 0.0, "max_episodes": 1000, "epochs": 6, "batch_size": 16,
-          "checkpoint_every": 10, "seed": 5, "device": "cpu", "model": "tests.reliability.stall_model:build",
-          "model_config": json.dumps(episodes.SMALL_MODEL)}
+PARAMS = {
+    "symbol": episodes.SYMBOL,
+    "min_profitability": 0.0,
+    "max_episodes": 1000,
+    "epochs": 6,
+    "batch_size": 16,
+    "checkpoint_every": 10,
+    "seed": 5,
+    "device": "cpu",
+    "model": "tests.reliability.stall_model:build",
+    "model_config": json.dumps(episodes.SMALL_MODEL),
+}
 
 
 def _max_step(engine, sid) -> int:
@@ -51,9 +60,12 @@ def _session(engine):
 def _blocked_writer(engine):
     """The trainer's backend waiting on our table lock, with rows already written in its transaction."""
     with engine.connect() as conn:
-        return conn.execute(sa.text(
-            "SELECT pid, query, backend_xid IS NOT NULL AS wrote FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")).first()
+        return conn.execute(
+            sa.text(
+                "SELECT pid, query, backend_xid IS NOT NULL AS wrote FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+        ).first()
 
 
 def _assert_nothing_partial(engine, sid) -> None:
@@ -120,13 +132,23 @@ def test_kill_9_in_each_window_then_resume_to_the_same_weights(engine, db_url, r
     trainer = start(3)
     _kill_while_blocked(trainer, engine, "checkpoints", _max_step(engine, sid) + 12, "INSERT INTO checkpoints")
     _assert_nothing_partial(engine, sid)
-    assert _max_step(engine, sid) % 10 != 0 or scalar(
-        engine, "SELECT count(*) FROM checkpoints WHERE session_id = :s AND step = :m", s=sid,
-        m=_max_step(engine, sid)) == 1
+    assert (
+        _max_step(engine, sid) % 10 != 0
+        or scalar(
+            engine,
+            "SELECT count(*) FROM checkpoints WHERE session_id = :s AND step = :m",
+            s=sid,
+            m=_max_step(engine, sid),
+        )
+        == 1
+    )
 
     last = start(4)
-    wait_for(lambda: scalar(engine, "SELECT state FROM jobs WHERE id = :j", j=job_id) in ("succeeded", "failed"),
-             what="the job to end", alive=last)
+    wait_for(
+        lambda: scalar(engine, "SELECT state FROM jobs WHERE id = :j", j=job_id) in ("succeeded", "failed"),
+        what="the job to end",
+        alive=last,
+    )
     assert last.stop() == 0, last.stderr()
     job = queue.get(engine.connect(), job_id)
     assert (job["state"], job["attempts"]) == ("succeeded", 4), job
@@ -134,15 +156,24 @@ def test_kill_9_in_each_window_then_resume_to_the_same_weights(engine, db_url, r
 
     total = job["result"]["steps"]
     with engine.connect() as conn:
-        steps = list(conn.execute(sa.text("SELECT step FROM training_steps WHERE session_id = :s ORDER BY step"),
-                                  {"s": sid}).scalars())
-        status, metrics = conn.execute(sa.text("SELECT status, metrics FROM training_sessions WHERE id = :s"),
-                                       {"s": sid}).one()
+        steps = list(
+            conn.execute(
+                sa.text("SELECT step FROM training_steps WHERE session_id = :s ORDER BY step"), {"s": sid}
+            ).scalars()
+        )
+        status, metrics = conn.execute(
+            sa.text("SELECT status, metrics FROM training_sessions WHERE id = :s"), {"s": sid}
+        ).one()
     assert steps == list(range(1, total + 1)) and status == "succeeded" and metrics["resumes"] == 3
 
-    cli = subprocess.run([sys.executable, "-m", "app.cli", "verify"], capture_output=True, text=True, cwd=REPO_ROOT,
-                         env={"TRAINSRV_DATABASE_URL": db_url, "LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"},
-                         timeout=300)
+    cli = subprocess.run(
+        [sys.executable, "-m", "app.cli", "verify"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={"TRAINSRV_DATABASE_URL": db_url, "LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert cli.returncode == 0 and "ok: no corrupted or missing rows" in cli.stdout, cli.stdout + cli.stderr
 
     # Nothing was lost or applied twice: an uninterrupted run reaches the very same weights.

@@ -24,9 +24,18 @@ from app.session_replay import onto as replay_onto
 from app.session_replay import verify
 from app.trainer import cnn_train
 
-OPTIONS = dict(symbol=support.SYMBOL, min_profitability=0.0, max_episodes=48, epochs=1, batch_size=16,
-               model_config=support.SMALL_MODEL, checkpoint_every=1, seed=3, device="cpu",
-               optimizer=OptimizerSpec(lr=3e-3, warmup_steps=1))
+OPTIONS = dict(
+    symbol=support.SYMBOL,
+    min_profitability=0.0,
+    max_episodes=48,
+    epochs=1,
+    batch_size=16,
+    model_config=support.SMALL_MODEL,
+    checkpoint_every=1,
+    seed=3,
+    device="cpu",
+    optimizer=OptimizerSpec(lr=3e-3, warmup_steps=1),
+)
 
 
 @dataclasses.dataclass
@@ -48,8 +57,10 @@ def sessions(world):
     """Three new exact sessions, oldest first; every older session of the module is pruned already."""
     _exec(world.engine, "UPDATE training_sessions SET keep = false")
     gc.run_gc(world.engine, policy.Policy(keep_newest=0, gradient_max_age_days=0, budget_bytes=1))
-    made = [cnn_train.train_cnn(world.engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, seed=s)))["session_id"]
-            for s in (1, 2, 3)]
+    made = [
+        cnn_train.train_cnn(world.engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, seed=s)))["session_id"]
+        for s in (1, 2, 3)
+    ]
     return made
 
 
@@ -71,11 +82,17 @@ def _partition(engine, sid: int) -> str | None:
 
 
 def _age(engine, sid: int, days: int) -> None:
-    _exec(engine, "UPDATE training_sessions SET started_at = started_at - make_interval(days => :d), "
-                  "ended_at = ended_at - make_interval(days => :d) WHERE id = :s", s=sid, d=days)
+    _exec(
+        engine,
+        "UPDATE training_sessions SET started_at = started_at - make_interval(days => :d), "
+        "ended_at = ended_at - make_interval(days => :d) WHERE id = :s",
+        s=sid,
+        d=days,
+    )
 
 
 # -- partitions -----------------------------------------------------------------------------------------
+
 
 def test_each_session_writes_its_own_partition_and_gc_drops_it_whole(world, sessions):
     old, mid, new = sessions
@@ -97,8 +114,9 @@ def test_each_session_writes_its_own_partition_and_gc_drops_it_whole(world, sess
 
 def test_dry_run_changes_nothing(world, sessions):
     before = _exec(world.engine, "SELECT id, pruned, replay_exact FROM training_sessions ORDER BY id").all()
-    report = gc.run_gc(world.engine, policy.Policy(keep_newest=0, gradient_max_age_days=0, budget_bytes=1),
-                       dry_run=True)
+    report = gc.run_gc(
+        world.engine, policy.Policy(keep_newest=0, gradient_max_age_days=0, budget_bytes=1), dry_run=True
+    )
     assert {p.session_id for p in report.pruned} == set(sessions) and report.dry_run
     assert report.gradient_bytes_after == 0 < report.gradient_bytes_before
     assert _exec(world.engine, "SELECT id, pruned, replay_exact FROM training_sessions ORDER BY id").all() == before
@@ -157,8 +175,11 @@ def test_a_running_replay_blocks_pruning_and_a_pruned_session_refuses_replay(wor
     try:
         assert reading.wait(60)
         with world.engine.connect() as conn:
-            listed = conn.execute(sa.text("SELECT reason FROM v_sessions_protected WHERE session_id = :s"),
-                                  {"s": sid}).scalars().all()
+            listed = (
+                conn.execute(sa.text("SELECT reason FROM v_sessions_protected WHERE session_id = :s"), {"s": sid})
+                .scalars()
+                .all()
+            )
         assert "replay running" in listed
         rules = policy.Policy(keep_newest=0, gradient_max_age_days=0, budget_bytes=1)
         with world.engine.connect() as conn:
@@ -195,17 +216,23 @@ def test_cli_replay_refuses_in_one_line_and_verify_tells_pruned_from_missing(wor
         config.set_settings(None)
     ok = verify.verify_integrity(world.engine, pruned)
     assert ok.ok and ok.checked["pruned_sessions"] == 1
-    assert any(f"session {pruned}: gradients pruned by retention" in n and "pruned, not missing" in n
-               for n in ok.notes)
+    assert any(f"session {pruned}: gradients pruned by retention" in n and "pruned, not missing" in n for n in ok.notes)
     bad = verify.verify_integrity(world.engine, damaged)
     assert not bad.ok and {p.kind for p in bad.problems} == {"missing_gradient"}
     assert verify.verify_integrity(world.engine, intact).ok
 
 
 def test_gc_job_is_scheduled_once_per_window_and_runs(world, sessions):
-    settings = dataclasses.replace(config.Settings(), enable_background_validation=False, gc_interval_s=3600.0,
-                                   min_episodes_for_cnn_training=0, min_experiences_for_rl_training=0,
-                                   gradient_keep_newest=1, gradient_max_age_days=0, gradient_budget_gb=1e-9)
+    settings = dataclasses.replace(
+        config.Settings(),
+        enable_background_validation=False,
+        gc_interval_s=3600.0,
+        min_episodes_for_cnn_training=0,
+        min_experiences_for_rl_training=0,
+        gradient_keep_newest=1,
+        gradient_max_age_days=0,
+        gradient_budget_gb=1e-9,
+    )
     with world.engine.begin() as conn:
         created = Scheduler(settings).tick(conn) + Scheduler(settings).tick(conn)
     assert len(created) == 1
@@ -242,9 +269,12 @@ def test_gc_prunes_while_another_session_is_being_written(world, sessions):
     model = torch.nn.Linear(256, 256)
     model(torch.randn(8, 256)).sum().backward()
     capture = GradientCapture(model.named_parameters(), CapturePolicy("full"), slots=4)
-    live = _exec(world.engine, "INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, "
-                               "trainsrv_version, device, capture_policy, replay_exact) VALUES ('other', 'linear', "
-                               "0, 'x', 'x', 'cpu', 'full', true) RETURNING id").scalar_one()
+    live = _exec(
+        world.engine,
+        "INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, "
+        "trainsrv_version, device, capture_policy, replay_exact) VALUES ('other', 'linear', "
+        "0, 'x', 'x', 'cpu', 'full', true) RETURNING id",
+    ).scalar_one()
     started = threading.Event()
 
     def write():
@@ -274,8 +304,9 @@ def test_a_checkpoint_still_referenced_is_skipped_not_an_error(world, sessions):
     _exec(world.engine, "INSERT INTO stray_inits SELECT max(id) FROM checkpoints WHERE session_id = :s", s=old)
     _age(world.engine, old, 40)
     try:
-        report = gc.run_gc(world.engine, policy.Policy(keep_newest=2, gradient_max_age_days=0,
-                                                       checkpoint_max_age_days=30))
+        report = gc.run_gc(
+            world.engine, policy.Policy(keep_newest=2, gradient_max_age_days=0, checkpoint_max_age_days=30)
+        )
     finally:
         _exec(world.engine, "DROP TABLE stray_inits")
     assert [(p.session_id, p.action) for p in report.pruned] == [(old, "all")]

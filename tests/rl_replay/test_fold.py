@@ -31,8 +31,9 @@ def snapshot(engine, query: str = VIEW) -> dict:
 
 def same(a: dict, b: dict) -> bool:
     """Equal views: the probabilities to rounding (a fold re-sums the buckets it re-slots), the rest exactly."""
-    return a.keys() == b.keys() and all(a[i][:-1] == b[i][:-1] and a[i][-1] == pytest.approx(b[i][-1], rel=1e-12)
-                                        for i in a)
+    return a.keys() == b.keys() and all(
+        a[i][:-1] == b[i][:-1] and a[i][-1] == pytest.approx(b[i][-1], rel=1e-12) for i in a
+    )
 
 
 def stored(engine) -> dict:
@@ -42,26 +43,27 @@ def stored(engine) -> dict:
 def test_folding_moves_the_logs_into_experiences_and_changes_no_view(engine):
     rng = np.random.default_rng(4)
     ids = small_replay(engine, list(rng.exponential(1.0, 40) + 1e-3), list(rng.random(40) < 0.4))
-    buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=4, settings=dataclasses.replace(
-        get_settings(), rl_replay_fold_every=0))
+    buffer = rb.ProfitWeightedExperienceBuffer(
+        engine, seed=4, settings=dataclasses.replace(get_settings(), rl_replay_fold_every=0)
+    )
     before = stored(engine)
     written = {}
     for _ in range(5):
         batch = buffer.sample(16)
         td = rng.exponential(1.0, 16) * rng.choice([1e-3, 1.0, 30.0], 16)
         buffer.update_priorities(batch.ids, td)
-        largest: dict[int, float] = {}                        # an id drawn twice keeps its largest error
+        largest: dict[int, float] = {}  # an id drawn twice keeps its largest error
         for i, p in zip(batch.ids.tolist(), np.abs(td) + buffer.priority_epsilon):
             largest[i] = max(p, largest.get(i, 0.0))
         written.update(largest)
     assert set(written) <= set(ids)
-    assert stored(engine) == before                           # nothing in experiences yet ...
+    assert stored(engine) == before  # nothing in experiences yet ...
     view = snapshot(engine)
-    assert {i: view[i][0] for i in written} == pytest.approx(written)   # ... but the views show it all
+    assert {i: view[i][0] for i in written} == pytest.approx(written)  # ... but the views show it all
     assert rb.pending(engine) == {"write_backs": 5, "batches": 5}
     assert_consistent(engine)
 
-    assert rb.fold(engine, 2, compact_below=2) == 4           # the two oldest of each log (2: always compacts)
+    assert rb.fold(engine, 2, compact_below=2) == 4  # the two oldest of each log (2: always compacts)
     assert same(snapshot(engine), view)
     assert_consistent(engine)
     assert rb.fold(engine, compact_below=2) == 6
@@ -69,10 +71,16 @@ def test_folding_moves_the_logs_into_experiences_and_changes_no_view(engine):
     assert {i: p for i, (p, _) in stored(engine).items() if i in written} == pytest.approx(written)
     assert sum(n for _, n in stored(engine).values()) == 5 * 16
     assert rb.pending(engine) == {"write_backs": 0, "batches": 0}
-    with engine.connect() as conn:                            # every row back within two octaves of its top
-        assert conn.execute(sa.text(
-            "SELECT count(*) FROM rl_replay_slots s JOIN rl_replay_buckets b ON b.id = s.bucket_id "
-            "WHERE NOT rl_replay_fits(s.weight, b.bucket)")).scalar() == 0
+    with engine.connect() as conn:  # every row back within two octaves of its top
+        assert (
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM rl_replay_slots s JOIN rl_replay_buckets b ON b.id = s.bucket_id "
+                    "WHERE NOT rl_replay_fits(s.weight, b.bucket)"
+                )
+            ).scalar()
+            == 0
+        )
     assert_consistent(engine)
     with pytest.raises(sa.exc.DBAPIError, match="p_batches must be >= 1"):
         rb.fold(engine, 0)
@@ -80,8 +88,9 @@ def test_folding_moves_the_logs_into_experiences_and_changes_no_view(engine):
 
 def test_a_priority_set_directly_wins_over_pending_write_backs(engine):
     a, b, c = small_replay(engine, [1.0, 2.0, 3.0], [False, True, False])
-    buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=5, settings=dataclasses.replace(
-        get_settings(), rl_replay_fold_every=0))
+    buffer = rb.ProfitWeightedExperienceBuffer(
+        engine, seed=5, settings=dataclasses.replace(get_settings(), rl_replay_fold_every=0)
+    )
     buffer.update_priorities([a, b], [7.0, 8.0])
     buffer.update_priorities([a], [9.0])
     with engine.begin() as conn:
@@ -98,8 +107,9 @@ def test_a_priority_set_directly_wins_over_pending_write_backs(engine):
 
 def test_the_buffer_folds_in_the_background_and_when_it_closes(engine):
     ids = small_replay(engine, [1.0 + i for i in range(30)], [i % 2 == 0 for i in range(30)])
-    buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=6, settings=dataclasses.replace(
-        get_settings(), rl_replay_fold_every=3))
+    buffer = rb.ProfitWeightedExperienceBuffer(
+        engine, seed=6, settings=dataclasses.replace(get_settings(), rl_replay_fold_every=3)
+    )
     for _ in range(3):
         batch = buffer.sample(8)
         buffer.update_priorities(batch.ids, np.full(8, 0.25))
@@ -124,8 +134,9 @@ def test_folds_beside_write_backs_and_direct_updates_keep_everything_exact(engin
     last: dict[int, float] = {}
 
     def write_backs():
-        buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=10, settings=dataclasses.replace(
-            get_settings(), rl_replay_fold_every=0))
+        buffer = rb.ProfitWeightedExperienceBuffer(
+            engine, seed=10, settings=dataclasses.replace(get_settings(), rl_replay_fold_every=0)
+        )
         local = np.random.default_rng(10)
         try:
             for _ in range(25):
@@ -151,8 +162,10 @@ def test_folds_beside_write_backs_and_direct_updates_keep_everything_exact(engin
                 chosen = sorted(local.choice(ids, 4, replace=False).tolist())
                 value = float(local.exponential(1.0) + 1e-3)
                 with engine.begin() as conn:
-                    conn.execute(sa.text("UPDATE experiences SET priority = :p WHERE id = ANY(:ids)"),
-                                 {"p": value, "ids": chosen})
+                    conn.execute(
+                        sa.text("UPDATE experiences SET priority = :p WHERE id = ANY(:ids)"),
+                        {"p": value, "ids": chosen},
+                    )
                 last.update(dict.fromkeys(chosen, value))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -177,32 +190,43 @@ def test_migration_0010_round_trips_with_pending_logs(empty_db_url):
     try:
         migrate.upgrade(engine)
         ids = small_replay(engine, [1.0, 2.0, 3.0, 4.0], [False, True, False, True])
-        buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=7, settings=dataclasses.replace(
-            get_settings(), rl_replay_fold_every=0))
+        buffer = rb.ProfitWeightedExperienceBuffer(
+            engine, seed=7, settings=dataclasses.replace(get_settings(), rl_replay_fold_every=0)
+        )
         batch = buffer.sample(8)
         buffer.update_priorities(ids[:2], [0.02, 50.0])
         view = snapshot(engine)
 
-        migrate.downgrade(engine, "0009")                     # folds the logs first: nothing is lost
+        migrate.downgrade(engine, "0009")  # folds the logs first: nothing is lost
         assert same(snapshot(engine), view)
         assert {i: p for i, (p, _) in stored(engine).items()} == {i: v[0] for i, v in view.items()}
         assert sum(n for _, n in stored(engine).values()) == batch.ids.size
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT to_regclass('rl_replay_priority_log')")).scalar() is None
-            assert conn.execute(sa.text(
-                "SELECT to_regprocedure('rl_replay_write_back(bigint[], float8[], bigint[], boolean)')")).scalar()
+            assert conn.execute(
+                sa.text("SELECT to_regprocedure('rl_replay_write_back(bigint[], float8[], bigint[], boolean)')")
+            ).scalar()
             # Rebuilt for v0002, whose rows sit within one octave of their bucket's top.
-            assert conn.execute(sa.text(
-                "SELECT count(*) FROM rl_replay_slots s JOIN rl_replay_buckets b ON b.id = s.bucket_id "
-                "WHERE NOT rl_replay_fits(s.weight, b.bucket)")).scalar() == 0
+            assert (
+                conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM rl_replay_slots s JOIN rl_replay_buckets b ON b.id = s.bucket_id "
+                        "WHERE NOT rl_replay_fits(s.weight, b.bucket)"
+                    )
+                ).scalar()
+                == 0
+            )
 
         migrate.upgrade(engine)
         assert migrate.current_revisions(engine) == migrate.head_revisions()
         with engine.connect() as conn:
-            assert conn.execute(sa.text(
-                "SELECT has_table_privilege('trainsrv_trainer', 'rl_replay_priority_log', 'INSERT, DELETE') AND "
-                # An internal view: not granted to analysts since migration 0011 (issue 18).
-                "NOT has_table_privilege('trainsrv_analyst', 'v_rl_replay_pending_priorities', 'SELECT')")).scalar()
+            assert conn.execute(
+                sa.text(
+                    "SELECT has_table_privilege('trainsrv_trainer', 'rl_replay_priority_log', 'INSERT, DELETE') AND "
+                    # An internal view: not granted to analysts since migration 0011 (issue 18).
+                    "NOT has_table_privilege('trainsrv_analyst', 'v_rl_replay_pending_priorities', 'SELECT')"
+                )
+            ).scalar()
         buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=8)
         buffer.update_priorities(buffer.sample(4).ids, [1.0] * 4)
         buffer.close()
@@ -220,11 +244,11 @@ def test_write_backs_of_the_same_row_log_in_the_order_they_reach_the_index(engin
         holder.execute(sa.text("SELECT 1 FROM rl_replay_config WHERE id = 1 FOR UPDATE"))
         waiting = threading.Thread(target=lambda: _autocommit(engine, write_back, {"ids": [a], "p": [0.3]}))
         waiting.start()
-        time.sleep(0.5)                                           # the thread's write-back waits for the lock
+        time.sleep(0.5)  # the thread's write-back waits for the lock
         holder.execute(write_back, {"ids": [a], "p": [40.0]})
         holder.commit()
     waiting.join()
-    assert snapshot(engine)[a][0] == pytest.approx(0.3)           # the write-back that reached the index last
+    assert snapshot(engine)[a][0] == pytest.approx(0.3)  # the write-back that reached the index last
     assert_consistent(engine)
     rb.fold(engine)
     assert snapshot(engine)[a][0] == pytest.approx(0.3)
@@ -236,16 +260,25 @@ def _autocommit(engine, statement, params) -> None:
         conn.execute(statement, params)
 
 
-@pytest.mark.parametrize("priorities, null_id", [
-    ([0.0, 1.0], False), ([-1.0, 1.0], False), ([float("nan"), 1.0], False), ([float("inf"), 1.0], False),
-    ([None, 1.0], False), ([1.0, 1.0], True),
-])
+@pytest.mark.parametrize(
+    "priorities, null_id",
+    [
+        ([0.0, 1.0], False),
+        ([-1.0, 1.0], False),
+        ([float("nan"), 1.0], False),
+        ([float("inf"), 1.0], False),
+        ([None, 1.0], False),
+        ([1.0, 1.0], True),
+    ],
+)
 def test_write_back_refuses_what_experiences_would_and_logs_nothing(engine, priorities, null_id):
     a, b = small_replay(engine, [1.0, 2.0], [False, True])
     with pytest.raises(sa.exc.DBAPIError, match="priorities must be finite and > 0"):
         with engine.begin() as conn:
-            conn.execute(sa.text("SELECT rl_replay_write_back(CAST(:ids AS bigint[]), CAST(:p AS float8[]))"),
-                         {"ids": [None if null_id else a, b], "p": priorities})
+            conn.execute(
+                sa.text("SELECT rl_replay_write_back(CAST(:ids AS bigint[]), CAST(:p AS float8[]))"),
+                {"ids": [None if null_id else a, b], "p": priorities},
+            )
     assert rb.pending(engine)["write_backs"] == 0
     assert_consistent(engine)
 
@@ -253,8 +286,13 @@ def test_write_back_refuses_what_experiences_would_and_logs_nothing(engine, prio
 def test_an_id_given_twice_keeps_its_last_priority_in_the_log_and_the_index(engine):
     a, b = small_replay(engine, [1.0, 2.0], [False, True])
     with engine.begin() as conn:
-        assert conn.execute(sa.text("SELECT rl_replay_write_back(CAST(:ids AS bigint[]), CAST(:p AS float8[]))"),
-                            {"ids": [a, b, a], "p": [5.0, 6.0, 0.25]}).scalar() == 2
+        assert (
+            conn.execute(
+                sa.text("SELECT rl_replay_write_back(CAST(:ids AS bigint[]), CAST(:p AS float8[]))"),
+                {"ids": [a, b, a], "p": [5.0, 6.0, 0.25]},
+            ).scalar()
+            == 2
+        )
     assert snapshot(engine)[a][0] == 0.25
     assert_consistent(engine)
     rb.fold(engine)

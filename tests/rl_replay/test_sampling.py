@@ -58,8 +58,8 @@ def replay(engine):
 def test_probabilities_in_the_view_follow_priority_alpha_and_profit_boost(replay):
     engine, ids, invalid = replay
     probs = view_probabilities(engine)
-    assert set(probs) == set(ids)                       # the invalid one is not replayable
-    weights = [p ** 0.6 * (2.0 if f else 1.0) for p, f in zip(PRIORITIES + [4.0], PROFITABLE + [False])]
+    assert set(probs) == set(ids)  # the invalid one is not replayable
+    weights = [p**0.6 * (2.0 if f else 1.0) for p, f in zip(PRIORITIES + [4.0], PROFITABLE + [False])]
     expected = np.array(weights) / sum(weights)
     assert np.allclose([probs[i] for i in ids], expected, rtol=1e-12)
 
@@ -106,8 +106,9 @@ def sampling_counts(engine, source: str) -> dict[int, tuple[int, object]]:
 
 def priorities(engine, source: str, ids) -> dict[int, float]:
     with engine.connect() as conn:
-        return dict(conn.execute(sa.text(f"SELECT id, priority FROM {source} WHERE id = ANY(:ids)"),
-                                 {"ids": list(ids)}).all())
+        return dict(
+            conn.execute(sa.text(f"SELECT id, priority FROM {source} WHERE id = ANY(:ids)"), {"ids": list(ids)}).all()
+        )
 
 
 def test_sampling_counts_are_kept(replay):
@@ -136,7 +137,7 @@ def test_draws_never_written_back_are_folded_on_demand(replay):
     engine, ids, _ = replay
     batch = rb.ProfitWeightedExperienceBuffer(engine, seed=17).sample(40)
     assert rb.pending(engine) == {"write_backs": 0, "batches": 1}
-    with engine.connect() as conn:                                # what `trainsrv stats` shows ops
+    with engine.connect() as conn:  # what `trainsrv stats` shows ops
         summary = integration_stats(conn)
     assert (summary["rl_unfolded_write_backs"], summary["rl_unfolded_batches"]) == (0, 1)
     assert rb.fold(engine) == 1
@@ -157,7 +158,7 @@ def test_same_seed_same_batch(replay):
 def test_priority_updates_change_what_is_sampled(replay):
     engine, ids, _ = replay
     buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=15)
-    rare = ids[0]                                          # priority 0.05: about 1 % of draws
+    rare = ids[0]  # priority 0.05: about 1 % of draws
     before, _ = draw_counts(buffer, 40, 128, prioritize_profitable=False)
     assert buffer.update_priorities([rare, ids[-2]], [500.0, 1e-3]) == 2
     after, _ = draw_counts(buffer, 150, 128, prioritize_profitable=False)
@@ -171,24 +172,28 @@ def test_update_priorities_writes_abs_td_plus_epsilon_and_raises_the_maximum(rep
     engine, ids, _ = replay
     buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=16, priority_epsilon=1e-3)
     buffer.update_priorities([ids[0], ids[1], ids[1]], [-2.0, 0.5, -7.0])
-    want = {ids[0]: pytest.approx(2.001), ids[1]: pytest.approx(7.001)}          # largest error of a repeated id
-    assert priorities(engine, "v_rl_replay_weights", ids[:2]) == want             # at once in the views
+    want = {ids[0]: pytest.approx(2.001), ids[1]: pytest.approx(7.001)}  # largest error of a repeated id
+    assert priorities(engine, "v_rl_replay_weights", ids[:2]) == want  # at once in the views
     assert rb.fold(engine) == 1
-    assert priorities(engine, "experiences", ids[:2]) == want                     # in experiences once folded
-    assert buffer.max_priority() == pytest.approx(100.0)                          # the invalid row's 100 is the max
+    assert priorities(engine, "experiences", ids[:2]) == want  # in experiences once folded
+    assert buffer.max_priority() == pytest.approx(100.0)  # the invalid row's 100 is the max
     buffer.update_priorities([ids[2]], [250.0])
     assert buffer.max_priority() == pytest.approx(250.001)
     with engine.begin() as conn:
         new = experience(conn, None)
-        assert conn.execute(sa.text("SELECT priority FROM experiences WHERE id = :i"), {"i": new}).scalar() \
-            == pytest.approx(250.001)
+        assert conn.execute(
+            sa.text("SELECT priority FROM experiences WHERE id = :i"), {"i": new}
+        ).scalar() == pytest.approx(250.001)
 
 
-@pytest.mark.parametrize("ids, errors, field", [
-    ([1, 2], [0.1], "td_errors"),
-    ([1], [float("nan")], "td_errors"),
-    ([1], [float("inf")], "td_errors"),
-])
+@pytest.mark.parametrize(
+    "ids, errors, field",
+    [
+        ([1, 2], [0.1], "td_errors"),
+        ([1], [float("nan")], "td_errors"),
+        ([1], [float("inf")], "td_errors"),
+    ],
+)
 def test_bad_td_errors_are_refused(replay, ids, errors, field):
     engine, _, _ = replay
     with pytest.raises(ValidationError) as err:
@@ -230,8 +235,11 @@ def test_a_symbol_is_sampled_on_its_own(engine):
     counts, profitable = draw_counts(buffer, 120, 64, symbol="ETH-PERP")
     assert set(counts) | set(profitable) <= set(eth)
     with engine.connect() as conn:
-        probs = dict(conn.execute(sa.text(
-            "SELECT id, symbol_sampling_probability FROM v_rl_replay WHERE symbol = 'ETH-PERP'")).all())
+        probs = dict(
+            conn.execute(
+                sa.text("SELECT id, symbol_sampling_probability FROM v_rl_replay WHERE symbol = 'ETH-PERP'")
+            ).all()
+        )
     assert sum(probs.values()) == pytest.approx(1.0)
     assert chi2(counts, probs) < chi2_critical(len(eth) - 1)
     batch = buffer.sample(16, prioritize_profitable=False, symbol="ETH-PERP")
@@ -246,10 +254,16 @@ def test_the_buffer_reconnects_once_when_its_connection_was_dropped(replay):
     engine, ids, _ = replay
     buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=21)
     first = buffer.sample(8)
-    with engine.connect() as conn:   # what a server restart does to an idle connection
-        assert conn.execute(sa.text(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'")).scalar() >= 1
+    with engine.connect() as conn:  # what a server restart does to an idle connection
+        assert (
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"
+                )
+            ).scalar()
+            >= 1
+        )
     assert len(buffer.sample(8)) == 8
     assert buffer.update_priorities(first.ids, np.ones(8)) >= 1
     buffer.close()

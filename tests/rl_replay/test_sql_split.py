@@ -9,8 +9,9 @@ from app.db import views
 
 GROUPS = ("rl_replay_slots", "rl_replay_draw", "rl_replay_write_back")
 _FUNCTION = re.compile(r"^CREATE OR REPLACE FUNCTION (\w+)\(.*?^(?:\$\$;|RETURN .*?;)$", re.M | re.S)
-_DEFINITIONS = sa.text("SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid) FROM pg_proc p "
-                       "WHERE p.proname LIKE 'rl\\_replay\\_%'")
+_DEFINITIONS = sa.text(
+    "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid) FROM pg_proc p WHERE p.proname LIKE 'rl\\_replay\\_%'"
+)
 
 
 def _functions(text: str) -> dict[str, str]:

@@ -65,8 +65,9 @@ def required_args(parser: argparse.ArgumentParser, skip: argparse.Action | None 
     for action in parser._actions:
         if action is skip or not (action.required or not action.option_strings):
             continue
-        value = {"revision": "head", "kind": "noop", "file": "candles.csv", "out": "report-dir",
-                 "timeframe": "1m"}.get(action.dest, "BTC-PERP" if action.type in PLAIN_TYPES else "1")
+        value = {"revision": "head", "kind": "noop", "file": "candles.csv", "out": "report-dir", "timeframe": "1m"}.get(
+            action.dest, "BTC-PERP" if action.type in PLAIN_TYPES else "1"
+        )
         if action.choices and not isinstance(action, argparse._SubParsersAction):
             value = next(iter(action.choices))
         argv += [action.option_strings[0], value] if action.option_strings else [value]

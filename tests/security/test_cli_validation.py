@@ -31,16 +31,18 @@ def _typed_arguments():
     for path, parser in leaves(cli.build_parser()):
         for action in parser._actions:
             if action.type not in PLAIN_TYPES and action.nargs != 0:
-                yield pytest.param(path, parser, action, id=" ".join(path) + " " + (action.option_strings or
-                                                                                    [action.dest])[0])
+                yield pytest.param(
+                    path, parser, action, id=" ".join(path) + " " + (action.option_strings or [action.dest])[0]
+                )
 
 
 def _choice_arguments():
     for path, parser in leaves(cli.build_parser()):
         for action in parser._actions:
             if action.choices and not isinstance(action, argparse._SubParsersAction):
-                yield pytest.param(path, parser, action,
-                                   id=" ".join(path) + " " + (action.option_strings or [action.dest])[0])
+                yield pytest.param(
+                    path, parser, action, id=" ".join(path) + " " + (action.option_strings or [action.dest])[0]
+                )
 
 
 def _names(action: argparse.Action) -> list[str]:
@@ -158,15 +160,20 @@ def _snapshot(url: str) -> tuple:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM training_sessions), "
-                                        "(SELECT count(*) FROM candles), (SELECT count(*) FROM market_events)")).one()
+            return conn.execute(
+                sa.text(
+                    "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM training_sessions), "
+                    "(SELECT count(*) FROM candles), (SELECT count(*) FROM market_events)"
+                )
+            ).one()
     finally:
         engine.dispose()
 
 
 @pytest.mark.parametrize("argv,named", SEMANTIC, ids=[" ".join(a)[:70] for a, _ in SEMANTIC])
-def test_a_senseless_value_is_refused_naming_the_argument(argv, named, trained_db, monkeypatch, tmp_path,
-                                                          real_candles_path):
+def test_a_senseless_value_is_refused_naming_the_argument(
+    argv, named, trained_db, monkeypatch, tmp_path, real_candles_path
+):
     monkeypatch.setenv("TRAINSRV_DATABASE_URL", trained_db)
     argv = [str(real_candles_path) if a == "CANDLES" else a for a in argv]
     before = _snapshot(trained_db)
@@ -190,6 +197,7 @@ def test_every_command_with_arguments_has_a_refusal_case():
 
 # -- job parameters ---------------------------------------------------------------------------
 
+
 def _bad_values(param: registry.Param) -> list:
     if param.choices:
         return ["bogus", 7]
@@ -211,8 +219,11 @@ def _bad_values(param: registry.Param) -> list:
 
 def _job_param_cases():
     for kind, handler in sorted(registry.load_handlers().items()):
-        required = {n: {int: 1, float: 0.5, str: "BTC-PERP", bool: True}[p.type]
-                    for n, p in handler.params.items() if p.default is registry.REQUIRED}
+        required = {
+            n: {int: 1, float: 0.5, str: "BTC-PERP", bool: True}[p.type]
+            for n, p in handler.params.items()
+            if p.default is registry.REQUIRED
+        }
         for name, param in handler.params.items():
             for value in _bad_values(param):
                 yield pytest.param(kind, {**required, name: value}, name, id=f"{kind}.{name}={value!r}")

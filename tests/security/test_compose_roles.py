@@ -25,14 +25,21 @@ def compose_db(pg_admin_url):
         pytest.skip("needs the embedded server (runs the script with its psql over the socket)")
     name = f"trainsrv_c_{uuid.uuid4().hex[:10]}"
     _admin_execute(pg_admin_url, f'CREATE DATABASE "{name}"')
-    env = {"PATH": f"{bin_dir()}:/usr/bin:/bin", "PGHOST": str(admin.query["host"]),
-           "PGPORT": str(admin.query.get("port", 5432)), "POSTGRES_USER": admin.username, "POSTGRES_DB": name,
-           **{f"TRAINSRV_{k.upper()}_PASSWORD": v for k, v in PASSWORDS.items()}}
-    for _ in range(2):   # a second run changes nothing and does not fail
+    env = {
+        "PATH": f"{bin_dir()}:/usr/bin:/bin",
+        "PGHOST": str(admin.query["host"]),
+        "PGPORT": str(admin.query.get("port", 5432)),
+        "POSTGRES_USER": admin.username,
+        "POSTGRES_DB": name,
+        **{f"TRAINSRV_{k.upper()}_PASSWORD": v for k, v in PASSWORDS.items()},
+    }
+    for _ in range(2):  # a second run changes nothing and does not fail
         result = subprocess.run(["sh", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
-    urls = {who: admin.set(username=f"trainsrv_{who}", password=pw, database=name).render_as_string(hide_password=False)
-            for who, pw in PASSWORDS.items()}
+    urls = {
+        who: admin.set(username=f"trainsrv_{who}", password=pw, database=name).render_as_string(hide_password=False)
+        for who, pw in PASSWORDS.items()
+    }
     yield urls
     _admin_execute(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -59,8 +66,14 @@ def test_each_service_works_with_its_own_login(compose_db):
         assert _scalar(compose_db[who], "SELECT rolsuper FROM pg_roles WHERE rolname = current_user") is False
 
 
-@pytest.mark.parametrize("who,sql", [("worker", "CREATE TABLE stray (x int)"), ("reader", "SELECT * FROM predictions"),
-                                     ("reader", "SELECT * FROM candles")])
+@pytest.mark.parametrize(
+    "who,sql",
+    [
+        ("worker", "CREATE TABLE stray (x int)"),
+        ("reader", "SELECT * FROM predictions"),
+        ("reader", "SELECT * FROM candles"),
+    ],
+)
 def test_least_privilege_refusals(compose_db, who, sql):
     cli.run("db", "upgrade", env={"TRAINSRV_DATABASE_URL": compose_db["owner"]}, check=True)
     with pytest.raises(sa.exc.ProgrammingError) as err:

@@ -60,8 +60,15 @@ def session(module_db_url, real_candles_path):
     """A real, short CNN session (start, periodic and final checkpoints)."""
     engine = sa.create_engine(module_db_url)
     episodes.build_episodes(engine, real_candles_path, minutes=300)
-    raw = {"symbol": episodes.SYMBOL, "min_profitability": "0", "epochs": "2", "batch_size": "16",
-           "checkpoint_every": "5", "device": "cpu", "model_config": json.dumps(episodes.SMALL_MODEL)}
+    raw = {
+        "symbol": episodes.SYMBOL,
+        "min_profitability": "0",
+        "epochs": "2",
+        "batch_size": "16",
+        "checkpoint_every": "5",
+        "device": "cpu",
+        "model_config": json.dumps(episodes.SMALL_MODEL),
+    }
     result = cnn_train.train_cnn(engine, trainer_jobs.cnn_options(registry.get("train_cnn").validate(raw)))
     engine.dispose()
     return module_db_url, result["session_id"]
@@ -75,18 +82,21 @@ def poisoned(session, tmp_path, monkeypatch):
     data = malicious_checkpoint(marker)
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        saved = conn.execute(sa.text("SELECT id, state, content_hash FROM checkpoints WHERE session_id = :s"),
-                             {"s": sid}).all()
-        conn.execute(sa.text("UPDATE checkpoints SET state = :d, content_hash = :h, byte_length = :n "
-                             "WHERE session_id = :s"),
-                     {"d": data, "h": hashlib.sha256(data).digest(), "n": len(data), "s": sid})
+        saved = conn.execute(
+            sa.text("SELECT id, state, content_hash FROM checkpoints WHERE session_id = :s"), {"s": sid}
+        ).all()
+        conn.execute(
+            sa.text("UPDATE checkpoints SET state = :d, content_hash = :h, byte_length = :n WHERE session_id = :s"),
+            {"d": data, "h": hashlib.sha256(data).digest(), "n": len(data), "s": sid},
+        )
     monkeypatch.setenv("TRAINSRV_DATABASE_URL", url)
     yield engine, sid, marker
     with engine.begin() as conn:
         for row in saved:
-            conn.execute(sa.text("UPDATE checkpoints SET state = :d, content_hash = :h, byte_length = :n "
-                                 "WHERE id = :i"), {"d": row.state, "h": row.content_hash, "n": len(row.state),
-                                                     "i": row.id})
+            conn.execute(
+                sa.text("UPDATE checkpoints SET state = :d, content_hash = :h, byte_length = :n WHERE id = :i"),
+                {"d": row.state, "h": row.content_hash, "n": len(row.state), "i": row.id},
+            )
         conn.execute(sa.text("UPDATE training_sessions SET status = 'succeeded' WHERE id = :s"), {"s": sid})
     engine.dispose()
 
@@ -134,9 +144,18 @@ def test_a_pickle_stored_as_gradient_bytes_is_only_ever_numbers(tmp_path):
 
 # -- static: nothing in the product can unpickle ------------------------------------------------
 
-UNSAFE_CALLS = {("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"), ("marshal", "loads"),
-                ("dill", "load"), ("dill", "loads"), ("joblib", "load"), ("shelve", "open"), ("yaml", "load"),
-                ("yaml", "unsafe_load")}
+UNSAFE_CALLS = {
+    ("pickle", "load"),
+    ("pickle", "loads"),
+    ("pickle", "Unpickler"),
+    ("marshal", "loads"),
+    ("dill", "load"),
+    ("dill", "loads"),
+    ("joblib", "load"),
+    ("shelve", "open"),
+    ("yaml", "load"),
+    ("yaml", "unsafe_load"),
+}
 
 
 def _calls():

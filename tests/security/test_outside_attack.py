@@ -26,8 +26,12 @@ from app.ingest import ModelInputPackage, package_from_candles
 from tests.ingest.conftest import SYMBOL, T0, candle_engine  # noqa: F401 - the module's candle database
 from tests.security.support import error_line, run_cli
 
-ROLES = {"orchestrator": "trainsrv_orchestrator", "analyst": "trainsrv_analyst", "trainer": "trainsrv_trainer",
-         "stranger": None}
+ROLES = {
+    "orchestrator": "trainsrv_orchestrator",
+    "analyst": "trainsrv_analyst",
+    "trainer": "trainsrv_trainer",
+    "stranger": None,
+}
 
 
 def _admin(url: str, *statements: str) -> None:
@@ -46,8 +50,10 @@ def logins(candle_engine):  # noqa: F811
         _admin(owner_url, f"CREATE ROLE {name} LOGIN")
         if ROLES[kind]:
             _admin(owner_url, f"GRANT {ROLES[kind]} TO {name}")
-    yield {kind: make_url(owner_url).set(username=name).render_as_string(hide_password=False)
-           for kind, name in names.items()}
+    yield {
+        kind: make_url(owner_url).set(username=name).render_as_string(hide_password=False)
+        for kind, name in names.items()
+    }
     for name in names.values():
         _admin(owner_url, f"DROP OWNED BY {name}", f"DROP ROLE {name}")
 
@@ -80,21 +86,42 @@ def _variant(doc: dict, **changes) -> str:
 
 # -- item 3: rules come from the server's configuration ---------------------------------------------
 
-@pytest.mark.parametrize("rules", ['{"max_clock_skew_s": null}', "[]", '{"max_payload_bytes": 1e12}',
-                                   '{"min_data_completeness": 0}', '{"required_fields": []}'])
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        '{"max_clock_skew_s": null}',
+        "[]",
+        '{"max_payload_bytes": 1e12}',
+        '{"min_data_completeness": 0}',
+        '{"required_fields": []}',
+    ],
+)
 def test_the_orchestrator_cannot_choose_its_rules(logins, doc, rules):
     for fn in ("ingest_package(%s::jsonb, %s::jsonb)", "ingest_packages(ARRAY[%s::jsonb], %s::jsonb)"):
         assert _sqlstate(logins["orchestrator"], f"SELECT * FROM {fn}", (_variant(doc), rules)) == "42501"
-    assert _sqlstate(logins["orchestrator"], "SELECT * FROM ingest_record(%s::jsonb, %s::jsonb, %s::jsonb)",
-                     (_variant(doc), json.dumps({"model_kind": "cnn", "model_version": "v", "action": "long",
-                                                 "confidence": 0.5, "horizon_s": 60}), rules)) == "42501"
+    assert (
+        _sqlstate(
+            logins["orchestrator"],
+            "SELECT * FROM ingest_record(%s::jsonb, %s::jsonb, %s::jsonb)",
+            (
+                _variant(doc),
+                json.dumps(
+                    {"model_kind": "cnn", "model_version": "v", "action": "long", "confidence": 0.5, "horizon_s": 60}
+                ),
+                rules,
+            ),
+        )
+        == "42501"
+    )
 
 
 def test_the_servers_rules_apply_to_the_orchestrator(logins, doc):
-    future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     with _connect(logins["orchestrator"]) as conn:
-        valid, flags = conn.execute("SELECT is_valid, validation_flags FROM ingest_package(%s::jsonb, '{}')",
-                                    (_variant(doc, ts=future),)).fetchone()
+        valid, flags = conn.execute(
+            "SELECT is_valid, validation_flags FROM ingest_package(%s::jsonb, '{}')", (_variant(doc, ts=future),)
+        ).fetchone()
     assert not valid and flags["timestamp_not_future"] is False
 
 
@@ -108,11 +135,18 @@ def test_bad_rules_are_a_clear_error(candle_engine, logins, doc):  # noqa: F811
     # The trainer may still pass rules (tests, maintenance), but only sound ones.
     with _connect(logins["trainer"]) as conn:
         with pytest.raises(psycopg.Error, match=r"rules\.min_data_completeness: must be a number in \[0, 1\]") as err:
-            conn.execute("SELECT * FROM ingest_package(%s::jsonb, %s::jsonb)",
-                         (_variant(doc), '{"min_data_completeness": "high"}'))
+            conn.execute(
+                "SELECT * FROM ingest_package(%s::jsonb, %s::jsonb)",
+                (_variant(doc), '{"min_data_completeness": "high"}'),
+            )
         assert err.value.sqlstate == "22023"
-        assert conn.execute("SELECT is_valid FROM ingest_package(%s::jsonb, %s::jsonb)",
-                            (_variant(doc), '{"min_data_completeness": 0.5}')).fetchone()[0] is True
+        assert (
+            conn.execute(
+                "SELECT is_valid FROM ingest_package(%s::jsonb, %s::jsonb)",
+                (_variant(doc), '{"min_data_completeness": 0.5}'),
+            ).fetchone()[0]
+            is True
+        )
 
 
 def test_server_configuration_changes_the_verdict(candle_engine, logins, doc):  # noqa: F811
@@ -120,8 +154,9 @@ def test_server_configuration_changes_the_verdict(candle_engine, logins, doc):  
         with candle_engine.begin() as conn:
             conn.execute(sa.text("""UPDATE ingest_config SET rules = '{"required_fields": ["features.nope"]}'"""))
         with _connect(logins["orchestrator"]) as conn:
-            valid, completeness = conn.execute("SELECT is_valid, completeness_score FROM ingest_package(%s::jsonb)",
-                                               (_variant(doc),)).fetchone()
+            valid, completeness = conn.execute(
+                "SELECT is_valid, completeness_score FROM ingest_package(%s::jsonb)", (_variant(doc),)
+            ).fetchone()
         assert (valid, completeness) == (False, 0.0)
     finally:
         with candle_engine.begin() as conn:
@@ -130,19 +165,26 @@ def test_server_configuration_changes_the_verdict(candle_engine, logins, doc):  
 
 def test_a_missing_flag_is_a_failed_flag(candle_engine):  # noqa: F811
     with candle_engine.connect() as conn:
-        flags = conn.execute(sa.text(
-            """SELECT ingest_complete_flags('{"timestamp_sane": true, "arrays_finite": null}')""")).scalar_one()
+        flags = conn.execute(
+            sa.text("""SELECT ingest_complete_flags('{"timestamp_sane": true, "arrays_finite": null}')""")
+        ).scalar_one()
     assert flags["timestamp_sane"] is True and flags["arrays_finite"] is False and len(flags) == 10
     assert sum(flags.values()) == 1
 
 
 # -- item 4: the trainer's locks ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("who", ["analyst", "orchestrator", "stranger"])
-@pytest.mark.parametrize("lock", ["SELECT pg_advisory_lock(hashtext('trainsrv.outcomes.label'))",
-                                  "SELECT pg_try_advisory_lock(29779, 1)",
-                                  "SELECT pg_advisory_xact_lock(hashtext('trainsrv.migrations'))",
-                                  "SELECT pg_try_advisory_lock_shared(hashtext('trainsrv.events.detect'))"])
+@pytest.mark.parametrize(
+    "lock",
+    [
+        "SELECT pg_advisory_lock(hashtext('trainsrv.outcomes.label'))",
+        "SELECT pg_try_advisory_lock(29779, 1)",
+        "SELECT pg_advisory_xact_lock(hashtext('trainsrv.migrations'))",
+        "SELECT pg_try_advisory_lock_shared(hashtext('trainsrv.events.detect'))",
+    ],
+)
 def test_other_roles_cannot_take_the_trainers_locks(logins, who, lock):
     assert _sqlstate(logins[who], lock) == "42501"
 
@@ -180,8 +222,20 @@ def test_trainer_waits_for_a_lock_are_bounded(candle_engine, monkeypatch):  # no
 
 # -- item 7: strict ISO 8601 times ------------------------------------------------------------------
 
-@pytest.mark.parametrize("ts", ["1-01-01T00:00:00Z", "5-06-01T00:00:00Z", "22-01-10T12:00:00Z", "20220110T120000Z",
-                                "2022-01-10T12:00:00", "now", "J2459590", "2022-01-10T12:00:00Z junk"])
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "1-01-01T00:00:00Z",
+        "5-06-01T00:00:00Z",
+        "22-01-10T12:00:00Z",
+        "20220110T120000Z",
+        "2022-01-10T12:00:00",
+        "now",
+        "J2459590",
+        "2022-01-10T12:00:00Z junk",
+    ],
+)
 def test_malformed_times_are_refused_not_reinterpreted(logins, doc, ts):
     with _connect(logins["orchestrator"]) as conn:
         with pytest.raises(psycopg.Error, match="ts: must be an ISO 8601 time with a four-digit year") as err:
@@ -189,25 +243,43 @@ def test_malformed_times_are_refused_not_reinterpreted(logins, doc, ts):
         assert err.value.sqlstate == "22023"
         package_id = conn.execute("SELECT package_id FROM ingest_package(%s::jsonb)", (_variant(doc),)).fetchone()[0]
         with pytest.raises(psycopg.Error, match="predicted_at: must be an ISO 8601 time"):
-            conn.execute("SELECT * FROM ingest_prediction(%s::jsonb)", (json.dumps({
-                "package_id": package_id, "model_kind": "cnn", "model_version": "v", "action": "long",
-                "confidence": 0.5, "horizon_s": 60, "predicted_at": ts}),))
+            conn.execute(
+                "SELECT * FROM ingest_prediction(%s::jsonb)",
+                (
+                    json.dumps(
+                        {
+                            "package_id": package_id,
+                            "model_kind": "cnn",
+                            "model_version": "v",
+                            "action": "long",
+                            "confidence": 0.5,
+                            "horizon_s": 60,
+                            "predicted_at": ts,
+                        }
+                    ),
+                ),
+            )
 
 
 def test_the_client_writes_four_digit_years(candle_engine, doc):  # noqa: F811
     package = ModelInputPackage.from_document({**doc, "ts": "2022-01-10T12:00:00.000000Z"})
-    package.ts = dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc)
+    package.ts = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
     assert package.to_document()["ts"] == "0001-01-01T00:00:00.000000Z"
     with Client(candle_engine) as client:
         result = client.insert_package(package)
         assert result.data_hash == package.data_hash and not result.is_valid
         assert client.load_package(result.package_id).ts.year == 1
     with candle_engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT extract(year FROM ts) FROM input_packages WHERE id = :i"),
-                            {"i": result.package_id}).scalar_one() == 1
+        assert (
+            conn.execute(
+                sa.text("SELECT extract(year FROM ts) FROM input_packages WHERE id = :i"), {"i": result.package_id}
+            ).scalar_one()
+            == 1
+        )
 
 
 # -- items 1 and 8: bounded input at the boundary ------------------------------------------------------
+
 
 def _nested(depth: int) -> dict:
     value: dict = {}
@@ -216,17 +288,19 @@ def _nested(depth: int) -> dict:
     return value
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"metadata": _nested(400)}, "metadata: must not nest deeper than 32 levels"),
-    ({"metadata": {"blob": "x" * 70_000}}, "metadata: must be at most 65536 bytes"),
-    ({"windows": {"1m": 60.0}}, "windows.1m: must be a positive integer"),
-    ({"ohlcv": {"3000000w": {"t": [0], "bars": [[1, 1, 1, 1, 1]]}}}, "ohlcv.3000000w: not a timeframe"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"metadata": _nested(400)}, "metadata: must not nest deeper than 32 levels"),
+        ({"metadata": {"blob": "x" * 70_000}}, "metadata: must be at most 65536 bytes"),
+        ({"windows": {"1m": 60.0}}, "windows.1m: must be a positive integer"),
+        ({"ohlcv": {"3000000w": {"t": [0], "bars": [[1, 1, 1, 1, 1]]}}}, "ohlcv.3000000w: not a timeframe"),
+    ],
+)
 def test_unbounded_package_parts_are_refused(logins, doc, changes, field):
     with _connect(logins["orchestrator"]) as conn:
         with pytest.raises(psycopg.Error, match=field.replace(".", r"\.")) as err:
-            conn.execute("SELECT * FROM ingest_package(%s::jsonb)",
-                         (json.dumps({**doc, "metadata": {}, **changes}),))
+            conn.execute("SELECT * FROM ingest_package(%s::jsonb)", (json.dumps({**doc, "metadata": {}, **changes}),))
         assert err.value.sqlstate == "22023"
 
 
@@ -234,8 +308,15 @@ def test_unbounded_package_parts_are_refused(logins, doc, changes, field):
 def test_unbounded_prediction_texts_are_refused(logins, doc, field):
     with _connect(logins["orchestrator"]) as conn:
         package_id = conn.execute("SELECT package_id FROM ingest_package(%s::jsonb)", (_variant(doc),)).fetchone()[0]
-        prediction = {"package_id": package_id, "model_kind": "cnn", "model_version": "v", "action": "long",
-                      "confidence": 0.5, "horizon_s": 60, field: "k" * 5000}
+        prediction = {
+            "package_id": package_id,
+            "model_kind": "cnn",
+            "model_version": "v",
+            "action": "long",
+            "confidence": 0.5,
+            "horizon_s": 60,
+            field: "k" * 5000,
+        }
         with pytest.raises(psycopg.Error, match=f"{field}: must be at most 200 characters") as err:
             conn.execute("SELECT * FROM ingest_prediction(%s::jsonb)", (json.dumps(prediction),))
         assert err.value.sqlstate == "22023"
@@ -243,11 +324,21 @@ def test_unbounded_prediction_texts_are_refused(logins, doc, field):
 
 def test_deep_metadata_is_refused_by_the_python_package():
     with pytest.raises(ValidationError, match="metadata: must not nest deeper than 32 levels"):
-        ModelInputPackage("BTC-PERP", dt.datetime(2022, 1, 1, tzinfo=dt.timezone.utc),
-                          {"1m": np.ones((3, 5))}, {"1m": np.arange(3) * 60}, metadata=_nested(600))
+        ModelInputPackage(
+            "BTC-PERP",
+            dt.datetime(2022, 1, 1, tzinfo=dt.UTC),
+            {"1m": np.ones((3, 5))},
+            {"1m": np.arange(3) * 60},
+            metadata=_nested(600),
+        )
     with pytest.raises(ValidationError, match="windows.1m: must be an integer"):
-        ModelInputPackage("BTC-PERP", dt.datetime(2022, 1, 1, tzinfo=dt.timezone.utc),
-                          {"1m": np.ones((3, 5))}, {"1m": np.arange(3) * 60}, windows={"1m": 60.0})
+        ModelInputPackage(
+            "BTC-PERP",
+            dt.datetime(2022, 1, 1, tzinfo=dt.UTC),
+            {"1m": np.ones((3, 5))},
+            {"1m": np.arange(3) * 60},
+            windows={"1m": 60.0},
+        )
 
 
 def test_a_long_prediction_key_from_the_client_is_a_validation_error(candle_engine, doc):  # noqa: F811
@@ -267,19 +358,28 @@ def test_cli_refuses_unbounded_values_in_one_line(candle_engine, tmp_path, monke
     blocked = tmp_path / "file"
     blocked.write_text("")
     with candle_engine.begin() as conn:
-        session = conn.execute(sa.text(
-            "INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, trainsrv_version, device, "
-            "capture_policy, replay_exact) VALUES ('cnn', 'm', 1, 't', 'v', 'cpu', 'full', true) RETURNING id")
+        session = conn.execute(
+            sa.text(
+                "INSERT INTO training_sessions (model_kind, model_name, seed, torch_version, trainsrv_version, device, "
+                "capture_policy, replay_exact) VALUES ('cnn', 'm', 1, 't', 'v', 'cpu', 'full', true) RETURNING id"
+            )
         ).scalar()
-        conn.execute(sa.text("INSERT INTO training_steps (session_id, step, loss_total, learning_rate, batch_ids) "
-                             "VALUES (:s, 1, 1.0, 0.001, '{}')"), {"s": session})
+        conn.execute(
+            sa.text(
+                "INSERT INTO training_steps (session_id, step, loss_total, learning_rate, batch_ids) "
+                "VALUES (:s, 1, 1.0, 0.001, '{}')"
+            ),
+            {"s": session},
+        )
         before = conn.execute(sa.text("SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM candles)")).one()
     cases = [
         (("ingest", "candles", str(csv), "--symbol", "X", "--timeframe", "3000000w"), "timeframe"),
         (("jobs", "enqueue", "noop", "--delay", "1e308"), "delay"),
         (("jobs", "enqueue", "train_cnn", "--param", "symbol=BTC-PERP", "--param", "epochs=99999999999"), "epochs"),
-        (("jobs", "enqueue", "train_cnn", "--param", "symbol=BTC-PERP", "--param", "model_config={bad"),
-         "model_config"),
+        (
+            ("jobs", "enqueue", "train_cnn", "--param", "symbol=BTC-PERP", "--param", "model_config={bad"),
+            "model_config",
+        ),
         (("train", "cnn", "--symbol", "BTC-PERP", "--enqueue", "--model-config", "[1]"), "model_config"),
         (("report", str(session), "--out", str(blocked / "sub")), "--out"),
         (("ingest", "candles", str(bad_header), "--symbol", "X", "--timeframe", "1m"), "header"),
@@ -290,17 +390,22 @@ def test_cli_refuses_unbounded_values_in_one_line(candle_engine, tmp_path, monke
         assert code != 0 and field in line, (argv, err)
         assert len(line) < 400 and "\x1b" not in line and "\x07" not in line, (argv, line[:500])
     with candle_engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM candles)")).one() \
-            == before
+        assert (
+            conn.execute(sa.text("SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM candles)")).one() == before
+        )
 
 
 # -- item 10: views, errors, grants -----------------------------------------------------------------
 
+
 def test_every_view_is_a_security_barrier(candle_engine):  # noqa: F811
     with candle_engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT c.relname, coalesce('security_barrier=true' = ANY (c.reloptions), false) FROM pg_class c "
-            "WHERE c.relkind = 'v' AND c.relnamespace = current_schema()::regnamespace")).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.relname, coalesce('security_barrier=true' = ANY (c.reloptions), false) FROM pg_class c "
+                "WHERE c.relkind = 'v' AND c.relnamespace = current_schema()::regnamespace"
+            )
+        ).all()
     assert rows and all(barrier for _, barrier in rows), [name for name, barrier in rows if not barrier]
 
 
@@ -313,8 +418,10 @@ def test_a_readers_function_sees_only_the_rows_a_view_lets_through(candle_engine
     with _connect(logins["analyst"]) as conn:
         seen: list[str] = []
         conn.add_notice_handler(lambda notice: seen.append(notice.message_primary))
-        conn.execute("CREATE FUNCTION pg_temp.peek(bigint) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS "
-                     "$$ BEGIN RAISE NOTICE 'saw %', $1; RETURN true; END $$")
+        conn.execute(
+            "CREATE FUNCTION pg_temp.peek(bigint) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS "
+            "$$ BEGIN RAISE NOTICE 'saw %', $1; RETURN true; END $$"
+        )
         ids = [r[0] for r in conn.execute("SELECT id FROM v_rl_replay WHERE pg_temp.peek(id)")]
     assert shown in ids and hidden not in ids
     assert f"saw {hidden}" not in seen, "the reader's function saw a row the view filters out"
@@ -330,8 +437,21 @@ def test_a_prediction_error_does_not_reveal_another_packages_time(logins, doc):
     with _connect(logins["orchestrator"]) as conn:
         package_id = conn.execute("SELECT package_id FROM ingest_package(%s::jsonb)", (_variant(doc),)).fetchone()[0]
         with pytest.raises(psycopg.Error) as err:
-            conn.execute("SELECT * FROM ingest_prediction(%s::jsonb)", (json.dumps({
-                "package_id": package_id, "model_kind": "cnn", "model_version": "v", "action": "long",
-                "confidence": 0.5, "horizon_s": 60, "predicted_at": "2000-01-01T00:00:00Z"}),))
+            conn.execute(
+                "SELECT * FROM ingest_prediction(%s::jsonb)",
+                (
+                    json.dumps(
+                        {
+                            "package_id": package_id,
+                            "model_kind": "cnn",
+                            "model_version": "v",
+                            "action": "long",
+                            "confidence": 0.5,
+                            "horizon_s": 60,
+                            "predicted_at": "2000-01-01T00:00:00Z",
+                        }
+                    ),
+                ),
+            )
     message = str(err.value)
     assert "predicted_at: is before its package's ts" in message and "2022" not in message

@@ -8,10 +8,28 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from app.client import Client
 
-VIEWS = ["v_profitable_setups", "v_setup_candles", "v_cnn_replay", "v_rl_replay", "v_rl_replay_stats",
-         "v_session_value", "v_system_stats"]
-TABLES = ["candles", "input_packages", "predictions", "outcomes", "market_events", "experiences", "jobs",
-          "training_sessions", "training_steps", "gradient_blobs", "checkpoints"]
+VIEWS = [
+    "v_profitable_setups",
+    "v_setup_candles",
+    "v_cnn_replay",
+    "v_rl_replay",
+    "v_rl_replay_stats",
+    "v_session_value",
+    "v_system_stats",
+]
+TABLES = [
+    "candles",
+    "input_packages",
+    "predictions",
+    "outcomes",
+    "market_events",
+    "experiences",
+    "jobs",
+    "training_sessions",
+    "training_steps",
+    "gradient_blobs",
+    "checkpoints",
+]
 
 
 def _as(engine, role, sql, params=None):
@@ -36,7 +54,7 @@ def package_doc(engine, real_candles_path):
 
     ingest_candles(engine, real_candles_path, "BTC-PERP", "1m")
     with engine.connect() as conn:
-        pkg = package_from_candles(conn, "BTC-PERP", dt.datetime(2022, 1, 3, 12, tzinfo=dt.timezone.utc))
+        pkg = package_from_candles(conn, "BTC-PERP", dt.datetime(2022, 1, 3, 12, tzinfo=dt.UTC))
     return pkg
 
 
@@ -52,8 +70,9 @@ def test_orchestrator_cannot_bypass_validation(engine, table):
 
 def test_orchestrator_records_through_the_functions(engine, package_doc):
     doc = package_doc.to_json()
-    rows = _as(engine, "trainsrv_orchestrator", "SELECT * FROM ingest_package(CAST(:p AS jsonb), '{}'::jsonb)",
-               {"p": doc})
+    rows = _as(
+        engine, "trainsrv_orchestrator", "SELECT * FROM ingest_package(CAST(:p AS jsonb), '{}'::jsonb)", {"p": doc}
+    )
     assert rows and rows[0][0] is not None
     _refused(engine, "trainsrv_orchestrator", "SELECT * FROM v_profitable_setups")
 
@@ -69,8 +88,12 @@ def test_analyst_cannot_read_or_write_tables(engine, table):
 
 
 def test_analyst_cannot_ingest(engine, package_doc):
-    _refused(engine, "trainsrv_analyst", "SELECT * FROM ingest_package(CAST(:p AS jsonb), '{}'::jsonb)",
-             {"p": package_doc.to_json()})
+    _refused(
+        engine,
+        "trainsrv_analyst",
+        "SELECT * FROM ingest_package(CAST(:p AS jsonb), '{}'::jsonb)",
+        {"p": package_doc.to_json()},
+    )
 
 
 def test_trainer_reads_and_writes_but_no_ddl(engine):

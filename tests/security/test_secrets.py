@@ -63,21 +63,24 @@ def test_no_command_prints_or_logs_the_password(kind, pg_admin_url, monkeypatch,
     assert failed >= len(_commands()) - 2  # all but the commands that need no database (jobs kinds, db url)
 
 
-@pytest.mark.parametrize("argv", [["-v", "serve", "--once"], ["db", "upgrade", "head"],
-                                  ["train", "cnn", "--symbol", "X"]])
+@pytest.mark.parametrize(
+    "argv", [["-v", "serve", "--once"], ["db", "upgrade", "head"], ["train", "cnn", "--symbol", "X"]]
+)
 def test_a_real_process_with_a_bad_url_prints_one_line_without_the_password(argv):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSRV_")}
     env.update(TRAINSRV_DATABASE_URL="postgresql://ops:S3cr3t@Pa55:w0rd@127.0.0.1:9/trainsrv", LC_ALL="C.UTF-8")
-    result = subprocess.run([sys.executable, "-m", "app.cli", *argv], capture_output=True, text=True, env=env,
-                            cwd=REPO_ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", *argv], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120
+    )
     _assert_hidden(result.stdout, result.stderr)
     assert result.returncode == 1
     assert "TRAINSRV_DATABASE_URL" in error_line(result.stderr)
 
 
 # Passwords as users type them: any printable text, including '@', ':' and '%'.
-PASSWORDS = st.text(st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="/?#"), min_size=6,
-                    max_size=30)
+PASSWORDS = st.text(
+    st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="/?#"), min_size=6, max_size=30
+)
 
 
 @settings(max_examples=300, deadline=None)

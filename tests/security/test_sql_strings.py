@@ -20,18 +20,24 @@ SINKS = {"execute", "executemany", "exec_driver_sql", "copy", "text"}
 
 # (path under the repo, enclosing function) -> why the dynamic text in it cannot carry user data.
 REVIEWED = {
-    ("app/jobs/listener.py", "Listener._connection"):
-        "LISTEN takes no bind parameters; CHANNEL is a module constant",
-    ("app/db/views.py", "create"):
-        "view names and the analyst role are constants from migration code; the body is a versioned .sql file",
-    ("app/db/views.py", "secure_functions"):
-        "REVOKE / GRANT take no bind parameters; signatures and roles are constants from migration code",
-    ("app/db/views.py", "redefine"):
-        "the body is a versioned .sql file named by migration code; only its CREATE VIEW keyword is rewritten",
-    ("app/db/views.py", "drop"):
-        "DROP VIEW takes no bind parameters; the view name is a constant from migration code",
-    ("app/db/views.py", "_security_barrier"):
-        "ALTER VIEW takes no bind parameters; the view name is a constant from migration code",
+    ("app/jobs/listener.py", "Listener._connection"): "LISTEN takes no bind parameters; CHANNEL is a module constant",
+    (
+        "app/db/views.py",
+        "create",
+    ): "view names and the analyst role are constants from migration code; the body is a versioned .sql file",
+    (
+        "app/db/views.py",
+        "secure_functions",
+    ): "REVOKE / GRANT take no bind parameters; signatures and roles are constants from migration code",
+    (
+        "app/db/views.py",
+        "redefine",
+    ): "the body is a versioned .sql file named by migration code; only its CREATE VIEW keyword is rewritten",
+    ("app/db/views.py", "drop"): "DROP VIEW takes no bind parameters; the view name is a constant from migration code",
+    (
+        "app/db/views.py",
+        "_security_barrier",
+    ): "ALTER VIEW takes no bind parameters; the view name is a constant from migration code",
 }
 
 
@@ -91,8 +97,9 @@ def _assignments(node) -> dict[str, list[ast.expr]]:
                     found.setdefault(target.id, []).append(child.value)
         elif isinstance(child, (ast.AnnAssign, ast.AugAssign)) and isinstance(child.target, ast.Name):
             if child.value is not None:
-                value = (child.value if isinstance(child, ast.AnnAssign)
-                         else ast.BinOp(child.target, ast.Add(), child.value))
+                value = (
+                    child.value if isinstance(child, ast.AnnAssign) else ast.BinOp(child.target, ast.Add(), child.value)
+                )
                 found.setdefault(child.target.id, []).append(value)
     return found
 
@@ -114,8 +121,13 @@ def _is_composed_sql(expr: ast.expr) -> bool:
     if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)):
         return False
     base = expr.func.value
-    return (expr.func.attr in ("format", "join") and isinstance(base, ast.Call)
-            and _callee_name(base.func) == "SQL" and bool(base.args) and isinstance(base.args[0], ast.Constant))
+    return (
+        expr.func.attr in ("format", "join")
+        and isinstance(base, ast.Call)
+        and _callee_name(base.func) == "SQL"
+        and bool(base.args)
+        and isinstance(base.args[0], ast.Constant)
+    )
 
 
 def scan(files: list[Path], root: Path = REPO_ROOT) -> list[tuple[str, str, int, str]]:
@@ -131,7 +143,8 @@ def test_no_sql_is_built_from_strings_outside_the_reviewed_list():
     findings = scan(_python_files())
     unreviewed = [f for f in findings if (f[0], f[1]) not in REVIEWED]
     assert not unreviewed, "SQL built from strings (use a named query with bound parameters):\n" + "\n".join(
-        f"{path}:{line} in {where}: {text}" for path, where, line, text in unreviewed)
+        f"{path}:{line} in {where}: {text}" for path, where, line, text in unreviewed
+    )
 
 
 def test_every_reviewed_exception_is_still_needed():
@@ -146,10 +159,11 @@ def test_the_scanner_catches_each_way_of_building_sql(tmp_path):
     sample.write_text(
         "def a(conn, name):\n    conn.execute(sa.text(f\"SELECT * FROM t WHERE n = '{name}'\"))\n"
         "def b(conn, name):\n    conn.execute(\"SELECT * FROM t WHERE n = '%s'\" % name)\n"
-        "def c(cur, name):\n    cur.execute(\"SELECT \" + name)\n"
+        'def c(cur, name):\n    cur.execute("SELECT " + name)\n'
         "def d(conn, name):\n    q = 'SELECT {}'.format(name)\n    conn.exec_driver_sql(q)\n"
         "def e(cur, table):\n    cur.copy(f'COPY {table} FROM STDIN')\n"
         "def ok1(conn, name):\n    conn.execute(queries.get('x.y'), {'name': name})\n"
-        "def ok2(cur, cols):\n    cur.copy(SQL('COPY t ({}) FROM STDIN').format(SQL(', ').join(cols)))\n")
+        "def ok2(cur, cols):\n    cur.copy(SQL('COPY t ({}) FROM STDIN').format(SQL(', ').join(cols)))\n"
+    )
     found = {where for _, where, _, _ in scan([sample], root=tmp_path)}
     assert found == {"a", "b", "c", "d", "e"}

@@ -15,8 +15,15 @@ def test_rl_session_replays_bit_for_bit(module_db_url, real_candles_path):
     engine = make_engine(module_db_url)
     try:
         real_experiences(engine, real_candles_path)
-        opts = rl_train.RlTrainOptions(symbol=SYMBOL, steps=30, batch_size=32, checkpoint_every=10, seed=3,
-                                       agent=dqn.DqnSettings(target_update_every=20), device="cpu")
+        opts = rl_train.RlTrainOptions(
+            symbol=SYMBOL,
+            steps=30,
+            batch_size=32,
+            checkpoint_every=10,
+            seed=3,
+            agent=dqn.DqnSettings(target_update_every=20),
+            device="cpu",
+        )
         sid = rl_train.train_rl(engine, opts)["session_id"]
         report = exact.replay_session(engine, sid, options.ReplayOptions(verify=True))
         assert report.exact is True and [c.step for c in report.checks] == [10, 20, 30]
@@ -25,8 +32,9 @@ def test_rl_session_replays_bit_for_bit(module_db_url, real_candles_path):
         replayed = onto.replay_onto(engine, sid, f"{sid}@10", options.OntoOptions(from_step=10))
         with engine.connect() as conn:
             final = checkpoints.load(conn, sid)
-            kind = conn.execute(sa.text("SELECT model_kind FROM training_sessions WHERE id = :s"),
-                                {"s": replayed["session_id"]}).scalar_one()
+            kind = conn.execute(
+                sa.text("SELECT model_kind FROM training_sessions WHERE id = :s"), {"s": replayed["session_id"]}
+            ).scalar_one()
         assert replayed["final_params_hash"] == final.params_hash.hex() and kind == "rl"
     finally:
         engine.dispose()

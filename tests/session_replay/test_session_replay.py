@@ -21,17 +21,26 @@ from app.recording.policy import CapturePolicy
 from app.session_replay import exact, onto, options, verify
 from app.trainer import cnn_train
 
-OPTIONS = dict(symbol=support.SYMBOL, min_profitability=0.0, max_episodes=96, epochs=4, batch_size=16,
-               model_config=support.SMALL_MODEL, checkpoint_every=5, seed=3, device="cpu",
-               optimizer=OptimizerSpec(lr=3e-3, warmup_steps=3))
+OPTIONS = dict(
+    symbol=support.SYMBOL,
+    min_profitability=0.0,
+    max_episodes=96,
+    epochs=4,
+    batch_size=16,
+    model_config=support.SMALL_MODEL,
+    checkpoint_every=5,
+    seed=3,
+    device="cpu",
+    optimizer=OptimizerSpec(lr=3e-3, warmup_steps=3),
+)
 
 
 @dataclasses.dataclass
 class World:
     engine: sa.Engine
     url: str
-    exact: dict     # full capture, checkpoints every 5 steps
-    lossy: dict     # half (bf16) capture, same model and optimizer
+    exact: dict  # full capture, checkpoints every 5 steps
+    lossy: dict  # half (bf16) capture, same model and optimizer
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +48,9 @@ def world(module_db_url, real_candles_path):
     engine = make_engine(module_db_url)
     assert support.build_episodes(engine, real_candles_path, minutes=900) > 200
     exact = cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**OPTIONS))
-    lossy = cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, epochs=2, seed=5,
-                                                                         capture=CapturePolicy("half"))))
+    lossy = cnn_train.train_cnn(
+        engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, epochs=2, seed=5, capture=CapturePolicy("half")))
+    )
     yield World(engine, module_db_url, exact, lossy)
     engine.dispose()
 
@@ -58,8 +68,9 @@ def _exec(engine, sql: str, **params):
 
 
 def _first_param(engine, session_id: int, step: int) -> str:
-    return _exec(engine, "SELECT min(param_name) FROM gradient_blobs WHERE session_id = :s AND step = :st",
-                 s=session_id, st=step).scalar_one()
+    return _exec(
+        engine, "SELECT min(param_name) FROM gradient_blobs WHERE session_id = :s AND step = :st", s=session_id, st=step
+    ).scalar_one()
 
 
 def _checkpoint_steps(engine, session_id: int) -> list[int]:
@@ -71,6 +82,7 @@ FLIP = "UPDATE {table} SET {col} = set_byte({col}, 7, 255 - get_byte({col}, 7)) 
 
 
 # -- exact replay ---------------------------------------------------------------------------------------
+
 
 def test_full_replay_reproduces_every_checkpoint_bit_for_bit(world):
     sid, steps = world.exact["session_id"], world.exact["steps"]
@@ -110,10 +122,19 @@ def test_a_changed_gradient_with_a_valid_checksum_diverges_at_the_next_checkpoin
     naming the parameter whose stored update changed."""
     param = _first_param(world.engine, victim, 3)
     # byte 3 holds the sign and exponent of the first float32: a large change of one gradient value
-    _exec(world.engine, "UPDATE gradient_blobs SET data = set_byte(data, 3, 255 - get_byte(data, 3)) "
-                        "WHERE session_id = :s AND step = 3 AND param_name = :p", s=victim, p=param)
-    _exec(world.engine, "UPDATE gradient_blobs SET checksum = sha256(data) "
-                        "WHERE session_id = :s AND step = 3 AND param_name = :p", s=victim, p=param)
+    _exec(
+        world.engine,
+        "UPDATE gradient_blobs SET data = set_byte(data, 3, 255 - get_byte(data, 3)) "
+        "WHERE session_id = :s AND step = 3 AND param_name = :p",
+        s=victim,
+        p=param,
+    )
+    _exec(
+        world.engine,
+        "UPDATE gradient_blobs SET checksum = sha256(data) WHERE session_id = :s AND step = 3 AND param_name = :p",
+        s=victim,
+        p=param,
+    )
     report = exact.replay_session(world.engine, victim, options.ReplayOptions(verify=True))
     assert report.exact is False
     assert (report.divergence.step, report.divergence.last_matching_step) == (4, 2)
@@ -123,8 +144,11 @@ def test_a_changed_gradient_with_a_valid_checksum_diverges_at_the_next_checkpoin
 
 
 def test_a_learning_rate_off_the_schedule_is_reported_at_its_step(world, victim):
-    _exec(world.engine, "UPDATE training_steps SET learning_rate = learning_rate * 2 WHERE session_id = :s "
-                        "AND step = 3", s=victim)
+    _exec(
+        world.engine,
+        "UPDATE training_steps SET learning_rate = learning_rate * 2 WHERE session_id = :s AND step = 3",
+        s=victim,
+    )
     report = exact.replay_session(world.engine, victim, options.ReplayOptions(verify=True))
     assert report.exact is False and report.divergence.step == 3
     assert "learning rate" in report.divergence.reason
@@ -132,14 +156,20 @@ def test_a_learning_rate_off_the_schedule_is_reported_at_its_step(world, victim)
 
 # -- corruption: verify names it, replay refuses it ---------------------------------------------------
 
+
 def test_flipped_byte_is_named_by_verify_and_refused_by_replay(world, victim):
     assert verify.verify_integrity(world.engine, victim).ok
     param = _first_param(world.engine, victim, 4)
-    _exec(world.engine, FLIP.format(table="gradient_blobs", col="data",
-                                    where="session_id = :s AND step = 4 AND param_name = :p"), s=victim, p=param)
+    _exec(
+        world.engine,
+        FLIP.format(table="gradient_blobs", col="data", where="session_id = :s AND step = 4 AND param_name = :p"),
+        s=victim,
+        p=param,
+    )
     report = verify.verify_integrity(world.engine, victim)
     assert [(p.kind, p.session_id, p.step, p.param, p.chunk) for p in report.problems] == [
-        ("blob_checksum_mismatch", victim, 4, param, 0)]
+        ("blob_checksum_mismatch", victim, 4, param, 0)
+    ]
     with pytest.raises(stored_steps.CorruptedBlob) as err:
         exact.replay_session(world.engine, victim, options.ReplayOptions(verify=True))
     assert f"session {victim}, step 4: {param}: chunk 0 checksum mismatch" in str(err.value)
@@ -150,14 +180,26 @@ def test_flipped_byte_is_named_by_verify_and_refused_by_replay(world, victim):
 
 def test_missing_chunk_missing_param_and_missing_step_are_listed(world, victim):
     p2, p5 = _first_param(world.engine, victim, 2), _first_param(world.engine, victim, 5)
-    _exec(world.engine, "UPDATE gradient_blobs SET chunk_count = 2 WHERE session_id = :s AND step = 2 "
-                        "AND param_name = :p", s=victim, p=p2)
-    _exec(world.engine, "DELETE FROM gradient_blobs WHERE session_id = :s AND step = 5 AND param_name = :p",
-          s=victim, p=p5)
+    _exec(
+        world.engine,
+        "UPDATE gradient_blobs SET chunk_count = 2 WHERE session_id = :s AND step = 2 AND param_name = :p",
+        s=victim,
+        p=p2,
+    )
+    _exec(
+        world.engine,
+        "DELETE FROM gradient_blobs WHERE session_id = :s AND step = 5 AND param_name = :p",
+        s=victim,
+        p=p5,
+    )
     _exec(world.engine, "DELETE FROM training_steps WHERE session_id = :s AND step = 4", s=victim)
     found = {(p.kind, p.step, p.param, p.chunk) for p in verify.verify_integrity(world.engine, victim).problems}
-    assert found == {("blob_missing_chunk", 2, p2, 1), ("missing_gradient", 5, p5, None),
-                     ("missing_step", 4, None, None), ("orphan_blobs", 4, None, None)}
+    assert found == {
+        ("blob_missing_chunk", 2, p2, 1),
+        ("missing_gradient", 5, p5, None),
+        ("missing_step", 4, None, None),
+        ("orphan_blobs", 4, None, None),
+    }
     problems = {p.kind: p for p in verify.verify_integrity(world.engine, victim).problems}
     assert p5 in problems["missing_gradient"].detail
     with pytest.raises(stored_steps.CorruptedBlob, match=f"step 2: {p2}: chunks"):
@@ -169,8 +211,7 @@ def test_missing_chunk_missing_param_and_missing_step_are_listed(world, victim):
 
 
 def test_corrupted_checkpoint_is_named_and_refused(world, victim):
-    _exec(world.engine, FLIP.format(table="checkpoints", col="state", where="session_id = :s AND step = 2"),
-          s=victim)
+    _exec(world.engine, FLIP.format(table="checkpoints", col="state", where="session_id = :s AND step = 2"), s=victim)
     problems = verify.verify_integrity(world.engine, victim).problems
     assert [(p.kind, p.table, p.step) for p in problems] == [("checkpoint_hash_mismatch", "checkpoints", 2)]
     with pytest.raises(checkpoints.CheckpointError, match="step 2"):
@@ -179,14 +220,19 @@ def test_corrupted_checkpoint_is_named_and_refused(world, victim):
 
 def test_tampered_input_package_is_listed(world):
     sid = world.exact["session_id"]
-    pid = _exec(world.engine, "SELECT p.package_id FROM training_steps s JOIN predictions p "
-                              "ON p.id = s.batch_ids[1] WHERE s.session_id = :s AND s.step = 1", s=sid).scalar_one()
+    pid = _exec(
+        world.engine,
+        "SELECT p.package_id FROM training_steps s JOIN predictions p "
+        "ON p.id = s.batch_ids[1] WHERE s.session_id = :s AND s.step = 1",
+        s=sid,
+    ).scalar_one()
     flip = FLIP.format(table="input_packages", col="payload", where="id = :id")
     _exec(world.engine, flip, id=pid)
     try:
         report = verify.verify_integrity(world.engine, sid)
         assert [(p.kind, p.table, p.row_id) for p in report.problems] == [
-            ("package_hash_mismatch", "input_packages", pid)]
+            ("package_hash_mismatch", "input_packages", pid)
+        ]
         whole = verify.verify_integrity(world.engine)  # other tests' victims are corrupted on purpose
         assert [p.row_id for p in whole.problems if p.table == "input_packages"] == [pid]
         assert whole.checked["packages"] > report.checked["packages"] > 1
@@ -196,6 +242,7 @@ def test_tampered_input_package_is_listed(world):
 
 
 # -- lossy sessions ---------------------------------------------------------------------------------
+
 
 def test_lossy_session_refuses_verification_but_replays_approximately(world):
     sid = world.lossy["session_id"]
@@ -212,6 +259,7 @@ def test_lossy_session_refuses_verification_but_replays_approximately(world):
 
 # -- replay onto another starting point ---------------------------------------------------------------
 
+
 def _session(engine, sid):
     return _exec(engine, "SELECT * FROM training_sessions WHERE id = :id", id=sid).one()
 
@@ -225,10 +273,12 @@ def test_replay_onto_another_checkpoint_records_a_new_exact_session(world):
     assert new.config["replay"]["onto_step"] == world.lossy["steps"]
     assert result["steps"] == world.exact["steps"]
     assert _checkpoint_steps(world.engine, new.id) == [0, 8, 16, 24]
-    src_steps = _exec(world.engine, "SELECT step, batch_ids FROM training_steps WHERE session_id = :s ORDER BY step",
-                      s=source).all()
-    new_steps = _exec(world.engine, "SELECT step, batch_ids FROM training_steps WHERE session_id = :s ORDER BY step",
-                      s=new.id).all()
+    src_steps = _exec(
+        world.engine, "SELECT step, batch_ids FROM training_steps WHERE session_id = :s ORDER BY step", s=source
+    ).all()
+    new_steps = _exec(
+        world.engine, "SELECT step, batch_ids FROM training_steps WHERE session_id = :s ORDER BY step", s=new.id
+    ).all()
     assert new_steps == src_steps
     with world.engine.connect() as conn:
         start = checkpoints.load(conn, new.id, 0)
@@ -255,8 +305,9 @@ def test_interrupted_replay_onto_resumes_to_the_same_weights(world):
     source = world.exact["session_id"]
     calls = iter(range(10_000))
     hooks = Hooks(should_stop=lambda: next(calls) >= 6)
-    first = onto.replay_onto(world.engine, source, f"{source}@10",
-                                    options.OntoOptions(from_step=10, checkpoint_every=4), hooks=hooks)
+    first = onto.replay_onto(
+        world.engine, source, f"{source}@10", options.OntoOptions(from_step=10, checkpoint_every=4), hooks=hooks
+    )
     assert first["status"] == "interrupted" and first["steps"] == 6
     assert _session(world.engine, first["session_id"]).status == "interrupted"
     assert _checkpoint_steps(world.engine, first["session_id"]) == [0, 4, 6]
@@ -264,8 +315,13 @@ def test_interrupted_replay_onto_resumes_to_the_same_weights(world):
     with world.engine.connect() as conn:
         final = checkpoints.load(conn, source)
     assert done["status"] == "succeeded" and done["final_params_hash"] == final.params_hash.hex()
-    steps = _exec(world.engine, "SELECT step FROM training_steps WHERE session_id = :s ORDER BY step",
-                  s=first["session_id"]).scalars().all()
+    steps = (
+        _exec(
+            world.engine, "SELECT step FROM training_steps WHERE session_id = :s ORDER BY step", s=first["session_id"]
+        )
+        .scalars()
+        .all()
+    )
     assert steps == list(range(1, world.exact["steps"] - 10 + 1))
     with pytest.raises(Exception, match="not recorded by a replay"):
         onto.resume_onto(world.engine, source)
@@ -281,6 +337,7 @@ def test_replay_onto_refuses_bad_targets(world):
 
 
 # -- CLI and jobs ---------------------------------------------------------------------------------------
+
 
 def test_cli_replay_verify_and_integrity_check(world, monkeypatch, capsys):
     monkeypatch.setenv("TRAINSRV_DATABASE_URL", world.url)

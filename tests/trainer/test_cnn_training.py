@@ -17,9 +17,18 @@ from app.recording.optim import OptimizerSpec
 from app.recording.policy import CapturePolicy
 from app.trainer import cnn_train, episodes
 
-OPTIONS = dict(symbol=support.SYMBOL, min_profitability=0.0, max_episodes=200, epochs=16, batch_size=16,
-               model_config=support.SMALL_MODEL, checkpoint_every=40, seed=7, device="cpu",
-               optimizer=OptimizerSpec(lr=3e-3, warmup_steps=5))
+OPTIONS = dict(
+    symbol=support.SYMBOL,
+    min_profitability=0.0,
+    max_episodes=200,
+    epochs=16,
+    batch_size=16,
+    model_config=support.SMALL_MODEL,
+    checkpoint_every=40,
+    seed=7,
+    device="cpu",
+    optimizer=OptimizerSpec(lr=3e-3, warmup_steps=5),
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +47,33 @@ def _session(engine, session_id):
 
 def _steps(engine, session_id):
     with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT * FROM training_steps WHERE session_id = :id ORDER BY step"),
-                            {"id": session_id}).all()
+        return conn.execute(
+            sa.text("SELECT * FROM training_steps WHERE session_id = :id ORDER BY step"), {"id": session_id}
+        ).all()
 
 
 def _grads(conn, session_id, step) -> dict[str, torch.Tensor]:
-    rows = conn.execute(sa.text(
-        "SELECT param_name, chunk_index, chunk_count, dtype, shape, codec, checksum, data FROM gradient_blobs "
-        "WHERE session_id = :s AND step = :step"), {"s": session_id, "step": step}).all()
+    rows = conn.execute(
+        sa.text(
+            "SELECT param_name, chunk_index, chunk_count, dtype, shape, codec, checksum, data FROM gradient_blobs "
+            "WHERE session_id = :s AND step = :step"
+        ),
+        {"s": session_id, "step": step},
+    ).all()
     chunks: dict[str, list] = {}
     for r in rows:
-        chunks.setdefault(r.param_name, []).append(blobs.Chunk(
-            r.param_name, r.chunk_index, r.chunk_count, r.dtype, tuple(r.shape), r.codec, bytes(r.checksum),
-            bytes(r.data)))
+        chunks.setdefault(r.param_name, []).append(
+            blobs.Chunk(
+                r.param_name,
+                r.chunk_index,
+                r.chunk_count,
+                r.dtype,
+                tuple(r.shape),
+                r.codec,
+                bytes(r.checksum),
+                bytes(r.data),
+            )
+        )
     return {name: blobs.decode(c) for name, c in chunks.items()}
 
 
@@ -82,8 +105,12 @@ def test_every_step_has_losses_and_all_gradients(trained):
     engine, result = trained
     sid = result["session_id"]
     steps = _steps(engine, sid)
-    n_params = sum(1 for p in interface.build_model(
-        interface.REFERENCE, interface.InputSpec(("1m", "5m"), 30), support.SMALL_MODEL).parameters())
+    n_params = sum(
+        1
+        for p in interface.build_model(
+            interface.REFERENCE, interface.InputSpec(("1m", "5m"), 30), support.SMALL_MODEL
+        ).parameters()
+    )
     assert [s.step for s in steps] == list(range(1, result["steps"] + 1))
     for s in steps:
         assert set(s.loss_components) == {"classification", "regression", "confidence"}
@@ -93,9 +120,10 @@ def test_every_step_has_losses_and_all_gradients(trained):
         assert {"forward", "backward", "capture", "optimizer", "total"} <= set(s.timings_ms)
         assert s.gradients_stored == n_params
     with engine.connect() as conn:
-        per_step = conn.execute(sa.text(
-            "SELECT step, count(DISTINCT param_name) FROM gradient_blobs WHERE session_id = :s GROUP BY step"),
-            {"s": sid}).all()
+        per_step = conn.execute(
+            sa.text("SELECT step, count(DISTINCT param_name) FROM gradient_blobs WHERE session_id = :s GROUP BY step"),
+            {"s": sid},
+        ).all()
     assert len(per_step) == len(steps) and all(n == n_params for _, n in per_step)
 
 
@@ -144,8 +172,9 @@ def test_checkpoints_at_start_every_k_and_end_load_weights_only(trained):
     engine, result = trained
     sid = result["session_id"]
     with engine.connect() as conn:
-        kinds = conn.execute(sa.text("SELECT step, kind FROM checkpoints WHERE session_id = :s ORDER BY step"),
-                             {"s": sid}).all()
+        kinds = conn.execute(
+            sa.text("SELECT step, kind FROM checkpoints WHERE session_id = :s ORDER BY step"), {"s": sid}
+        ).all()
         final = checkpoints.load(conn, sid)
     total = result["steps"]
     assert kinds[0] == (0, "start") and kinds[-1] == (total, "final")
@@ -178,14 +207,16 @@ def test_times_trained_counts_every_use(trained):
         for i in st.batch_ids:
             uses[i] = uses.get(i, 0) + 1
     with engine.connect() as conn:
-        rows = dict(conn.execute(sa.text("SELECT prediction_id, times_trained FROM outcomes "
-                                         "WHERE times_trained > 0")).all())
+        rows = dict(
+            conn.execute(sa.text("SELECT prediction_id, times_trained FROM outcomes WHERE times_trained > 0")).all()
+        )
     assert rows == uses
     assert set(uses.values()) == {16}  # every episode once per epoch
 
 
-@pytest.mark.parametrize("policy, codec, every", [(CapturePolicy("half"), "bf16", 1),
-                                                  (CapturePolicy("every_k", k=4), "raw", 4)])
+@pytest.mark.parametrize(
+    "policy, codec, every", [(CapturePolicy("half"), "bf16", 1), (CapturePolicy("every_k", k=4), "raw", 4)]
+)
 def test_lossy_policies_are_marked_not_replay_exact(trained, policy, codec, every):
     engine, _ = trained
     opts = cnn_train.CnnTrainOptions(**dict(OPTIONS, epochs=1, max_episodes=64, capture=policy))
@@ -193,8 +224,9 @@ def test_lossy_policies_are_marked_not_replay_exact(trained, policy, codec, ever
     s = _session(engine, result["session_id"])
     assert s.capture_policy == policy.name and not s.replay_exact
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT DISTINCT step, codec FROM gradient_blobs WHERE session_id = :s"),
-                            {"s": s.id}).all()
+        rows = conn.execute(
+            sa.text("SELECT DISTINCT step, codec FROM gradient_blobs WHERE session_id = :s"), {"s": s.id}
+        ).all()
     assert {c for _, c in rows} == {codec}
     assert sorted(st for st, _ in rows) == [st for st in range(1, result["steps"] + 1) if st % every == 0]
 
@@ -231,13 +263,25 @@ def test_bad_options_name_the_field(trained):
 def test_profitability_filter_trains_only_on_episodes_at_or_above_it(trained):
     engine, _ = trained
     threshold = 0.6
-    opts = dict(OPTIONS, min_profitability=threshold, keep_holds=False, max_episodes=10_000, epochs=1, capture=CapturePolicy("none"))
+    opts = dict(
+        OPTIONS,
+        min_profitability=threshold,
+        keep_holds=False,
+        max_episodes=10_000,
+        epochs=1,
+        capture=CapturePolicy("none"),
+    )
     result = cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**opts))
     config = _session(engine, result["session_id"]).config
     with engine.connect() as conn:
-        before_cutoff = dict(conn.execute(sa.text(
-            "SELECT episode_id, profitability_score FROM v_cnn_replay WHERE symbol = :s AND horizon_end <= :cutoff"),
-            {"s": support.SYMBOL, "cutoff": config["eval_cutoff"]}).all())
+        before_cutoff = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT episode_id, profitability_score FROM v_cnn_replay WHERE symbol = :s AND horizon_end <= :cutoff"
+                ),
+                {"s": support.SYMBOL, "cutoff": config["eval_cutoff"]},
+            ).all()
+        )
     passing = {e for e, score in before_cutoff.items() if score >= threshold}
     assert set(config["train_episode_ids"]) == passing
     assert 0 < len(passing) < len(before_cutoff)  # the filter really left episodes out

@@ -19,15 +19,24 @@ from app.recording.session import SessionBusy, SessionRecorder, SessionSpec
 from app.trainer import cnn_train
 from app.trainer import jobs as trainer_jobs
 
-ARGS = {"symbol": support.SYMBOL, "min_profitability": "0", "max_episodes": "1000", "epochs": "5",
-        "batch_size": "16", "checkpoint_every": "10", "seed": "3", "device": "cpu",
-        "model_config": json.dumps(support.SMALL_MODEL)}
+ARGS = {
+    "symbol": support.SYMBOL,
+    "min_profitability": "0",
+    "max_episodes": "1000",
+    "epochs": "5",
+    "batch_size": "16",
+    "checkpoint_every": "10",
+    "seed": "3",
+    "device": "cpu",
+    "model_config": json.dumps(support.SMALL_MODEL),
+}
 
 
 def _cli(db_url: str, *args: str) -> subprocess.Popen:
     env = dict(os.environ, TRAINSRV_DATABASE_URL=db_url, LC_ALL="C.UTF-8")
-    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _flags() -> list[str]:
@@ -66,9 +75,16 @@ def test_killed_session_resumes_from_its_checkpoint_to_the_same_weights(engine, 
     steps_seen = _one(engine, "SELECT count(*) FROM training_steps WHERE session_id = :s", s=sid)[0]
     assert last_ckpt >= 10 and steps_seen >= last_ckpt
     # Every visible step is complete: its gradients committed with it.
-    assert _one(engine, "SELECT count(*) FROM training_steps t WHERE session_id = :s AND gradients_stored <> "
-                        "(SELECT count(DISTINCT param_name) FROM gradient_blobs b "
-                        " WHERE b.session_id = t.session_id AND b.step = t.step)", s=sid)[0] == 0
+    assert (
+        _one(
+            engine,
+            "SELECT count(*) FROM training_steps t WHERE session_id = :s AND gradients_stored <> "
+            "(SELECT count(DISTINCT param_name) FROM gradient_blobs b "
+            " WHERE b.session_id = t.session_id AND b.step = t.step)",
+            s=sid,
+        )[0]
+        == 0
+    )
 
     resume = _cli(db_url, "train", "resume", str(sid))
     out, err = resume.communicate(timeout=300)
@@ -77,11 +93,16 @@ def test_killed_session_resumes_from_its_checkpoint_to_the_same_weights(engine, 
     assert done["status"] == "succeeded"
 
     with engine.connect() as conn:
-        steps = [r[0] for r in conn.execute(sa.text(
-            "SELECT step FROM training_steps WHERE session_id = :s ORDER BY step"), {"s": sid})]
+        steps = [
+            r[0]
+            for r in conn.execute(
+                sa.text("SELECT step FROM training_steps WHERE session_id = :s ORDER BY step"), {"s": sid}
+            )
+        ]
         metrics = conn.execute(sa.text("SELECT metrics FROM training_sessions WHERE id = :s"), {"s": sid}).scalar()
-        final_hash = conn.execute(sa.text("SELECT params_hash FROM checkpoints WHERE session_id = :s AND "
-                                          "kind = 'final'"), {"s": sid}).scalar()
+        final_hash = conn.execute(
+            sa.text("SELECT params_hash FROM checkpoints WHERE session_id = :s AND kind = 'final'"), {"s": sid}
+        ).scalar()
     assert steps == list(range(1, done["steps"] + 1))
     assert metrics["resumes"] == 1 and metrics["resumed_from_step"] == last_ckpt
     assert metrics["discarded_steps"] == steps_seen - last_ckpt
@@ -90,8 +111,10 @@ def test_killed_session_resumes_from_its_checkpoint_to_the_same_weights(engine, 
     params = registry.get(trainer_jobs.CNN_JOB).validate(ARGS)
     reference = cnn_train.train_cnn(engine, trainer_jobs.cnn_options(params))
     with engine.connect() as conn:
-        ref_hash = conn.execute(sa.text("SELECT params_hash FROM checkpoints WHERE session_id = :s AND "
-                                        "kind = 'final'"), {"s": reference["session_id"]}).scalar()
+        ref_hash = conn.execute(
+            sa.text("SELECT params_hash FROM checkpoints WHERE session_id = :s AND kind = 'final'"),
+            {"s": reference["session_id"]},
+        ).scalar()
     assert bytes(ref_hash) == bytes(final_hash)
 
 

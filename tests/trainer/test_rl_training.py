@@ -39,8 +39,12 @@ def test_real_experiences_are_replayable(real):
 def test_invalid_packages_never_appear_in_a_batch(real):
     engine, ids = real
     with engine.begin() as conn:
-        bad = [r[0] for r in conn.execute(sa.text(
-            "SELECT state_package_id FROM experiences ORDER BY priority DESC, id LIMIT 20"))]
+        bad = [
+            r[0]
+            for r in conn.execute(
+                sa.text("SELECT state_package_id FROM experiences ORDER BY priority DESC, id LIMIT 20")
+            )
+        ]
         conn.execute(sa.text("UPDATE input_packages SET is_valid = false WHERE id = ANY(:p)"), {"p": bad})
     try:
         buffer = rb.ProfitWeightedExperienceBuffer(engine, seed=2)
@@ -56,21 +60,43 @@ def test_invalid_packages_never_appear_in_a_batch(real):
 
 def test_short_training_run_reduces_td_loss_and_records_steps(real):
     engine, _ = real
-    opts = rl_train.RlTrainOptions(symbol=SYMBOL, steps=60, batch_size=32, checkpoint_every=20, seed=3,
-                                   agent=dqn.DqnSettings(target_update_every=20), device="cpu",
-                                   optimizer=OptimizerSpec(name="adam", lr=3e-3, weight_decay=0.0, schedule="constant"))
+    opts = rl_train.RlTrainOptions(
+        symbol=SYMBOL,
+        steps=60,
+        batch_size=32,
+        checkpoint_every=20,
+        seed=3,
+        agent=dqn.DqnSettings(target_update_every=20),
+        device="cpu",
+        optimizer=OptimizerSpec(name="adam", lr=3e-3, weight_decay=0.0, schedule="constant"),
+    )
     result = rl_train.train_rl(engine, opts)
     assert result["status"] == "succeeded"
     assert result["td_loss_last"] < 0.6 * result["td_loss_first"]
     with engine.connect() as conn:
-        session = conn.execute(sa.text("SELECT * FROM training_sessions WHERE id = :s"),
-                               {"s": result["session_id"]}).mappings().one()
-        steps = conn.execute(sa.text("SELECT * FROM training_steps WHERE session_id = :s ORDER BY step"),
-                             {"s": result["session_id"]}).mappings().all()
-        grads = conn.execute(sa.text("SELECT count(DISTINCT step) FROM gradient_blobs WHERE session_id = :s"),
-                             {"s": result["session_id"]}).scalar()
-        ckpts = conn.execute(sa.text("SELECT step FROM checkpoints WHERE session_id = :s ORDER BY step"),
-                             {"s": result["session_id"]}).scalars().all()
+        session = (
+            conn.execute(sa.text("SELECT * FROM training_sessions WHERE id = :s"), {"s": result["session_id"]})
+            .mappings()
+            .one()
+        )
+        steps = (
+            conn.execute(
+                sa.text("SELECT * FROM training_steps WHERE session_id = :s ORDER BY step"), {"s": result["session_id"]}
+            )
+            .mappings()
+            .all()
+        )
+        grads = conn.execute(
+            sa.text("SELECT count(DISTINCT step) FROM gradient_blobs WHERE session_id = :s"),
+            {"s": result["session_id"]},
+        ).scalar()
+        ckpts = (
+            conn.execute(
+                sa.text("SELECT step FROM checkpoints WHERE session_id = :s ORDER BY step"), {"s": result["session_id"]}
+            )
+            .scalars()
+            .all()
+        )
         sampled = conn.execute(sa.text("SELECT sum(times_sampled) FROM experiences")).scalar()
     assert (session["model_kind"], session["status"], session["replay_exact"]) == ("rl", "succeeded", True)
     assert len(steps) == 60 and grads == 60 and ckpts == [0, 20, 40, 60]
@@ -78,7 +104,7 @@ def test_short_training_run_reduces_td_loss_and_records_steps(real):
     assert {"td", "policy", "q_mean", "target_mean"} <= set(first["loss_components"])
     assert set(first["batch_profitability"]) >= {"mean_realised_profit", "profitable_share"}
     assert len(first["batch_ids"]) == 32
-    assert 0.5 <= first["batch_profitability"]["profitable_share"] <= 1.0   # half drawn from profitable ones
+    assert 0.5 <= first["batch_profitability"]["profitable_share"] <= 1.0  # half drawn from profitable ones
     assert sampled >= 60 * 32
 
 
@@ -86,8 +112,12 @@ def test_training_priorities_follow_td_errors(real):
     engine, ids = real
     with engine.connect() as conn:
         before = dict(conn.execute(sa.text("SELECT id, priority FROM experiences")).all())
-    rl_train.train_rl(engine, rl_train.RlTrainOptions(symbol=SYMBOL, steps=5, batch_size=16, seed=4,
-                                                      capture=CapturePolicy("none"), device="cpu"))
+    rl_train.train_rl(
+        engine,
+        rl_train.RlTrainOptions(
+            symbol=SYMBOL, steps=5, batch_size=16, seed=4, capture=CapturePolicy("none"), device="cpu"
+        ),
+    )
     with engine.connect() as conn:
         after = dict(conn.execute(sa.text("SELECT id, priority FROM experiences")).all())
     changed = [i for i in ids if after[i] != before[i]]
@@ -109,16 +139,24 @@ def test_job_and_cli_validate_parameters(real, monkeypatch):
     config.set_settings(None)
     try:
         assert cli.main(["train", "rl", "--symbol", "NOPE-PERP", "--steps", "2"]) == 1
-        assert cli.main(["train", "rl", "--symbol", SYMBOL, "--steps", "2", "--batch-size", "4",
-                         "--capture", "none"]) == 0
+        assert (
+            cli.main(["train", "rl", "--symbol", SYMBOL, "--steps", "2", "--batch-size", "4", "--capture", "none"]) == 0
+        )
     finally:
         config.set_settings(None)
 
 
 def test_an_interrupted_rl_session_resumes_from_its_checkpoint(real, monkeypatch):
     engine, _ = real
-    opts = rl_train.RlTrainOptions(symbol=SYMBOL, steps=24, batch_size=16, checkpoint_every=8, seed=5,
-                                   agent=dqn.DqnSettings(target_update_every=6), device="cpu")
+    opts = rl_train.RlTrainOptions(
+        symbol=SYMBOL,
+        steps=24,
+        batch_size=16,
+        checkpoint_every=8,
+        seed=5,
+        agent=dqn.DqnSettings(target_update_every=6),
+        device="cpu",
+    )
     calls = iter(range(1000))
     stop_before_step_13 = rl_train.Hooks(should_stop=lambda: next(calls) >= 12)
     first = rl_train.train_rl(engine, opts, hooks=stop_before_step_13)
@@ -130,12 +168,24 @@ def test_an_interrupted_rl_session_resumes_from_its_checkpoint(real, monkeypatch
     finally:
         config.set_settings(None)
     with engine.connect() as conn:
-        session = conn.execute(sa.text("SELECT status, metrics FROM training_sessions WHERE id = :s"),
-                               {"s": first["session_id"]}).one()
-        steps = conn.execute(sa.text("SELECT step FROM training_steps WHERE session_id = :s ORDER BY step"),
-                             {"s": first["session_id"]}).scalars().all()
-        ckpts = conn.execute(sa.text("SELECT step FROM checkpoints WHERE session_id = :s ORDER BY step"),
-                             {"s": first["session_id"]}).scalars().all()
+        session = conn.execute(
+            sa.text("SELECT status, metrics FROM training_sessions WHERE id = :s"), {"s": first["session_id"]}
+        ).one()
+        steps = (
+            conn.execute(
+                sa.text("SELECT step FROM training_steps WHERE session_id = :s ORDER BY step"),
+                {"s": first["session_id"]},
+            )
+            .scalars()
+            .all()
+        )
+        ckpts = (
+            conn.execute(
+                sa.text("SELECT step FROM checkpoints WHERE session_id = :s ORDER BY step"), {"s": first["session_id"]}
+            )
+            .scalars()
+            .all()
+        )
     assert session.status == "succeeded" and session.metrics["resumes"] == 1
     assert session.metrics["resumed_from_step"] == 12
     assert steps == list(range(1, 25)) and ckpts == [0, 8, 12, 16, 24]

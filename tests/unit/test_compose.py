@@ -15,12 +15,18 @@ def test_compose_file_validates_with_docker_compose():
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose is not installed (.ci/run installs it)")
-    env = {"POSTGRES_PASSWORD": "secret", "TRAINSRV_OWNER_PASSWORD": "o", "TRAINSRV_WORKER_PASSWORD": "w",
-           "TRAINSRV_READER_PASSWORD": "r", "PATH": "/usr/bin:/bin"}
+    env = {
+        "POSTGRES_PASSWORD": "secret",
+        "TRAINSRV_OWNER_PASSWORD": "o",
+        "TRAINSRV_WORKER_PASSWORD": "w",
+        "TRAINSRV_READER_PASSWORD": "r",
+        "PATH": "/usr/bin:/bin",
+    }
     result = subprocess.run([exe, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    missing = subprocess.run([exe, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,
-                             env={"PATH": "/usr/bin:/bin"})
+    missing = subprocess.run(
+        [exe, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}
+    )
     assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr
 
 

@@ -11,8 +11,10 @@ import pytest
 
 from app import config, progress_log
 
-SNIPPET = ("from app import logs; logs.configure(); import logging; log = logging.getLogger('app.x'); "
-           "log.debug('dbg'); log.info('hello'); log.warning('careful'); logging.getLogger('urllib3').info('lib')")
+SNIPPET = (
+    "from app import logs; logs.configure(); import logging; log = logging.getLogger('app.x'); "
+    "log.debug('dbg'); log.info('hello'); log.warning('careful'); logging.getLogger('urllib3').info('lib')"
+)
 
 
 def _run(**env) -> subprocess.CompletedProcess:
@@ -37,8 +39,10 @@ def test_a_bad_level_is_refused():
 def test_json_format_is_one_object_per_line():
     lines = _run(TRAINSRV_LOG_FORMAT="json").stderr.strip().splitlines()
     records = [json.loads(line) for line in lines]
-    assert [(r["level"], r["logger"], r["message"]) for r in records] == [("INFO", "app.x", "hello"),
-                                                                          ("WARNING", "app.x", "careful")]
+    assert [(r["level"], r["logger"], r["message"]) for r in records] == [
+        ("INFO", "app.x", "hello"),
+        ("WARNING", "app.x", "careful"),
+    ]
 
 
 def test_progress_is_logged_every_n_steps(monkeypatch, caplog):
@@ -47,8 +51,9 @@ def test_progress_is_logged_every_n_steps(monkeypatch, caplog):
     try:
         with caplog.at_level(logging.INFO, logger="app.training"):
             for step in range(1, 13):
-                progress_log.step(777, types.SimpleNamespace(step=step, loss_total=1.0 / step, grad_norm=0.5,
-                                                             learning_rate=1e-3))
+                progress_log.step(
+                    777, types.SimpleNamespace(step=step, loss_total=1.0 / step, grad_norm=0.5, learning_rate=1e-3)
+                )
     finally:
         config.set_settings(None)
     lines = [r.getMessage() for r in caplog.records if r.name == "app.training"]
