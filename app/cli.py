@@ -23,6 +23,7 @@ from app.demo import commands as demo_commands
 from app.errors import DatabaseUnavailable, TrainsrvError
 from app.events import commands as events_commands
 from app.experiences import commands as experiences_commands
+from app.experiments import commands as experiments_commands
 from app.ingest import commands as ingest_commands
 from app.jobs import commands as jobs_commands
 from app.outcomes import commands as outcomes_commands
@@ -44,6 +45,7 @@ COMMANDS = (
     ingest_commands,
     session_replay_commands,
     registry_commands,
+    experiments_commands,
     retention_commands,
 )
 

@@ -87,7 +87,13 @@ def run_or_enqueue(args, kind: str, params: dict, run_inline) -> int:
     engine = open_db()
     if args.enqueue:
         return enqueue_and_print(engine, kind, raw)
-    print_result(run_inline(engine, registry.get(kind).validate(raw)))
+    params = registry.get(kind).validate(raw)
+    result = run_inline(engine, params)
+    if "promote" in params:  # training: the promotion gate runs inline (docs/models.md)
+        from app.registry import jobs as registry_jobs
+
+        result = registry_jobs.after_training(engine, result, params["promote"], inline=True)
+    print_result(result)
     return 0
 
 

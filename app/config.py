@@ -71,6 +71,10 @@ class Settings:
     # The replay threshold on v_cnn_replay's profit_r scale (profit after costs in units of risk, 0 =
     # break-even): auto CNN sessions train on episodes with profit_r above it; 0 = profitable calls only.
     min_profit_r_for_replay: float = 0.0
+    # Which episodes auto CNN sessions train on: "all" (every episode; the default, because the walk-forward
+    # experiments in docs/evidence.md found no advantage in filtering) or "profitable" (the seed's rule:
+    # profit_r above min_profit_r_for_replay, hold examples kept).
+    cnn_replay_mode: str = "all"
     # What auto jobs train, per model kind: the model factory (package.module:factory; empty = the
     # reference model), its config (JSON object) and the job's other parameters as a JSON object
     # (hyper-parameters: {"epochs": 3, "lr": 0.0005, "max_episodes": 1000, ...}; see `trainsrv jobs kinds`).

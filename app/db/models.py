@@ -200,6 +200,8 @@ class MarketEvent(Base):
     kind: Mapped[str] = mapped_column(sa.Text)
     started_at: Mapped[dt.datetime] = mapped_column(TSTZ)
     ended_at: Mapped[dt.datetime] = mapped_column(TSTZ)
+    # Migration 0017: the close of the first bar that flagged the event (packages before it are not premium).
+    known_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
     magnitude: Mapped[float] = mapped_column(sa.Float)
     direction: Mapped[int] = mapped_column(sa.SmallInteger)
     params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
@@ -335,6 +337,8 @@ class TrainingSession(Base):
         sa.CheckConstraint(_in("capture_policy", CAPTURE_POLICIES), name="known_capture_policy"),
         sa.CheckConstraint("NOT replay_exact OR capture_policy = 'full'", name="exact_needs_full_capture"),
         sa.CheckConstraint("ended_at IS NULL OR ended_at >= started_at", name="ordered_times"),
+        sa.CheckConstraint("init_session_id IS NULL OR init_session_id < id", name="init_before_self"),
+        sa.CheckConstraint("(init_session_id IS NULL) = (init_checkpoint_id IS NULL)", name="init_both_or_neither"),
         sa.CheckConstraint(f"pruned IS NULL OR {_in('pruned', PRUNED)}", name="known_pruned"),
         sa.CheckConstraint("pruned IS NULL OR NOT replay_exact", name="pruned_not_exact"),
         sa.CheckConstraint(
@@ -540,4 +544,63 @@ class ModelDeployment(Base):
         sa.CheckConstraint(_in("action", DEPLOYMENT_ACTIONS), name="known_action"),
         sa.Index("ix_model_deployments_model_kind_symbol_id", "model_kind", "symbol", "id"),
         sa.Index("ix_model_deployments_session_id", "session_id"),
+    )
+
+
+EXPERIMENT_SOURCES = ("model", "live", "no_trade", "always_long")
+
+
+class Experiment(Base):
+    """Migration 0017: one walk-forward experiment (app/experiments): its series, settings and summary."""
+
+    __tablename__ = "experiments"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.Text)
+    series: Mapped[str] = mapped_column(sa.Text)
+    symbol: Mapped[str] = mapped_column(sa.Text)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    status: Mapped[str] = mapped_column(sa.Text)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY_JSON)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(TSTZ, nullable=True)
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('walk_forward')", name="known_kind"),
+        sa.CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="known_status"),
+    )
+
+
+class ExperimentResult(Base):
+    """Migration 0017: what one source (the round's model, the live calls, a baseline) earned on the window
+    after a round, in one lane (family, arm, seed) of an experiment."""
+
+    __tablename__ = "experiment_results"
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(sa.ForeignKey("experiments.id", ondelete="CASCADE"))
+    family: Mapped[str] = mapped_column(sa.Text)
+    arm: Mapped[str] = mapped_column(sa.Text)
+    seed: Mapped[int] = mapped_column(sa.Integer)
+    round: Mapped[int] = mapped_column(sa.Integer)
+    source: Mapped[str] = mapped_column(sa.Text)
+    window_from: Mapped[dt.datetime] = mapped_column(TSTZ)
+    window_to: Mapped[dt.datetime] = mapped_column(TSTZ)
+    session_id: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    episodes: Mapped[int] = mapped_column(sa.Integer)
+    calls: Mapped[int] = mapped_column(sa.Integer)
+    total_profit: Mapped[float] = mapped_column(sa.Float)
+    profit_per_call: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    hit_rate: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    accuracy: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    baseline_accuracy: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    hold_share: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    train_episodes: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    promoted: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
+    leakage_rows: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    recorded_at: Mapped[dt.datetime] = mapped_column(TSTZ, server_default=NOW)
+    __table_args__ = (
+        sa.CheckConstraint("family IN ('cnn', 'rl')", name="known_family"),
+        sa.CheckConstraint(_in("source", EXPERIMENT_SOURCES), name="known_source"),
+        sa.UniqueConstraint(
+            "experiment_id", "family", "arm", "seed", "round", "source", name="uq_experiment_results_lane_round_source"
+        ),
     )

@@ -17,6 +17,12 @@ def register(sub) -> None:
         help="CSV of 1-minute candles (timestamp,open,high,low,close,volume); default: a simulated market",
     )
     p.add_argument("--symbol", help="symbol to store the market under (default BTC-PERP with --candles, else SIM)")
+    p.add_argument(
+        "--timeframe",
+        default="1m",
+        help="bar length of --candles (default 1m; the file is checked: other bar lengths are refused "
+        "with the reason, as the outcome and event timeframes are global settings)",
+    )
     p.add_argument("--days", type=_positive(float), default=10.0, help="days of decisions to replay (default 10)")
     p.add_argument("--every-min", type=_positive(int), default=15, help="minutes between decisions (default 15)")
     p.add_argument("--horizon-s", type=_positive(int), default=1800, help="prediction horizon (default 1800)")
@@ -74,6 +80,7 @@ def _demo(args) -> int:
     opts = DemoOptions(
         candles=args.candles,
         symbol=args.symbol,
+        timeframe=args.timeframe,
         days=args.days,
         every_min=args.every_min,
         horizon_s=args.horizon_s,

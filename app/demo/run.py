@@ -63,6 +63,7 @@ ANALYST_SQL = [
 class DemoOptions:
     candles: Path | None = None
     symbol: str | None = None
+    timeframe: str = "1m"
     days: float = 10.0
     every_min: int = 15
     horizon_s: int = 1800
@@ -158,6 +159,7 @@ def _market(opts: DemoOptions) -> tuple[stream.StreamSpec, dict | None]:
         )
         return spec, None
     columns = stream.read_candles_csv(opts.candles)
+    stream.require_one_minute(columns, opts.candles, opts.timeframe)
     first = columns["timestamp"][0].astype("datetime64[s]").astype(dt.datetime).replace(tzinfo=dt.UTC)
     last = columns["timestamp"][-1].astype("datetime64[s]").astype(dt.datetime).replace(tzinfo=dt.UTC)
     available = (last - first - WARMUP).total_seconds() - opts.horizon_s

@@ -100,6 +100,34 @@ def read_candles_csv(path) -> dict[str, np.ndarray]:
     return columns
 
 
+def bar_spacing_s(columns: dict[str, np.ndarray]) -> int | None:
+    """The most common spacing of the bars' open times in seconds (None with fewer than two bars)."""
+    if len(columns["timestamp"]) < 2:
+        return None
+    gaps = np.diff(columns["timestamp"].astype("datetime64[s]").astype(np.int64))
+    values, counts = np.unique(gaps, return_counts=True)
+    return int(values[counts.argmax()])
+
+
+def require_one_minute(columns: dict[str, np.ndarray], path, timeframe: str = "1m") -> None:
+    """Refuse, saying why, a candle file that is not 1-minute bars: packages are resampled from 1-minute
+    candles and outcomes / events are labelled on the global TRAINSRV_OUTCOME_TIMEFRAME /
+    TRAINSRV_EVENT_TIMEFRAME (1m), so other bars would end in invalid packages and pending outcomes."""
+    from app.errors import TrainsrvError
+
+    spacing = bar_spacing_s(columns)
+    if timeframe != "1m":
+        raise TrainsrvError(
+            f"--timeframe {timeframe}: only 1-minute candles can be streamed (packages are "
+            "resampled from 1-minute bars; outcome and event timeframes are global settings)"
+        )
+    if spacing is not None and spacing != 60:
+        raise TrainsrvError(
+            f"{path}: its bars are {spacing} s apart, not 1 minute; only 1-minute candles can be "
+            "streamed (resample the file to 1-minute bars, or use the simulated market)"
+        )
+
+
 def simulated(spec: StreamSpec, index: int) -> dict[str, np.ndarray]:
     """The simulated market of the ``index``-th symbol: warm-up, streamed hours and the last horizon."""
     span = spec.warmup + dt.timedelta(hours=spec.hours, seconds=spec.horizon_s)

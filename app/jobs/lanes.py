@@ -51,7 +51,10 @@ class Lanes:
         light = maintenance_kinds(settings) if maintenance else ()
         self.main = Worker(engine, settings, base, schedule=schedule and not light, rescue=not light)
         self.maintenance = (
-            Worker(engine, settings, f"{base}/maintenance", schedule=schedule, kinds=light) if light else None
+            # The main lane watches the schema (one log line); when it stops, run() stops this lane too.
+            Worker(engine, settings, f"{base}/maintenance", schedule=schedule, kinds=light, watch_schema=False)
+            if light
+            else None
         )
         self._thread: threading.Thread | None = None
 

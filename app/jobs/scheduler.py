@@ -4,7 +4,8 @@
   ``detect_events`` and one ``build_experiences`` job (all symbols, in that order of claim) per
   ``validation_interval_s`` window.
 * Training, per symbol: ``train_cnn`` once ``min_episodes_for_cnn_training`` **new** replay
-  episodes exist — ``v_cnn_replay`` rows with ``profit_r > min_profit_r_for_replay`` validated
+  episodes exist — ``v_cnn_replay`` rows (with ``cnn_replay_mode = profitable``: those with
+  ``profit_r > min_profit_r_for_replay``; the default ``all``: every one) validated
   since the symbol's last CNN session or ``train_cnn`` job began — and ``train_rl`` once
   ``min_experiences_for_rl_training`` experiences were stored since its last RL session or
   ``train_rl`` job began. A job of that kind queued or running for the symbol holds the next one
@@ -32,7 +33,7 @@ import sqlalchemy as sa
 
 from app.config import Settings
 from app.db import queries
-from app.errors import ValidationError
+from app.errors import ConfigError, ValidationError
 from app.jobs import queue, registry, transitions
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class Scheduler:
                 "new replay episodes",
                 s.min_episodes_for_cnn_training,
                 "jobs.new_replay_episodes_by_symbol",
-                {"min_profit_r": s.min_profit_r_for_replay},
+                {"min_profit_r": _replay_threshold(s)},
             ),
             Threshold(
                 "train_rl",
@@ -116,7 +117,7 @@ class Scheduler:
         s = self.settings
         params = _json_setting(f"auto_{model_kind}_params", getattr(s, f"auto_{model_kind}_params"))
         if model_kind == "cnn":
-            params.setdefault("min_profit_r", s.min_profit_r_for_replay)
+            params.setdefault("min_profit_r", _replay_threshold(s))
             params.setdefault("min_profitability", 0.0)
         model = getattr(s, f"auto_{model_kind}_model")
         if model:
@@ -202,3 +203,10 @@ def _json_setting(name: str, text: str) -> dict:
     if not isinstance(value, dict):
         raise ValidationError(name, "must be a JSON object")
     return value
+
+
+def _replay_threshold(s: Settings) -> float | None:
+    """The profit_r threshold of auto CNN sessions (None: every episode), from ``cnn_replay_mode``."""
+    if s.cnn_replay_mode not in ("all", "profitable"):
+        raise ConfigError(f"TRAINSRV_CNN_REPLAY_MODE={s.cnn_replay_mode!r}: must be all or profitable")
+    return s.min_profit_r_for_replay if s.cnn_replay_mode == "profitable" else None

@@ -76,6 +76,7 @@ class Worker:
         schedule: bool = True,
         kinds: tuple[str, ...] | None = None,
         rescue: bool = True,
+        watch_schema: bool = True,
     ):
         self.engine = engine
         self.settings = settings or get_settings()
@@ -83,6 +84,7 @@ class Worker:
         self.scheduler = (scheduler or Scheduler(self.settings)) if schedule else None
         self.kinds = kinds  # None: any kind; else this worker (a lane) claims only these
         self.rescues = rescue
+        self.watches_schema = watch_schema  # one lane of a process watches; it stops the others (app.jobs.lanes)
         self.processed = 0
         self._stop = threading.Event()
         self._in_handler = False
@@ -246,7 +248,7 @@ class Worker:
 
     def _maintain(self) -> None:
         now = time.monotonic()
-        if now >= self._next_schema_check:
+        if self.watches_schema and now >= self._next_schema_check:
             self._next_schema_check = now + SCHEMA_CHECK_INTERVAL_S
             self._db(self._check_schema)
         if self.stopping:

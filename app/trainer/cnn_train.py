@@ -38,6 +38,7 @@ from app.trainer import evaluate
 log = logging.getLogger(__name__)
 
 MODEL_KIND = "cnn"
+SAMPLING = ("uniform", "priority")
 
 
 @dataclasses.dataclass
@@ -48,7 +49,15 @@ class CnnTrainOptions:
     min_profitability: float = 0.7
     # Replay threshold on v_cnn_replay's profit_r scale (0 = break-even): episodes with profit_r above it.
     min_profit_r: float | None = None
-    max_episodes: int = 500
+    # None: every candidate; a number keeps the highest-priority ones (with a tight budget that ranking, not
+    # the thresholds, decides the set: premium, score ~ 1 episodes come first whatever the threshold).
+    max_episodes: int | None = None
+    # Candidates whose optimal action was to stay out are kept whatever the thresholds (a hold earns
+    # nothing, so a profit filter alone would leave the model no example of standing aside).
+    keep_holds: bool = True
+    # uniform: every epoch visits each episode once; priority: each batch is drawn with replacement in
+    # proportion to v_cnn_replay's training_priority at selection time.
+    sampling: str = "uniform"
     epochs: int = 10
     batch_size: int = 32
     eval_fraction: float = 0.2
@@ -68,7 +77,8 @@ class CnnTrainOptions:
         warm.parse(self.init)
         check("min_profitability", 0 <= self.min_profitability <= 1, "must be in [0, 1]")
         check("min_profit_r", self.min_profit_r is None or math.isfinite(self.min_profit_r), "must be finite")
-        check("max_episodes", self.max_episodes >= 1, "must be >= 1")
+        check("max_episodes", self.max_episodes is None or self.max_episodes >= 1, "must be >= 1")
+        check("sampling", self.sampling in SAMPLING, f"must be one of {', '.join(SAMPLING)}")
         check("epochs", self.epochs >= 1, "must be >= 1")
         check("batch_size", self.batch_size >= 1, "must be >= 1")
         check("eval_fraction", 0 < self.eval_fraction < 1, "must be in (0, 1)")
@@ -124,6 +134,7 @@ def train_cnn(
             min_profit_r=opts.min_profit_r,
             max_episodes=opts.max_episodes,
             eval_fraction=opts.eval_fraction,
+            keep_holds=opts.keep_holds,
         )
         split, packages = _decodable(conn, split)
         spec_in = inputs.infer_spec(packages[split.train[0].package_id], settings)
@@ -235,6 +246,10 @@ def _train_from(run: _Run, first_step: int, hooks: Hooks, *, start: bool) -> dic
 
 
 def _indices(run: _Run, step: int) -> torch.Tensor:
+    if run.config.get("sampling") == "priority":
+        gen = torch.Generator().manual_seed(run.config["seed"] * 1_000_003 + 7_919 * step)
+        weights = torch.tensor(run.config["sample_weights"], dtype=torch.float64)
+        return torch.multinomial(weights, run.config["batch_size"], replacement=True, generator=gen)
     epoch, j = divmod(step - 1, run.steps_per_epoch)
     gen = torch.Generator().manual_seed(run.config["seed"] * 1_000_003 + epoch)
     perm = torch.randperm(len(run.train.ids), generator=gen)
@@ -376,6 +391,12 @@ def _config(
         "min_profitability": opts.min_profitability,
         "min_profit_r": opts.min_profit_r,
         "max_episodes": opts.max_episodes,
+        "keep_holds": opts.keep_holds,
+        "sampling": opts.sampling,
+        # Priorities change as sessions train; the weights a priority-sampled session drew with are kept.
+        "sample_weights": (
+            [max(e.training_priority, 1e-9) for e in split.train] if opts.sampling == "priority" else None
+        ),
         "eval_fraction": opts.eval_fraction,
         "eval_cutoff": split.cutoff.isoformat(),
         "patience": opts.patience,

@@ -7,7 +7,8 @@ A session splits a symbol's episodes chronologically:
 * **training candidates** are episodes whose outcome horizon ended at or before ``cutoff`` (so
   no training label overlaps the evaluation period), with ``profitability_score >=
   min_profitability`` and, when ``min_profit_r`` is given, ``profit_r > min_profit_r`` (the
-  replay threshold: 0 keeps profitable calls only); the ``max_episodes`` highest ``training_priority`` ones are used.
+  replay threshold: 0 keeps profitable calls only) — or, with ``keep_holds``, whose optimal action was
+  hold; all of them, or the ``max_episodes`` highest ``training_priority`` ones when it is set.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def split(
     max_episodes: int,
     eval_fraction: float,
     min_profit_r: float | None = None,
+    keep_holds: bool = False,
 ) -> Split:
     """The training episodes and the later evaluation slice of ``symbol`` (see module docstring)."""
     row = conn.execute(queries.get("trainer.eval_cutoff"), {"symbol": symbol, "eval_fraction": eval_fraction}).one()
@@ -76,6 +78,7 @@ def split(
                 "min_profitability": min_profitability,
                 "min_profit_r": min_profit_r,
                 "max_episodes": max_episodes,
+                "keep_holds": keep_holds,
             },
         )
     )

@@ -44,7 +44,11 @@ CNN_PARAMS = {
     "min_profitability": registry.Param(float, default=0.7, min=0.0, max=1.0),
     # The replay threshold on v_cnn_replay's profit_r scale (0 = break-even): profit_r above it.
     "min_profit_r": registry.Param(float, default=None),
-    "max_episodes": registry.Param(int, default=500, min=1, max=10_000_000),
+    # None: every candidate (a small budget ranked by priority made the threshold a no-op; docs/training.md).
+    "max_episodes": registry.Param(int, default=None, min=1, max=10_000_000),
+    # Hold examples kept whatever the thresholds; uniform or priority-weighted batches (docs/evidence.md).
+    "keep_holds": registry.Param(bool, default=True),
+    "sampling": registry.Param(str, default="uniform", choices=("uniform", "priority")),
     "epochs": registry.Param(int, default=10, min=1, max=100_000),
     "batch_size": registry.Param(int, default=32, min=1, max=65_536),
     "eval_fraction": registry.Param(float, default=0.2, min=0.01, max=0.99),
@@ -94,6 +98,8 @@ def cnn_options(params: dict):
         min_profitability=params["min_profitability"],
         min_profit_r=params["min_profit_r"],
         max_episodes=params["max_episodes"],
+        keep_holds=params["keep_holds"],
+        sampling=params["sampling"],
         epochs=params["epochs"],
         batch_size=params["batch_size"],
         eval_fraction=params["eval_fraction"],
@@ -127,6 +133,15 @@ def rl_options(params: dict):
     )
 
 
+def _after_training(ctx: registry.JobContext, result: dict, params: dict) -> dict:
+    """A succeeded session's promotion gate, as a ``promote_model`` job (app/registry/jobs.py)."""
+    if result["status"] != "succeeded":
+        return result
+    from app.registry import jobs as registry_jobs
+
+    return registry_jobs.after_training(ctx.engine, result, params["promote"])
+
+
 def _hooks(ctx: registry.JobContext):
     from app.recording.hooks import Hooks
 
@@ -147,6 +162,7 @@ def run_cnn(ctx: registry.JobContext, params: dict) -> dict:
         result = cnn_train.train_cnn(
             ctx.engine, cnn_options(params), job_id=ctx.job_id, hooks=_hooks(ctx), settings=ctx.settings
         )
+    result = _after_training(ctx, result, params)
     if result["status"] == "interrupted":
         raise registry.Interrupted(f"session {result['session_id']} interrupted; it resumes when the job runs again")
     return registry_jobs.after_training(ctx.engine, result, params["promote"])
@@ -160,6 +176,7 @@ def run_rl(ctx: registry.JobContext, params: dict) -> dict:
     result = rl_train.train_rl(
         ctx.engine, rl_options(params), job_id=ctx.job_id, hooks=_hooks(ctx), settings=ctx.settings
     )
+    result = _after_training(ctx, result, params)
     if result["status"] == "interrupted":
         raise registry.Interrupted(f"session {result['session_id']} interrupted after {result['steps']} steps")
     return registry_jobs.after_training(ctx.engine, result, params["promote"])

@@ -61,6 +61,8 @@ events AS (
            min(ts) - CASE WHEN kind = 'velocity' THEN make_interval(secs => (:vel_bars - 1) * :bar_s)
                           ELSE interval '0' END AS started_at,
            max(ts) + make_interval(secs => :bar_s) AS ended_at,
+           -- the close of the first flagged bar: before it the event was not visible yet
+           min(ts) + make_interval(secs => :bar_s) AS known_at,
            max(strength) AS magnitude,
            CASE WHEN kind = 'velocity' THEN min(direction) ELSE sign(sum(r))::int END AS direction,
            jsonb_build_object('threshold', min(threshold), 'bars', count(*),
@@ -77,20 +79,24 @@ stale AS (
     RETURNING 1
 ),
 written AS (
-    INSERT INTO market_events AS m (symbol, timeframe, kind, started_at, ended_at, magnitude, direction, params)
-    SELECT symbol, :timeframe, kind, started_at, ended_at, magnitude, direction, params FROM events
+    INSERT INTO market_events AS m (symbol, timeframe, kind, started_at, ended_at, known_at, magnitude, direction,
+                                    params)
+    SELECT symbol, :timeframe, kind, started_at, ended_at, known_at, magnitude, direction, params FROM events
     ON CONFLICT (symbol, timeframe, kind, started_at) DO UPDATE SET
-        ended_at = EXCLUDED.ended_at, magnitude = EXCLUDED.magnitude, direction = EXCLUDED.direction,
-        params = EXCLUDED.params, detected_at = now()
-    WHERE (m.ended_at, m.magnitude, m.direction, m.params)
-          IS DISTINCT FROM (EXCLUDED.ended_at, EXCLUDED.magnitude, EXCLUDED.direction, EXCLUDED.params)
+        ended_at = EXCLUDED.ended_at, known_at = EXCLUDED.known_at, magnitude = EXCLUDED.magnitude,
+        direction = EXCLUDED.direction, params = EXCLUDED.params, detected_at = now()
+    WHERE (m.ended_at, m.known_at, m.magnitude, m.direction, m.params)
+          IS DISTINCT FROM (EXCLUDED.ended_at, EXCLUDED.known_at, EXCLUDED.magnitude, EXCLUDED.direction,
+                            EXCLUDED.params)
     RETURNING (xmax = 0) AS inserted
 ),
 premium AS (
-    -- Packages captured inside an event are premium (never un-marked here: others may mark them too).
+    -- Packages captured inside an event once it was visible (from the close of its first flagged bar) are
+    -- premium; earlier ones in its window are not: their mark would use bars after the package time.
+    -- (Never un-marked here: others may mark them too.)
     UPDATE input_packages p SET is_premium = true
     FROM events e
-    WHERE p.symbol = e.symbol AND p.ts >= e.started_at AND p.ts <= e.ended_at AND NOT p.is_premium
+    WHERE p.symbol = e.symbol AND p.ts >= e.known_at AND p.ts <= e.ended_at AND NOT p.is_premium
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM events) AS found,

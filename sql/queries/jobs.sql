@@ -135,7 +135,8 @@ GROUP BY state
 ORDER BY state;
 
 -- name: new_replay_episodes_by_symbol
--- Per symbol: CNN replay episodes (v_cnn_replay, profit_r > :min_profit_r) validated since its last train_cnn job or CNN session began.
+-- Per symbol: CNN replay episodes (v_cnn_replay, profit_r > :min_profit_r; NULL: all) validated since its last train_cnn
+-- job or CNN session began.
 WITH RECURSIVE symbols AS (
     -- The distinct symbols by skipping along ix_input_packages_symbol_ts (one probe per symbol, not a scan).
     (SELECT symbol FROM input_packages ORDER BY symbol LIMIT 1)
@@ -162,7 +163,8 @@ since AS (
 )
 SELECT since.symbol, coalesce(since.session_id, 0) AS session_id, coalesce(since.job_id, 0) AS job_id, since.active,
        (SELECT count(*) FROM v_cnn_replay v
-        WHERE v.symbol = since.symbol AND v.profit_r > CAST(:min_profit_r AS float8)
+        WHERE v.symbol = since.symbol
+          AND (CAST(:min_profit_r AS float8) IS NULL OR v.profit_r > CAST(:min_profit_r AS float8))
           AND (since.since IS NULL OR v.validated_at > since.since)) AS new_count
 FROM since
 WHERE since.symbol IS NOT NULL

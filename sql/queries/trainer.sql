@@ -27,16 +27,18 @@ FROM v_cnn_replay
 WHERE symbol = :symbol;
 
 -- name: training_episodes
--- The highest-priority episodes above the replay thresholds whose outcome horizon ended before the evaluation slice.
+-- Episodes above the replay thresholds (or, with :keep_holds, whose optimal action was hold) whose outcome horizon
+-- ended before the evaluation slice; the :max_episodes highest-priority ones (NULL: all).
 SELECT episode_id, package_id, symbol, ts, horizon_end, optimal_action, move_pct, price_return,
        actual_profit, profitability_score, is_profitable, is_premium, times_trained, training_priority
 FROM v_cnn_replay
 WHERE symbol = :symbol
   AND horizon_end <= :cutoff
-  AND profitability_score >= :min_profitability
-  AND (CAST(:min_profit_r AS float8) IS NULL OR profit_r > :min_profit_r)
+  AND ((profitability_score >= :min_profitability
+        AND (CAST(:min_profit_r AS float8) IS NULL OR profit_r > :min_profit_r))
+       OR (CAST(:keep_holds AS boolean) AND optimal_action = 'hold'))
 ORDER BY training_priority DESC, episode_id
-LIMIT :max_episodes;
+LIMIT CAST(:max_episodes AS bigint);
 
 -- name: evaluation_episodes
 -- Every episode of the evaluation slice (package time at or after the cutoff), oldest first.

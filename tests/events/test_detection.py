@@ -109,15 +109,37 @@ def jan7(engine, real_candles_path):
     return engine
 
 
-def test_packages_inside_an_event_become_premium(jan7):
-    inside = package_at(jan7, dt.datetime(2022, 1, 7, 8, 27, 30, tzinfo=UTC))
+def test_packages_inside_an_event_become_premium_once_it_is_known(jan7):
+    """Premium from the close of the event's first flagged bar (known_at) on: a package captured earlier in
+    the event's window could not have known about it (its mark would use later bars)."""
+    detect_events(jan7, SETTINGS)
+    with jan7.connect() as conn:
+        ev = conn.execute(
+            sa.text(
+                "SELECT started_at, known_at, ended_at FROM market_events WHERE symbol = :s AND kind = 'velocity' "
+                "ORDER BY magnitude DESC LIMIT 1"
+            ),
+            {"s": SYMBOL},
+        ).one()
+        conn.execute(sa.text("DELETE FROM market_events"))
+        conn.commit()
+    assert ev.started_at < ev.known_at <= ev.ended_at
+    inside = package_at(jan7, ev.known_at)
+    early = package_at(jan7, ev.known_at - dt.timedelta(seconds=30))
     calm = package_at(jan7, dt.datetime(2022, 1, 7, 3, 0, tzinfo=UTC))
-    other = package_at(jan7, dt.datetime(2022, 1, 7, 8, 27, 30, tzinfo=UTC), symbol="ETH-PERP")
-    counts = detect_events(jan7, SETTINGS)
-    assert counts["premium_marked"] == 1
+    other = package_at(jan7, ev.known_at, symbol="ETH-PERP")
+    detect_events(jan7, SETTINGS)
     with jan7.connect() as conn:
         premium = dict(conn.execute(sa.text("SELECT id, is_premium FROM input_packages")).all())
-    assert premium == {inside: True, calm: False, other: False}
+        # Half a minute earlier it is premium only if some other event was already known then.
+        known_early = conn.execute(
+            sa.text(
+                "SELECT EXISTS (SELECT 1 FROM market_events WHERE symbol = :s AND known_at <= :t AND ended_at >= :t)"
+            ),
+            {"s": SYMBOL, "t": ev.known_at - dt.timedelta(seconds=30)},
+        ).scalar_one()
+        assert conn.execute(sa.text("SELECT count(*) FROM v_leakage_audit")).scalar_one() == 0
+    assert premium == {inside: True, early: known_early, calm: False, other: False}
 
 
 def test_a_higher_threshold_for_the_symbol_removes_its_velocity_events(jan7):

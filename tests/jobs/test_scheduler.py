@@ -49,6 +49,7 @@ def thresholds(settings):
         enable_background_validation=False,
         min_episodes_for_cnn_training=3,
         min_profit_r_for_replay=0.0,
+        cnn_replay_mode="profitable",
         min_experiences_for_rl_training=2,
         gc_interval_s=0,
     )

@@ -257,13 +257,20 @@ def test_bad_options_name_the_field(trained):
     with pytest.raises(episodes.NoEpisodes, match="NO-SUCH"):
         cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, symbol="NO-SUCH")))
     with pytest.raises(episodes.NoEpisodes, match="min-profitability"):
-        cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, min_profitability=1.0)))
+        cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**dict(OPTIONS, min_profitability=1.0, keep_holds=False)))
 
 
 def test_profitability_filter_trains_only_on_episodes_at_or_above_it(trained):
     engine, _ = trained
     threshold = 0.6
-    opts = dict(OPTIONS, min_profitability=threshold, max_episodes=10_000, epochs=1, capture=CapturePolicy("none"))
+    opts = dict(
+        OPTIONS,
+        min_profitability=threshold,
+        keep_holds=False,
+        max_episodes=10_000,
+        epochs=1,
+        capture=CapturePolicy("none"),
+    )
     result = cnn_train.train_cnn(engine, cnn_train.CnnTrainOptions(**opts))
     config = _session(engine, result["session_id"]).config
     with engine.connect() as conn:
