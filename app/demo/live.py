@@ -13,8 +13,6 @@ when the version changed, so a promotion or a rollback reaches the next call.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 
@@ -88,31 +86,8 @@ def run(engine, spec: stream.StreamSpec, markets: dict | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m app.demo.live``: an orchestrator process using the deployed models."""
-    from app.db import engine as db_engine
-
-    p = argparse.ArgumentParser(prog="python -m app.demo.live", description=__doc__.splitlines()[0])
-    p.add_argument("--symbols", default="SIM-A,SIM-B", help="comma-separated (default SIM-A,SIM-B)")
-    p.add_argument("--hours", type=float, default=4.0, help="market hours to stream after the warm-up")
-    p.add_argument("--speed", type=float, default=600.0, help="market seconds per wall second")
-    p.add_argument("--every-min", type=int, default=5)
-    p.add_argument("--horizon-s", type=int, default=900)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    spec = stream.StreamSpec(
-        symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip()),
-        hours=args.hours,
-        speed=args.speed,
-        every_min=args.every_min,
-        horizon_s=args.horizon_s,
-        seed=args.seed,
-    )
-    engine = db_engine.get_engine()
-    try:
-        print(json.dumps(run(engine, spec)), flush=True)
-    finally:
-        engine.dispose()
-    return 0
+    return stream.command_line("python -m app.demo.live", __doc__.splitlines()[0], argv, run)
 
 
 if __name__ == "__main__":

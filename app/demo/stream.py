@@ -219,11 +219,13 @@ def run(engine: sa.Engine, spec: StreamSpec, source: PredictionSource | None = N
     return Streamer(engine, spec, source).run()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m app.demo.stream``: an orchestrator process against the configured database."""
+def command_line(prog: str, description: str, argv: list[str] | None, stream_with) -> int:
+    """An orchestrator process against the configured database: parse the stream's options, run
+    ``stream_with(engine, spec)`` and print what it returns as one JSON line (shared by the stream and
+    ``app.demo.live``)."""
     from app.db import engine as db_engine
 
-    p = argparse.ArgumentParser(prog="python -m app.demo.stream", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--symbols", default="SIM-A,SIM-B", help="comma-separated (default SIM-A,SIM-B)")
     p.add_argument("--hours", type=float, default=4.0, help="market hours to stream after the warm-up")
     p.add_argument("--speed", type=float, default=600.0, help="market seconds per wall second")
@@ -241,10 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     engine = db_engine.get_engine()
     try:
-        print(json.dumps(run(engine, spec)), flush=True)
+        print(json.dumps(stream_with(engine, spec)), flush=True)
     finally:
         engine.dispose()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m app.demo.stream``: an orchestrator process against the configured database."""
+    return command_line("python -m app.demo.stream", __doc__.splitlines()[0], argv, run)
 
 
 if __name__ == "__main__":
