@@ -102,3 +102,25 @@ def apply(model, warm: WarmStart) -> None:
     """Load the warm-start weights into ``model`` (nothing for scratch)."""
     if warm.state is not None:
         model.load_state_dict(warm.state)
+
+
+def record_session(
+    engine: sa.Engine, model_kind: str, opts, config: dict, device, warm: WarmStart, job_id, writer_options
+):
+    """Open a trainer's recorded session (``opts``: its options: model, seed, capture, checkpoints); the row
+    names the checkpoint the weights started from, the lineage the registry and retention read."""
+    from app.recording.session import SessionRecorder, SessionSpec
+
+    spec = SessionSpec(
+        model_kind,
+        opts.model,
+        config,
+        opts.seed,
+        str(device),
+        opts.capture,
+        opts.checkpoint_every,
+        job_id,
+        init_session_id=warm.session_id,
+        init_checkpoint_id=warm.checkpoint_id,
+    )
+    return SessionRecorder.start(engine, spec, writer_options)

@@ -29,7 +29,7 @@ from app.recording.convergence import ConvergenceTracker
 from app.recording.hooks import Hooks, check, resolve_device
 from app.recording.optim import OptimizerSpec
 from app.recording.policy import CapturePolicy, WriterOptions
-from app.recording.session import SessionRecorder, SessionSpec
+from app.recording.session import SessionRecorder
 from app.recording.step import Batch, train_step
 from app.registry import lineage, warm
 from app.trainer import episodes as episodes_mod
@@ -156,22 +156,7 @@ def train_cnn(
     model = interface.build_model(opts.model, spec_in, opts.model_config).to(device)
     warm.apply(model, start)
     optimizer = spec.build(model.parameters())
-    recorder = SessionRecorder.start(
-        engine,
-        SessionSpec(
-            MODEL_KIND,
-            opts.model,
-            config,
-            opts.seed,
-            str(device),
-            opts.capture,
-            opts.checkpoint_every,
-            job_id,
-            init_session_id=start.session_id,
-            init_checkpoint_id=start.checkpoint_id,
-        ),
-        writer_options,
-    )
+    recorder = warm.record_session(engine, MODEL_KIND, opts, config, device, start, job_id, writer_options)
     run = _Run(
         config,
         recorder,

@@ -35,7 +35,7 @@ from app.recording.convergence import ConvergenceTracker
 from app.recording.hooks import Hooks, check, resolve_device
 from app.recording.optim import OptimizerSpec
 from app.recording.policy import CapturePolicy, WriterOptions
-from app.recording.session import SessionRecorder, SessionSpec
+from app.recording.session import SessionRecorder
 from app.recording.step import Batch, train_step
 from app.registry import lineage, warm
 from app.rl_replay.batch import BetaSchedule
@@ -151,22 +151,7 @@ def train_rl(
     online = dqn.build_q_network(opts.model, states.spec, opts.model_config).to(device)
     warm.apply(online, start)
     agent = dqn.DoubleDQN(online, opts.agent)
-    recorder = SessionRecorder.start(
-        engine,
-        SessionSpec(
-            MODEL_KIND,
-            opts.model,
-            config,
-            opts.seed,
-            str(device),
-            opts.capture,
-            opts.checkpoint_every,
-            job_id,
-            init_session_id=start.session_id,
-            init_checkpoint_id=start.checkpoint_id,
-        ),
-        writer_options,
-    )
+    recorder = warm.record_session(engine, MODEL_KIND, opts, config, device, start, job_id, writer_options)
     run = _Run(
         opts,
         config,
